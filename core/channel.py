@@ -1,0 +1,22 @@
+"""The narrow seam between the engine and platform adapters.
+
+An input channel is handed the engine as a callback (``OnNewMessage``) and calls it with each
+platform event it has translated; an output channel needs only ``send`` for messages that arrive
+with no user message in flight (an agent's reply, say).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
+
+from core.types import IncomingMessage, Reply
+
+OnNewMessage = Callable[[IncomingMessage], Awaitable[list[Reply]]]
+
+
+@runtime_checkable
+class OutputChannel(Protocol):
+    platform: str
+
+    async def send(self, conversation_id: str, reply: Reply) -> None: ...

@@ -1,0 +1,166 @@
+"""The dialogue engine every channel talks to.
+
+``handle(message)``: deduplicate → clean the text → built-in commands → keep the user's turn →
+(bot mode) generate, re-rank, keep the reply → return replies. Model work runs off the event loop in
+the backend's worker; failures become a short apology for the user and a logged exception for us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from core import texts
+from core.model import ModelBackend
+from core.store import ContextStore
+from core.text_input import clean_user_text, parse_command
+from core.types import Button, IncomingMessage, Mode, Reply, Role, Turn
+
+log = logging.getLogger(__name__)
+
+HUMAN_ACTION = "human"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    bot_name: str = "Chatbot"
+    max_message_chars: int = 4000
+    generation_timeout_s: float = 60.0
+    #: candidates kept in reply metadata, for agents and the handoff
+    candidates_in_metadata: int = 3
+
+
+class DialogueEngine:
+    def __init__(self, store: ContextStore, backend: ModelBackend, config: EngineConfig | None = None) -> None:
+        self.store = store
+        self.backend = backend
+        self.config = config or EngineConfig()
+        # One lock per live conversation keeps its turns in order; entries vanish when unused.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._commands: dict[str, Callable[[IncomingMessage], Awaitable[list[Reply]]]] = {
+            "start": self._cmd_start,
+            "help": self._cmd_help,
+            "reset": self._cmd_reset,
+            "forget": self._cmd_forget,
+            "human": self._cmd_human,
+        }
+
+    async def handle(self, message: IncomingMessage) -> list[Reply]:
+        """Answer one incoming message; a redelivered event (same event id) gets no reply."""
+        claimed = False
+        try:
+            if message.event_id:
+                if not await self.store.claim_event(message.platform, message.event_id):
+                    log.info("duplicate event %s on %s ignored", message.event_id, message.platform)
+                    return []
+                claimed = True
+            lock = self._locks.setdefault(message.conversation_id, asyncio.Lock())
+            async with lock:
+                return await self._handle(message)
+        except Exception:
+            log.exception("engine failed on conversation %s", message.conversation_id)
+            if claimed:
+                try:  # let a platform redelivery try again
+                    await self.store.release_event(message.platform, message.event_id or "")
+                except Exception:
+                    log.warning("could not release event %s", message.event_id)
+            return [Reply(texts.APOLOGY, metadata={"error": True})]
+
+    async def _handle(self, message: IncomingMessage) -> list[Reply]:
+        if message.action:
+            if message.action == HUMAN_ACTION:
+                return await self._cmd_human(message)
+            return [Reply(texts.UNKNOWN_ACTION)]
+        text = clean_user_text(message.text)
+        if not text:
+            return [Reply(texts.EMPTY)]
+        if len(text) > self.config.max_message_chars:
+            return [Reply(texts.TOO_LONG.format(length=len(text), limit=self.config.max_message_chars))]
+        command = parse_command(text)
+        if command is not None:
+            name, _args = command
+            handler = self._commands.get(name)
+            if handler is None:
+                return [Reply(texts.UNKNOWN_COMMAND.format(command="/" + name))]
+            return await handler(message)
+
+        cid = message.conversation_id
+        state = await self.store.state(cid)
+        user_turn = Turn(Role.USER, text, message.timestamp, self.backend.count_tokens(text))
+        # Keep the user's turn before generating: a crash mid-generation loses no message.
+        await self.store.append(cid, message.platform, message.user_id, user_turn)
+        if state.mode != Mode.BOT:
+            return []  # a person holds or will hold this conversation; the turn is kept for them
+
+        replies: list[Reply] = []
+        if "greeted" not in state.fields:
+            replies.append(self._disclosure())
+            await self.store.update_state(cid, greeted="1")
+        replies.append(await self._generate(message))
+        return replies
+
+    async def _generate(self, message: IncomingMessage) -> Reply:
+        cid = message.conversation_id
+        history = await self.store.history(cid)
+        started = time.perf_counter()
+        candidates = await asyncio.wait_for(
+            self.backend.generate(history), timeout=self.config.generation_timeout_s
+        )
+        elapsed = time.perf_counter() - started
+        meta: dict[str, object] = {"model_version": self.backend.version, "model_seconds": round(elapsed, 4)}
+        if not candidates:
+            meta.update(score=None, fallback=True)
+            return Reply(texts.NO_GOOD_ANSWER, [self._human_button()], meta)
+        best = candidates[0]
+        meta.update(
+            score=best.score,
+            logprob=best.logprob,
+            candidates=[
+                {"text": c.text, "score": c.score, "logprob": c.logprob}
+                for c in candidates[: self.config.candidates_in_metadata]
+            ],
+        )
+        bot_turn = Turn(Role.ASSISTANT, best.text, time.time(), self.backend.count_tokens(best.text))
+        await self.store.append(cid, message.platform, message.user_id, bot_turn)
+        return Reply(best.text, metadata=meta)
+
+    # --- built-in commands ---
+    def _human_button(self) -> Button:
+        return Button(texts.TALK_TO_HUMAN, HUMAN_ACTION)
+
+    def _disclosure(self) -> Reply:
+        return Reply(texts.DISCLOSURE.format(bot_name=self.config.bot_name), [self._human_button()])
+
+    async def _cmd_start(self, message: IncomingMessage) -> list[Reply]:
+        await self.store.update_state(message.conversation_id, greeted="1")
+        return [self._disclosure(), Reply(texts.HELP)]
+
+    async def _cmd_help(self, message: IncomingMessage) -> list[Reply]:
+        return [Reply(texts.HELP, [self._human_button()])]
+
+    async def _cmd_reset(self, message: IncomingMessage) -> list[Reply]:
+        await self.store.clear_history(message.conversation_id)
+        await self.store.set_mode(message.conversation_id, Mode.BOT)
+        return [Reply(texts.RESET)]
+
+    async def _cmd_forget(self, message: IncomingMessage) -> list[Reply]:
+        erased = await self.store.forget_user(message.platform, message.user_id)
+        # The current conversation may not be indexed yet (no turn kept); erase it too.
+        await self.store.erase_conversation(message.conversation_id)
+        log.info("forgot %d conversations of a user on %s", erased, message.platform)
+        return [Reply(texts.FORGOTTEN)]
+
+    async def _cmd_human(self, message: IncomingMessage) -> list[Reply]:
+        await self.store.set_mode(
+            message.conversation_id,
+            Mode.QUEUED,
+            reason="user_request",
+            requested_at=str(time.time()),
+            user=message.user_id,
+            platform=message.platform,
+        )
+        return [Reply(texts.HUMAN_REQUESTED)]

@@ -1,0 +1,47 @@
+"""The seam between the engine and whatever produces replies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from core.types import Candidate, Turn
+
+
+@runtime_checkable
+class ModelBackend(Protocol):
+    """Produces re-ranked reply candidates for a conversation history ending in a user turn."""
+
+    #: identifies the weights that answered, recorded with every reply
+    version: str
+
+    def count_tokens(self, text: str) -> int: ...
+
+    async def generate(self, history: Sequence[Turn]) -> list[Candidate]:
+        """Return candidates best first (possibly empty if every one was vetoed)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class ModelNotFoundError(RuntimeError):
+    """No model at the configured path; the message says how to get one."""
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A Hugging Face model directory, or a registry directory whose ``current`` file names a version."""
+    root = Path(path)
+    if (root / "config.json").is_file():
+        return root
+    pointer = root / "current"
+    if pointer.is_file():
+        version = pointer.read_text().strip()
+        target = root / version
+        if (target / "config.json").is_file():
+            return target
+        raise ModelNotFoundError(f"{pointer} names version {version!r}, but {target} holds no model")
+    raise ModelNotFoundError(
+        f"No model found at {root.resolve()}. Train one with `chatbot train all` (see README, 'Training'), "
+        "or set MODEL_PATH to any Hugging Face causal-LM directory on disk."
+    )

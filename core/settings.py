@@ -1,0 +1,82 @@
+"""Engine configuration: one typed place, read from the environment, ``.env`` and an optional TOML file.
+
+Precedence (highest first): constructor arguments, environment variables, ``.env``, the TOML file
+named by ``CHATBOT_CONFIG`` (default ``chatbot.toml`` if it exists), then the defaults below.
+Platform and web settings extend this class in ``bots/settings.py``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class CoreSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    # --- memory (Redis) ---
+    redis_url: str | None = Field(
+        None, description="Redis server to use, e.g. redis://localhost:6379/0. Unset: start an embedded one."
+    )
+    redis_key_prefix: str = Field("chatbot:", description="Prefix of every Redis key this project writes.")
+    redis_data_dir: str = Field("var/redis", description="Data directory of the embedded Redis (AOF on).")
+    redis_timeout_s: float = Field(2.0, description="Socket timeout of Redis calls, in seconds.")
+    history_max_turns: int = Field(20, ge=1, description="Turns kept per conversation.")
+    history_max_tokens: int = Field(768, ge=16, description="Token budget of the kept history.")
+    conversation_ttl_s: int = Field(
+        7 * 24 * 3600, ge=60, description="Idle time after which a conversation is forgotten; reset per message."
+    )
+    dedupe_ttl_s: int = Field(24 * 3600, ge=1, description="How long a platform event id is remembered.")
+
+    # --- model ---
+    model_path: str = Field(
+        "models",
+        description="A Hugging Face causal-LM directory, or a registry directory with a `current` file.",
+    )
+    model_threads: int = Field(0, ge=0, description="torch threads for inference; 0 keeps torch's default.")
+    max_new_tokens: int = Field(40, ge=1, le=1024, description="Longest reply, in tokens.")
+    num_beams: int = Field(4, ge=1, description="Beams for beam search (1 with do_sample for sampling).")
+    num_candidates: int = Field(4, ge=1, description="Candidates generated and re-ranked per reply.")
+    do_sample: bool = Field(False, description="Sample instead of beam search.")
+    temperature: float = Field(0.8, gt=0, description="Sampling temperature.")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling mass.")
+    repetition_penalty: float = Field(1.2, ge=1.0, description="Generation-time repetition penalty.")
+    no_repeat_ngram_size: int = Field(3, ge=0, description="Block repeated n-grams while generating (0: off).")
+    generation_timeout_s: float = Field(60.0, gt=0, description="Give up on one generation after this long.")
+
+    # --- re-ranking ---
+    length_penalty_alpha: float = Field(
+        0.6, ge=0, description="Score = sum logprob / length**alpha; 0 favours short replies, 1 is the mean."
+    )
+    repetition_weight: float = Field(2.0, ge=0, description="Score penalty per unit of repeated-bigram ratio.")
+    blocklist: list[str] = Field(
+        default_factory=list, description="Words or phrases a reply must not contain (case-insensitive)."
+    )
+
+    # --- conversation ---
+    max_message_chars: int = Field(4000, ge=1, description="Longer user messages are refused with a notice.")
+    bot_name: str = Field("Chatbot", description="The assistant's name in greetings.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = os.environ.get("CHATBOT_CONFIG", "chatbot.toml")
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
+        )

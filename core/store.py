@@ -1,0 +1,142 @@
+"""Conversation memory in Redis: capped turn history, per-conversation state, event dedupe, forget.
+
+Keys (all under the configured prefix):
+  conv:{cid}:turns   list of JSON turns, capped by turn count and token budget
+  conv:{cid}:state   hash: mode, user, platform and whatever the handoff records
+  user:{platform}:{uid}:convs   set of the user's conversation ids, so /forget can find them all
+  event:{platform}:{event_id}   short-lived marker that makes redelivered events no-ops
+Every write refreshes the idle TTL of the conversation's keys in the same atomic step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from core.types import Mode, Turn
+
+# Append a turn, trim by count then by token budget (always keeping the newest turn), refresh TTLs.
+_APPEND = """
+local turns, state, convs = KEYS[1], KEYS[2], KEYS[3]
+local max_turns, max_tokens, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('RPUSH', turns, ARGV[1])
+local n = redis.call('LLEN', turns)
+if n > max_turns then
+  redis.call('LTRIM', turns, n - max_turns, -1)
+  n = max_turns
+end
+local items = redis.call('LRANGE', turns, 0, -1)
+local sizes, total = {}, 0
+for i, raw in ipairs(items) do
+  sizes[i] = tonumber(cjson.decode(raw)['tokens']) or 0
+  total = total + sizes[i]
+end
+local drop = 0
+while total > max_tokens and drop < n - 1 do
+  drop = drop + 1
+  total = total - sizes[drop]
+end
+if drop > 0 then redis.call('LTRIM', turns, drop, -1) end
+redis.call('HSETNX', state, 'mode', 'bot')
+redis.call('HSET', state, 'user', ARGV[6], 'platform', ARGV[7])
+redis.call('SADD', convs, ARGV[5])
+redis.call('EXPIRE', turns, ttl)
+redis.call('EXPIRE', state, ttl)
+redis.call('EXPIRE', convs, ttl)
+return n - drop
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationState:
+    mode: Mode
+    fields: dict[str, str]
+
+
+class ContextStore:
+    """Async Redis-backed memory of every conversation."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str = "chatbot:",
+        max_turns: int = 20,
+        max_tokens: int = 768,
+        ttl_s: int = 7 * 24 * 3600,
+        dedupe_ttl_s: int = 24 * 3600,
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.max_turns = max_turns
+        self.max_tokens = max_tokens
+        self.ttl_s = ttl_s
+        self.dedupe_ttl_s = dedupe_ttl_s
+        self._append = redis.register_script(_APPEND)
+
+    # --- keys ---
+    def _turns(self, cid: str) -> str:
+        return f"{self.prefix}conv:{cid}:turns"
+
+    def _state(self, cid: str) -> str:
+        return f"{self.prefix}conv:{cid}:state"
+
+    def _convs(self, platform: str, user_id: str) -> str:
+        return f"{self.prefix}user:{platform}:{user_id}:convs"
+
+    def _event(self, platform: str, event_id: str) -> str:
+        return f"{self.prefix}event:{platform}:{event_id}"
+
+    # --- history ---
+    async def append(self, cid: str, platform: str, user_id: str, turn: Turn) -> int:
+        """Append one turn atomically; returns how many turns are kept after trimming."""
+        keys = [self._turns(cid), self._state(cid), self._convs(platform, user_id)]
+        args = [json.dumps(turn.to_dict()), self.max_turns, self.max_tokens, self.ttl_s, cid, user_id, platform]
+        return int(await self._append(keys=keys, args=args))
+
+    async def history(self, cid: str) -> list[Turn]:
+        raw = await self.redis.lrange(self._turns(cid), 0, -1)
+        return [Turn.from_dict(json.loads(item)) for item in raw]
+
+    async def clear_history(self, cid: str) -> None:
+        await self.redis.delete(self._turns(cid))
+
+    # --- state ---
+    async def state(self, cid: str) -> ConversationState:
+        raw = await self.redis.hgetall(self._state(cid))
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        return ConversationState(Mode(fields.get("mode", Mode.BOT)), fields)
+
+    async def update_state(self, cid: str, **fields: str) -> None:
+        """Set state fields (``mode`` among them) and refresh the conversation's idle TTL."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._state(cid), mapping={k: str(v) for k, v in fields.items()})
+            pipe.expire(self._state(cid), self.ttl_s)
+            pipe.expire(self._turns(cid), self.ttl_s)
+            await pipe.execute()
+
+    async def set_mode(self, cid: str, mode: Mode, **fields: str) -> None:
+        await self.update_state(cid, mode=str(mode), **fields)
+
+    # --- dedupe ---
+    async def claim_event(self, platform: str, event_id: str) -> bool:
+        """True the first time an event id is seen; False for a redelivery."""
+        return bool(await self.redis.set(self._event(platform, event_id), b"1", nx=True, ex=self.dedupe_ttl_s))
+
+    async def release_event(self, platform: str, event_id: str) -> None:
+        """Forget a claimed event whose handling failed, so the platform's redelivery is answered."""
+        await self.redis.delete(self._event(platform, event_id))
+
+    # --- forget ---
+    async def forget_user(self, platform: str, user_id: str) -> int:
+        """Erase every conversation of this user on this platform; returns how many were erased."""
+        convs_key = self._convs(platform, user_id)
+        cids = [c.decode() for c in await self.redis.smembers(convs_key)]
+        keys = [convs_key] + [k for cid in cids for k in (self._turns(cid), self._state(cid))]
+        await self.redis.delete(*keys)
+        return len(cids)
+
+    async def erase_conversation(self, cid: str) -> None:
+        """Delete one conversation's turns and state (it may not be indexed under its user yet)."""
+        await self.redis.delete(self._turns(cid), self._state(cid))

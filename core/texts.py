@@ -1,0 +1,23 @@
+"""What the engine itself says to users (everything else comes from the model or an agent)."""
+
+DISCLOSURE = (
+    "Hi, I'm {bot_name}, an automated assistant (a computer program, not a person). "
+    "Type /human or press “Talk to a human” at any time to reach a person."
+)
+HELP = (
+    "Just write to me and I'll answer. Commands:\n"
+    "/help – this message\n"
+    "/reset – start our conversation over\n"
+    "/forget – erase everything stored about you\n"
+    "/human – ask for a person"
+)
+RESET = "Okay, let's start over. What's on your mind?"
+FORGOTTEN = "Done: I've erased everything I had stored about you."
+HUMAN_REQUESTED = "I've asked for a person to join. Your messages are kept for them, and they'll answer here."
+EMPTY = "I didn't get any text there. Please type a message."
+TOO_LONG = "That message is too long ({length} characters). Please keep it under {limit} characters."
+UNKNOWN_COMMAND = "I don't know the command {command}. Type /help to see what I understand."
+UNKNOWN_ACTION = "That button doesn't work any more. Type /help to see what I understand."
+NO_GOOD_ANSWER = "Sorry, I don't have a good answer to that. Type /human to talk to a person."
+APOLOGY = "Sorry, something went wrong on my side. Please try again in a moment."
+TALK_TO_HUMAN = "Talk to a human"

@@ -1,0 +1,153 @@
+"""A ``ModelBackend`` over any Hugging Face causal-LM directory on disk.
+
+The dialogue is formatted with the tokenizer's own chat template, generated with the KV cache
+(beam search or sampling, N candidates), then every candidate is re-scored under the model in one
+batched forward pass so its log-probability is the model's, not the search's, and re-ranked.
+Generation runs in a single worker thread: torch releases the GIL, the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from core.model import resolve_model_dir
+from core.scoring import Draft, Reranker
+from core.types import Candidate, Role, Turn
+
+_DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True, slots=True)
+class DecodingConfig:
+    max_new_tokens: int = 40
+    num_beams: int = 4
+    num_candidates: int = 4
+    do_sample: bool = False
+    temperature: float = 0.8
+    top_p: float = 0.9
+    repetition_penalty: float = 1.2
+    no_repeat_ngram_size: int = 3
+
+
+def escape_special_tokens(text: str, tokenizer: PreTrainedTokenizerBase) -> str:
+    """Break up special-token strings in user text, so a user can never open a system or agent turn."""
+    for token in tokenizer.all_special_tokens:
+        if len(token) > 1 and token in text:
+            text = text.replace(token, token[0] + " " + token[1:])
+    return text
+
+
+class TransformersBackend:
+    def __init__(
+        self,
+        path: str | Path,
+        reranker: Reranker,
+        decoding: DecodingConfig | None = None,
+        dtype: str = "auto",
+        threads: int = 0,
+    ) -> None:
+        self.model_dir = resolve_model_dir(path)
+        self.version = self.model_dir.name
+        self.decoding = decoding or DecodingConfig()
+        self.reranker = reranker
+        if threads:
+            torch.set_num_threads(threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=_DTYPES[dtype])
+        self.model.eval()
+        config = self.model.config
+        self.max_context = int(
+            getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024)
+        )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    async def generate(self, history: Sequence[Turn]) -> list[Candidate]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._generate_sync, list(history))
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- work done in the worker thread ---
+    def prompt_ids(self, history: Sequence[Turn]) -> list[int]:
+        """Chat-template the history, dropping the oldest turns (then oldest tokens) to fit the window."""
+        budget = self.max_context - self.decoding.max_new_tokens
+        messages = [
+            {
+                "role": "user" if t.role == Role.USER else "assistant",
+                "content": escape_special_tokens(t.text, self.tokenizer) if t.role == Role.USER else t.text,
+            }
+            for t in history
+            if t.role != Role.SYSTEM
+        ]
+        while True:
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            if hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
+                ids = ids["input_ids"]
+            ids = list(ids)
+            if len(ids) <= budget or len(messages) <= 1:
+                break
+            messages = messages[1:]
+        if len(ids) > budget:  # one huge message: keep its end, which the reply must follow
+            ids = ids[:1] + ids[-(budget - 1) :]
+        return ids
+
+    @torch.inference_mode()
+    def _generate_sync(self, history: list[Turn]) -> list[Candidate]:
+        d = self.decoding
+        prompt = torch.tensor([self.prompt_ids(history)])
+        n = max(1, d.num_candidates)
+        kwargs = dict(
+            max_new_tokens=d.max_new_tokens,
+            num_return_sequences=n,
+            repetition_penalty=d.repetition_penalty,
+            no_repeat_ngram_size=d.no_repeat_ngram_size,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
+        if d.do_sample:
+            kwargs.update(do_sample=True, temperature=d.temperature, top_p=d.top_p, num_beams=1)
+        else:
+            kwargs.update(do_sample=False, num_beams=max(d.num_beams, n))
+        out = self.model.generate(prompt, attention_mask=torch.ones_like(prompt), **kwargs)
+        new_tokens = out[:, prompt.shape[1] :]
+        return self.reranker.rank(self._drafts(prompt, new_tokens))
+
+    def _drafts(self, prompt: torch.Tensor, new_tokens: torch.Tensor) -> list[Draft]:
+        """Score each candidate's tokens (up to and including end-of-turn) under the model."""
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        lengths = []
+        for row in new_tokens.tolist():
+            length = len(row)
+            for i, tok in enumerate(row):
+                if tok == eos:
+                    length = i + 1
+                    break
+                if tok == pad and pad != eos:
+                    length = i
+                    break
+            lengths.append(length)
+        full = torch.cat([prompt.expand(new_tokens.shape[0], -1), new_tokens], dim=1)
+        mask = torch.ones_like(full)
+        for i, length in enumerate(lengths):
+            mask[i, prompt.shape[1] + length :] = 0
+        logits = self.model(input_ids=full, attention_mask=mask).logits[:, prompt.shape[1] - 1 : -1]
+        logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        drafts = []
+        for i, length in enumerate(lengths):
+            text = self.tokenizer.decode(new_tokens[i, :length], skip_special_tokens=True).strip()
+            drafts.append(Draft(text, logprobs[i, :length].tolist()))
+        return drafts
