@@ -35,7 +35,9 @@ class EngineConfig:
 
 
 class DialogueEngine:
-    def __init__(self, store: ContextStore, backend: ModelBackend, config: EngineConfig | None = None) -> None:
+    def __init__(
+        self, store: ContextStore, backend: ModelBackend, config: EngineConfig | None = None
+    ) -> None:
         self.store = store
         self.backend = backend
         self.config = config or EngineConfig()

@@ -8,6 +8,7 @@ Platform and web settings extend this class in ``bots/settings.py``.
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -31,7 +32,9 @@ class CoreSettings(BaseSettings):
     history_max_turns: int = Field(20, ge=1, description="Turns kept per conversation.")
     history_max_tokens: int = Field(768, ge=16, description="Token budget of the kept history.")
     conversation_ttl_s: int = Field(
-        7 * 24 * 3600, ge=60, description="Idle time after which a conversation is forgotten; reset per message."
+        7 * 24 * 3600,
+        ge=60,
+        description="Idle time after which a conversation is forgotten; reset per message.",
     )
     dedupe_ttl_s: int = Field(24 * 3600, ge=1, description="How long a platform event id is remembered.")
 
@@ -39,6 +42,9 @@ class CoreSettings(BaseSettings):
     model_path: str = Field(
         "models",
         description="A Hugging Face causal-LM directory, or a registry directory with a `current` file.",
+    )
+    model_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Weights dtype at inference; auto keeps the checkpoint's (bf16 for ours)."
     )
     model_threads: int = Field(0, ge=0, description="torch threads for inference; 0 keeps torch's default.")
     max_new_tokens: int = Field(40, ge=1, le=1024, description="Longest reply, in tokens.")
@@ -48,14 +54,18 @@ class CoreSettings(BaseSettings):
     temperature: float = Field(0.8, gt=0, description="Sampling temperature.")
     top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling mass.")
     repetition_penalty: float = Field(1.2, ge=1.0, description="Generation-time repetition penalty.")
-    no_repeat_ngram_size: int = Field(3, ge=0, description="Block repeated n-grams while generating (0: off).")
+    no_repeat_ngram_size: int = Field(
+        3, ge=0, description="Block repeated n-grams while generating (0: off)."
+    )
     generation_timeout_s: float = Field(60.0, gt=0, description="Give up on one generation after this long.")
 
     # --- re-ranking ---
     length_penalty_alpha: float = Field(
         0.6, ge=0, description="Score = sum logprob / length**alpha; 0 favours short replies, 1 is the mean."
     )
-    repetition_weight: float = Field(2.0, ge=0, description="Score penalty per unit of repeated-bigram ratio.")
+    repetition_weight: float = Field(
+        2.0, ge=0, description="Score penalty per unit of repeated-bigram ratio."
+    )
     blocklist: list[str] = Field(
         default_factory=list, description="Words or phrases a reply must not contain (case-insensitive)."
     )

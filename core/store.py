@@ -92,7 +92,15 @@ class ContextStore:
     async def append(self, cid: str, platform: str, user_id: str, turn: Turn) -> int:
         """Append one turn atomically; returns how many turns are kept after trimming."""
         keys = [self._turns(cid), self._state(cid), self._convs(platform, user_id)]
-        args = [json.dumps(turn.to_dict()), self.max_turns, self.max_tokens, self.ttl_s, cid, user_id, platform]
+        args = [
+            json.dumps(turn.to_dict()),
+            self.max_turns,
+            self.max_tokens,
+            self.ttl_s,
+            cid,
+            user_id,
+            platform,
+        ]
         return int(await self._append(keys=keys, args=args))
 
     async def history(self, cid: str) -> list[Turn]:
@@ -122,7 +130,9 @@ class ContextStore:
     # --- dedupe ---
     async def claim_event(self, platform: str, event_id: str) -> bool:
         """True the first time an event id is seen; False for a redelivery."""
-        return bool(await self.redis.set(self._event(platform, event_id), b"1", nx=True, ex=self.dedupe_ttl_s))
+        return bool(
+            await self.redis.set(self._event(platform, event_id), b"1", nx=True, ex=self.dedupe_ttl_s)
+        )
 
     async def release_event(self, platform: str, event_id: str) -> None:
         """Forget a claimed event whose handling failed, so the platform's redelivery is answered."""

@@ -1,0 +1,97 @@
+"""The local web chat as a channel: a WebSocket speaking small JSON frames.
+
+Client → server: ``{"id": "<client message id>", "text": "..."}`` or ``{"id": ..., "action": "human"}``.
+Server → client: ``{"type": "typing"}``, ``{"type": "reply", "text", "buttons": [{label, action}], "meta"}``,
+``{"type": "error", "error": "..."}``. The page keeps a random client id in localStorage; that is the
+user and the conversation. Message ids make a resent frame (after a reconnect) a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections import defaultdict
+
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from core.channel import OnNewMessage
+from core.types import IncomingMessage, Reply, conversation_id
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "web"
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+
+class ChannelUnavailableError(RuntimeError):
+    """No open connection to deliver to; the caller keeps the message and retries later."""
+
+
+def reply_frame(reply: Reply) -> dict:
+    return {
+        "type": "reply",
+        "text": reply.text,
+        "buttons": [{"label": b.label, "action": b.action} for b in reply.buttons],
+        "meta": {k: v for k, v in reply.metadata.items() if k in ("model_version", "score", "error")},
+    }
+
+
+class WebChatChannel:
+    platform = PLATFORM
+
+    def __init__(self, on_new_message: OnNewMessage, path: str = "/ws/chat") -> None:
+        self.on_new_message = on_new_message
+        self.path = path
+        self._sockets: dict[str, set[WebSocket]] = defaultdict(set)
+
+    def routes(self) -> list[WebSocketRoute]:
+        return [WebSocketRoute(self.path, self.endpoint)]
+
+    async def send(self, conversation_id: str, reply: Reply) -> None:
+        """Push a reply to every open tab of this conversation (e.g. an agent's message)."""
+        sockets = list(self._sockets.get(conversation_id, ()))
+        if not sockets:
+            raise ChannelUnavailableError(f"no open web chat for {conversation_id}")
+        for ws in sockets:
+            await ws.send_json(reply_frame(reply))
+
+    async def endpoint(self, ws: WebSocket) -> None:
+        client = ws.query_params.get("client", "")
+        if not _CLIENT_ID.match(client):
+            await ws.close(code=4400, reason="a client id of 8-64 letters, digits, - or _ is required")
+            return
+        await ws.accept()
+        cid = conversation_id(PLATFORM, client)
+        self._sockets[cid].add(ws)
+        try:
+            while True:
+                raw = await ws.receive_text()
+                await self._on_frame(ws, cid, client, raw)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self._sockets[cid].discard(ws)
+            if not self._sockets[cid]:
+                del self._sockets[cid]
+
+    async def _on_frame(self, ws: WebSocket, cid: str, client: str, raw: str) -> None:
+        try:
+            frame = json.loads(raw)
+        except json.JSONDecodeError:
+            await ws.send_json({"type": "error", "error": "frames must be JSON objects"})
+            return
+        if not isinstance(frame, dict):
+            await ws.send_json({"type": "error", "error": "frames must be JSON objects"})
+            return
+        text, action = frame.get("text", ""), frame.get("action")
+        if not isinstance(text, str) or (action is not None and not isinstance(action, str)):
+            await ws.send_json({"type": "error", "error": "`text` and `action` must be strings"})
+            return
+        event_id = str(frame.get("id") or uuid.uuid4())[:128]
+        await ws.send_json({"type": "typing"})
+        message = IncomingMessage(PLATFORM, cid, client, text, event_id=f"{client}:{event_id}", action=action)
+        for reply in await self.on_new_message(message):
+            await ws.send_json(reply_frame(reply))

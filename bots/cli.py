@@ -1,0 +1,83 @@
+"""The ``chatbot`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import typer
+
+from bots.logs import setup_logging
+from bots.settings import get_settings
+from core.model import ModelNotFoundError
+
+app = typer.Typer(help="Self-hostable chatbot: train it, chat with it, serve it.", no_args_is_help=True)
+
+
+def _fail(error: Exception) -> None:
+    typer.secho(str(error), fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def run(
+    host: str = typer.Option(None, help="Bind address of the web server (default WEB_HOST)."),
+    port: int = typer.Option(None, help="Port of the web server (default WEB_PORT)."),
+    open_browser: bool = typer.Option(False, "--open", help="Open the web chat in a browser."),
+) -> None:
+    """Serve the bot: the local web chat and every platform whose credentials are configured."""
+    from bots.runner import serve
+
+    settings = get_settings()
+    overrides = {k: v for k, v in {"web_host": host, "web_port": port}.items() if v is not None}
+    settings = settings.model_copy(update=overrides)
+    setup_logging(settings.log_level, settings.log_json)
+    try:
+        asyncio.run(serve(settings, open_browser=open_browser))
+    except ModelNotFoundError as error:
+        _fail(error)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def chat(
+    user: str = typer.Option(None, help="User name for this conversation (default: your login)."),
+) -> None:
+    """Chat with the bot in this terminal."""
+    from bots.terminal_chat import chat as terminal_chat
+
+    settings = get_settings()
+    setup_logging("WARNING", settings.log_json)
+    try:
+        asyncio.run(terminal_chat(settings, user))
+    except ModelNotFoundError as error:
+        _fail(error)
+
+
+try:
+    from training.cli import app as train_app
+except ModuleNotFoundError as error:
+    if (error.name or "").split(".")[0] == "training":
+        raise  # our own bug, not a missing extra
+    _missing = error.name
+
+    @app.command(name="train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def train_missing() -> None:
+        """Train models (needs the \\[train] extra: pip install 'chatbot\\[train]')."""
+        _fail(
+            RuntimeError(
+                f"training needs the [train] extra (missing {_missing}): pip install 'chatbot[train]'"
+            )
+        )
+
+else:
+    app.add_typer(train_app, name="train", help="Train, evaluate and register models.")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The ``chatbot run`` process: one engine, the web server, and every configured channel."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import webbrowser
+
+import uvicorn
+
+from adapters.webchat_channel import WebChatChannel
+from bots.settings import Settings
+from bots.web import create_web_app
+from core.builder import build_engine
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: Settings, open_browser: bool = False) -> None:
+    async with build_engine(settings) as engine:
+        webchat = WebChatChannel(engine.handle)
+        app = create_web_app(webchat.routes() if settings.web_enabled else [])
+        config = uvicorn.Config(
+            app, host=settings.web_host, port=settings.web_port, log_level="warning", lifespan="off"
+        )
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.05)
+        if server.started:
+            url = f"http://{settings.web_host}:{settings.web_port}/"
+            log.info("model %s loaded; web chat at %s", engine.backend.version, url)
+            print(f"\n  Chat with the bot at {url}  (Ctrl+C to stop)\n", flush=True)
+            if open_browser:
+                webbrowser.open(url)
+        await serving

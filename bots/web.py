@@ -1,0 +1,29 @@
+"""The web server every deployment runs: the local chat page and its WebSocket, plus a health check.
+
+Later parts mount more routes here (webhooks, agent console, admin, metrics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+STATIC = Path(__file__).parent / "static"
+
+
+async def chat_page(request: Request) -> Response:
+    return FileResponse(STATIC / "chat.html", media_type="text/html")
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def create_web_app(extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    routes: list[BaseRoute] = [Route("/", chat_page), Route("/healthz", healthz), *extra_routes]
+    return Starlette(routes=routes)

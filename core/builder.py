@@ -1,0 +1,86 @@
+"""Assemble a ready engine from settings: Redis (embedded or external), model backend, store."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from core.engine import DialogueEngine, EngineConfig
+from core.model import ModelBackend
+from core.redis_client import connect
+from core.redis_server import EmbeddedRedis
+from core.scoring import Reranker, blocklist, length_normalised_logprob, repetition_penalty
+from core.settings import CoreSettings
+from core.store import ContextStore
+
+log = logging.getLogger(__name__)
+
+
+def reranker_from(settings: CoreSettings) -> Reranker:
+    return Reranker(
+        [
+            length_normalised_logprob(settings.length_penalty_alpha),
+            repetition_penalty(settings.repetition_weight),
+            blocklist(settings.blocklist),
+        ]
+    )
+
+
+def backend_from(settings: CoreSettings) -> ModelBackend:
+    # Imported here so that tools which never generate (and tests of other parts) skip loading torch.
+    from core.transformers_backend import DecodingConfig, TransformersBackend
+
+    decoding = DecodingConfig(
+        max_new_tokens=settings.max_new_tokens,
+        num_beams=settings.num_beams,
+        num_candidates=settings.num_candidates,
+        do_sample=settings.do_sample,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        repetition_penalty=settings.repetition_penalty,
+        no_repeat_ngram_size=settings.no_repeat_ngram_size,
+    )
+    return TransformersBackend(
+        settings.model_path,
+        reranker_from(settings),
+        decoding,
+        dtype=settings.model_dtype,
+        threads=settings.model_threads,
+    )
+
+
+@asynccontextmanager
+async def build_engine(
+    settings: CoreSettings, backend: ModelBackend | None = None
+) -> AsyncIterator[DialogueEngine]:
+    """Yield an engine; on exit close the backend, the Redis pool and the embedded server if started."""
+    backend = backend or backend_from(settings)  # first: a missing model fails before anything starts
+    embedded: EmbeddedRedis | None = None
+    url = settings.redis_url
+    if not url:
+        embedded = EmbeddedRedis(settings.redis_data_dir).start()
+        url = embedded.url
+        log.info("started embedded Redis on %s (data in %s)", url, settings.redis_data_dir)
+    redis = connect(url, settings.redis_timeout_s)
+    try:
+        await redis.ping()
+        store = ContextStore(
+            redis,
+            prefix=settings.redis_key_prefix,
+            max_turns=settings.history_max_turns,
+            max_tokens=settings.history_max_tokens,
+            ttl_s=settings.conversation_ttl_s,
+            dedupe_ttl_s=settings.dedupe_ttl_s,
+        )
+        config = EngineConfig(
+            bot_name=settings.bot_name,
+            max_message_chars=settings.max_message_chars,
+            generation_timeout_s=settings.generation_timeout_s,
+        )
+        yield DialogueEngine(store, backend, config)
+    finally:
+        await backend.aclose()
+        await redis.aclose()
+        if embedded:
+            embedded.stop()
