@@ -61,6 +61,7 @@ class WebChatChannel:
     async def endpoint(self, ws: WebSocket) -> None:
         client = ws.query_params.get("client", "")
         if not _CLIENT_ID.match(client):
+            # Closing before accepting refuses the handshake (HTTP 403).
             await ws.close(code=4400, reason="a client id of 8-64 letters, digits, - or _ is required")
             return
         await ws.accept()

@@ -25,7 +25,8 @@ async def serve(settings: Settings, open_browser: bool = False) -> None:
         )
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve())
-        while not server.started and not serving.done():
+        # uvicorn exposes no start event; poll its flag (or its failure) briefly.
+        while not server.started and not serving.done():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         if server.started:
             url = f"http://{settings.web_host}:{settings.web_port}/"

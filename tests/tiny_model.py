@@ -1,4 +1,4 @@
-"""A tiny, randomly initialised Llama and tokenizer built in the test run: the real code path, tiny weights."""
+"""A tiny randomly initialised Llama and tokenizer built in the test run: real code path, tiny weights."""
 
 from __future__ import annotations
 

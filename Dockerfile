@@ -1,0 +1,23 @@
+FROM python:3.11-slim
+
+WORKDIR /app
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+
+# torch first and pinned, so the project's `torch>=2.4` is already satisfied.
+# For a much smaller image, point pip at PyTorch's CPU-only wheel index: --build-arg TORCH_INDEX_URL=...
+ARG TORCH_INDEX_URL=""
+RUN pip install torch==2.13.0 ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+
+COPY pyproject.toml README.md ./
+COPY core core
+COPY adapters adapters
+COPY bots bots
+COPY training training
+RUN pip install ".[telegram,slack,discord]"
+
+COPY models models
+RUN useradd --create-home chatbot && mkdir -p var && chown chatbot var
+USER chatbot
+
+EXPOSE 8080
+CMD ["chatbot", "run"]

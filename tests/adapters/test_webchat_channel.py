@@ -1,0 +1,95 @@
+"""The web chat WebSocket protocol against the real app, engine, Redis and tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import websockets
+
+from adapters.webchat_channel import ChannelUnavailableError, WebChatChannel
+from bots.web import create_web_app
+from core.engine import DialogueEngine
+from core.scoring import Reranker, length_normalised_logprob
+from core.store import ContextStore
+from core.transformers_backend import DecodingConfig, TransformersBackend
+from core.types import Button, Reply
+from tests.asgi_server import running_server
+
+
+@pytest.fixture
+async def chat(redis, tiny_model_dir):
+    backend = TransformersBackend(
+        tiny_model_dir, Reranker([length_normalised_logprob()]), DecodingConfig(max_new_tokens=6, num_beams=2)
+    )
+    channel = WebChatChannel(DialogueEngine(ContextStore(redis, prefix="wc:"), backend).handle)
+    async with running_server(create_web_app(channel.routes())) as url:
+        yield channel, url.replace("http", "ws") + "/ws/chat"
+    await backend.aclose()
+
+
+async def frames(ws, count: int) -> list[dict]:
+    return [json.loads(await ws.recv()) for _ in range(count)]
+
+
+async def test_a_message_gets_typing_then_replies(chat) -> None:
+    _, url = chat
+    async with websockets.connect(url + "?client=client-0001") as ws:
+        await ws.send(json.dumps({"id": "m1", "text": "hello"}))
+        typing, disclosure, answer = await frames(ws, 3)
+        assert typing == {"type": "typing"}
+        assert disclosure["buttons"] == [{"label": "Talk to a human", "action": "human"}]
+        assert answer["type"] == "reply" and answer["meta"]["model_version"] == "tiny-v1"
+
+
+async def test_a_resent_frame_is_answered_once(chat) -> None:
+    _, url = chat
+    async with websockets.connect(url + "?client=client-0002") as ws:
+        await ws.send(json.dumps({"id": "m1", "text": "hello"}))
+        await frames(ws, 3)
+        await ws.send(json.dumps({"id": "m1", "text": "hello"}))  # e.g. resent after a reconnect
+        await ws.send(json.dumps({"id": "m2", "text": "/help"}))
+        typing, again_typing, help_reply = await frames(ws, 3)
+        assert typing["type"] == again_typing["type"] == "typing"
+        assert "/reset" in help_reply["text"]
+
+
+@pytest.mark.parametrize(
+    "raw, error",
+    [
+        ("not json", "frames must be JSON objects"),
+        ("[1, 2]", "frames must be JSON objects"),
+        ('{"text": 5}', "`text` and `action` must be strings"),
+    ],
+)
+async def test_malformed_frames_get_a_clear_error_and_the_socket_stays_open(chat, raw, error) -> None:
+    _, url = chat
+    async with websockets.connect(url + "?client=client-0003") as ws:
+        await ws.send(raw)
+        assert await frames(ws, 1) == [{"type": "error", "error": error}]
+        await ws.send(json.dumps({"id": "ok", "text": "/help"}))
+        assert (await frames(ws, 2))[1]["type"] == "reply"
+
+
+async def test_a_bad_client_id_is_refused(chat) -> None:
+    _, url = chat
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        async with websockets.connect(url + "?client=../../etc"):
+            pass
+    assert refused.value.response.status_code == 403
+
+
+async def test_proactive_send_reaches_every_open_tab_or_raises(chat) -> None:
+    channel, url = chat
+    with pytest.raises(ChannelUnavailableError):
+        await channel.send("web:client-0004", Reply("anyone?"))
+    async with (
+        websockets.connect(url + "?client=client-0004") as tab1,
+        websockets.connect(url + "?client=client-0004") as tab2,
+    ):
+        await tab1.send(json.dumps({"id": "x", "text": "/help"}))  # both tabs are registered by now
+        await frames(tab1, 2)
+        await channel.send("web:client-0004", Reply("An agent here.", [Button("Thanks", "thanks")]))
+        for tab in (tab1, tab2):
+            (frame,) = await frames(tab, 1)
+            assert frame["text"] == "An agent here." and frame["buttons"][0]["action"] == "thanks"

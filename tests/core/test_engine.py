@@ -1,0 +1,191 @@
+"""DialogueEngine end to end over a real Redis and a tiny real transformers model."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from core import texts
+from core.engine import DialogueEngine, EngineConfig
+from core.scoring import Reranker, blocklist, length_normalised_logprob, repetition_penalty
+from core.store import ContextStore
+from core.transformers_backend import DecodingConfig, TransformersBackend
+from core.types import Candidate, IncomingMessage, Mode, Role, Turn
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir) -> TransformersBackend:
+    reranker = Reranker([length_normalised_logprob(0.6), repetition_penalty(2.0), blocklist([])])
+    return TransformersBackend(tiny_model_dir, reranker, DecodingConfig(max_new_tokens=12, num_beams=4))
+
+
+@pytest.fixture
+def store(redis) -> ContextStore:
+    return ContextStore(redis, prefix="e:", max_turns=20, max_tokens=10_000)
+
+
+@pytest.fixture
+def engine(store, backend) -> DialogueEngine:
+    return DialogueEngine(store, backend, EngineConfig(max_message_chars=4000))
+
+
+def msg(text: str, cid: str = "web:c1", user: str = "u1", event: str | None = None, **kw) -> IncomingMessage:
+    return IncomingMessage("web", cid, user, text, event_id=event, **kw)
+
+
+async def test_beam_search_returns_n_ranked_candidates_with_scores(backend) -> None:
+    candidates = await backend.generate([Turn(Role.USER, "hello there, how are you?")])
+    assert 1 <= len(candidates) <= 4
+    scores = [c.score for c in candidates]
+    assert scores == sorted(scores, reverse=True)
+    assert all(isinstance(c.logprob, float) and c.logprob < 0 for c in candidates)
+    assert len({c.text for c in candidates}) == len(candidates)
+
+
+async def test_first_reply_discloses_the_bot_then_answers_with_score(engine) -> None:
+    replies = await engine.handle(msg("hello there"))
+    assert len(replies) == 2
+    assert "automated assistant" in replies[0].text and "/human" in replies[0].text
+    assert replies[0].buttons and replies[0].buttons[0].action == "human"
+    answer = replies[1]
+    assert answer.metadata["model_version"] == "tiny-v1"
+    assert isinstance(answer.metadata["score"], float)
+    assert answer.metadata["candidates"][0]["text"] == answer.text
+    second = await engine.handle(msg("and you?"))
+    assert len(second) == 1  # disclosed once per conversation
+
+
+async def test_context_is_carried_across_turns(engine, store) -> None:
+    await engine.handle(msg("first message"))
+    await engine.handle(msg("second message"))
+    history = await store.history("web:c1")
+    assert [t.role for t in history] == [Role.USER, Role.ASSISTANT, Role.USER, Role.ASSISTANT]
+    assert history[0].text == "first message" and history[2].text == "second message"
+    assert all(t.tokens > 0 for t in history if t.text)
+
+
+class RecordingBackend:
+    """Wraps the real backend and records the prompt length it built, to check truncation."""
+
+    def __init__(self, inner: TransformersBackend) -> None:
+        self.inner, self.version, self.prompt_lengths = inner, inner.version, []
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    async def generate(self, history: Sequence[Turn]) -> list[Candidate]:
+        self.prompt_lengths.append(len(self.inner.prompt_ids(history)))
+        return await self.inner.generate(history)
+
+    async def aclose(self) -> None: ...
+
+
+async def test_context_longer_than_the_window_is_truncated_not_crashed(store, backend) -> None:
+    recorder = RecordingBackend(backend)
+    engine = DialogueEngine(store, recorder)
+    long_text = "what do you like to do on weekends " * 20  # ~ 3x the 128-token window by itself
+    for _ in range(3):
+        replies = await engine.handle(msg(long_text))
+        assert replies[-1].metadata.get("error") is None
+    window = backend.max_context - backend.decoding.max_new_tokens
+    assert recorder.prompt_lengths and max(recorder.prompt_lengths) <= window
+
+
+async def test_redelivered_event_is_answered_once(engine) -> None:
+    first = await engine.handle(msg("hello", event="evt-1"))
+    again = await engine.handle(msg("hello", event="evt-1"))
+    assert first and again == []
+
+
+async def test_concurrent_redeliveries_are_answered_once(engine) -> None:
+    results = await asyncio.gather(*(engine.handle(msg("hello", event="evt-2")) for _ in range(5)))
+    assert sum(1 for r in results if r) == 1
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", texts.EMPTY),
+        ("   \n\t  ", texts.EMPTY),
+        ("\x00\x01\x02\x7f", texts.EMPTY),
+        ("/nonsense", texts.UNKNOWN_COMMAND.format(command="/nonsense")),
+    ],
+)
+async def test_bad_input_gets_a_clear_answer(engine, text, expected) -> None:
+    replies = await engine.handle(msg(text))
+    assert [r.text for r in replies] == [expected]
+
+
+async def test_huge_message_is_refused_with_its_size(engine, store) -> None:
+    replies = await engine.handle(msg("a" * 1_000_000))
+    assert replies[0].text == texts.TOO_LONG.format(length=1_000_000, limit=4000)
+    assert await store.history("web:c1") == []
+
+
+async def test_invalid_utf8_and_control_characters_are_cleaned(engine, store) -> None:
+    garbled = b"hi \xff\xfe there\x07".decode("utf-8", "surrogateescape")
+    replies = await engine.handle(msg(garbled))
+    assert replies and not replies[-1].metadata.get("error")
+    assert (await store.history("web:c1"))[0].text == "hi ?? there"
+
+
+async def test_commands(engine, store) -> None:
+    start = await engine.handle(msg("/start@ChatBot"))
+    assert "automated assistant" in start[0].text and start[1].text == texts.HELP
+    await engine.handle(msg("hello"))
+    assert [r.text for r in await engine.handle(msg("/reset"))] == [texts.RESET]
+    assert await store.history("web:c1") == []
+    assert [r.text for r in await engine.handle(msg("/human"))] == [texts.HUMAN_REQUESTED]
+    assert (await store.state("web:c1")).mode == Mode.QUEUED
+
+
+async def test_talk_to_human_button_queues_and_further_messages_are_kept(engine, store) -> None:
+    await engine.handle(msg("", action="human"))
+    assert (await store.state("web:c1")).mode == Mode.QUEUED
+    assert await engine.handle(msg("is anyone there?")) == []
+    assert [t.text for t in await store.history("web:c1")] == ["is anyone there?"]
+
+
+async def test_forget_erases_everything(engine, redis) -> None:
+    await engine.handle(msg("remember my name is zorblax", cid="web:c9", user="u9"))
+    assert [r.text for r in await engine.handle(msg("/forget", cid="web:c9", user="u9"))] == [texts.FORGOTTEN]
+    keys = [k async for k in redis.scan_iter(match="*") if not k.startswith(b"e:event:")]
+    assert keys == []
+
+
+class ExplodingBackend:
+    version = "broken"
+
+    def count_tokens(self, text: str) -> int:
+        return 1
+
+    async def generate(self, history: Sequence[Turn]) -> list[Candidate]:
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    async def aclose(self) -> None: ...
+
+
+async def test_engine_errors_become_an_apology_and_the_event_can_be_redelivered(store) -> None:
+    engine = DialogueEngine(store, ExplodingBackend())
+    replies = await engine.handle(msg("hello", event="evt-9"))
+    assert replies[-1].text == texts.APOLOGY
+    assert "Traceback" not in replies[-1].text
+    assert await engine.handle(msg("hello", event="evt-9"))  # not swallowed as a duplicate
+    assert [t.text for t in await store.history("web:c1")][0] == "hello"  # the message was kept
+
+
+async def test_a_slow_generation_does_not_block_other_conversations(store, backend) -> None:
+    class Slow(RecordingBackend):
+        async def generate(self, history):
+            if "slow" in history[-1].text:
+                await asyncio.sleep(1.0)
+            return await self.inner.generate(history)
+
+    engine = DialogueEngine(store, Slow(backend))
+    slow = asyncio.create_task(engine.handle(msg("slow please", cid="web:a")))
+    await asyncio.sleep(0.05)
+    fast = await asyncio.wait_for(engine.handle(msg("quick one", cid="web:b")), timeout=0.9)
+    assert fast and not slow.done()
+    assert await slow
