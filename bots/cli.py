@@ -55,6 +55,17 @@ def chat(
         _fail(error)
 
 
+@app.command()
+def config(
+    markdown: bool = typer.Option(False, help="Print the table of every variable for the README."),
+) -> None:
+    """Show the configuration in force (secrets masked), or document every variable."""
+    from bots.settings import Settings
+    from bots.settings_doc import current_values, markdown_table
+
+    typer.echo(markdown_table(Settings) if markdown else current_values(get_settings()))
+
+
 try:
     from training.cli import app as train_app
 except ModuleNotFoundError as error:

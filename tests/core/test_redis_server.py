@@ -1,0 +1,35 @@
+"""The embedded Redis: starts, persists with AOF across a restart, stops cleanly."""
+
+from __future__ import annotations
+
+from core.redis_client import connect
+from core.redis_server import EmbeddedRedis
+from core.store import ContextStore
+from core.types import Role, Turn
+
+
+async def test_conversation_survives_a_restart_of_the_embedded_server(tmp_path) -> None:
+    server = EmbeddedRedis(tmp_path).start()
+    client = connect(server.url)
+    await ContextStore(client).append("web:c1", "web", "u1", Turn(Role.USER, "remember me", tokens=2))
+    await client.aclose()
+    server.stop()  # SIGTERM: Redis flushes the AOF before exiting
+    assert any(tmp_path.rglob("*.aof*"))
+
+    with EmbeddedRedis(tmp_path, port=server.port) as again:
+        client = connect(again.url)
+        history = await ContextStore(client).history("web:c1")
+        await client.aclose()
+    assert [t.text for t in history] == ["remember me"]
+
+
+def test_a_port_in_use_gives_a_clear_error(tmp_path) -> None:
+    with EmbeddedRedis(tmp_path / "a") as first:
+        second = EmbeddedRedis(tmp_path / "b", port=first.port)
+        try:
+            second.start(timeout_s=5)
+        except RuntimeError as error:
+            assert "redis-server" in str(error)
+        else:  # pragma: no cover - would mean two servers on one port
+            second.stop()
+            raise AssertionError("second server started on a busy port")
