@@ -1,0 +1,288 @@
+"""Telegram through python-telegram-bot: updates in (long polling or webhook), replies out.
+
+Private chats always reach the engine; in groups only messages that mention the bot, reply to it
+or carry a ``/command@bot``. Replies in groups quote the user's message and stay in its forum
+topic. ``update_id`` is the event id, so an update Telegram delivers twice is answered once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import json
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Literal
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from telegram import (
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    MessageEntity,
+    ReplyParameters,
+    Update,
+)
+from telegram.constants import ChatAction, ChatType, MessageLimit, ParseMode
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    CallbackQueryHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from adapters.addressing import parse_conversation_id
+from adapters.commands import BOT_COMMANDS
+from adapters.delivery import Delivery, Permanent, RetryPolicy, Transient
+from adapters.markup import to_telegram_html
+from adapters.splitting import split_rendered
+from core.channel import OnNewMessage
+from core.types import IncomingMessage, Reply, conversation_id
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "telegram"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+
+
+@dataclass(frozen=True, slots=True)
+class TelegramConfig:
+    token: str
+    api_url: str = "https://api.telegram.org"
+    mode: Literal["polling", "webhook"] = "polling"
+    #: public HTTPS URL Telegram posts updates to (webhook mode)
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_path: str = "/telegram/webhook"
+    poll_timeout_s: float = 10.0
+    #: updates handled at once; the engine keeps each conversation in order itself
+    concurrency: int = 64
+    typing_interval_s: float = 4.0
+    max_rate_per_s: float = 30.0
+    group_max_rate_per_min: float = 20.0
+    retry: RetryPolicy = RetryPolicy(chat_interval_s=1.0)
+
+    def __post_init__(self) -> None:
+        if self.mode == "webhook" and not (self.webhook_url and self.webhook_secret):
+            raise ValueError("Telegram webhook mode needs TELEGRAM_WEBHOOK_URL and TELEGRAM_WEBHOOK_SECRET")
+
+
+def classify(error: BaseException) -> Transient | Permanent | None:
+    if isinstance(error, RetryAfter):
+        return Transient(error.retry_after.total_seconds() if hasattr(error.retry_after, "total_seconds")
+                         else float(error.retry_after))  # fmt: skip
+    if isinstance(error, Forbidden):  # blocked by the user, kicked from the group
+        return Permanent(error.message)
+    if isinstance(error, BadRequest):  # chat not found, message malformed: retrying won't help
+        return Permanent(error.message)
+    if isinstance(error, NetworkError):  # includes TimedOut and 5xx answers
+        return Transient()
+    return None
+
+
+def _thread(thread_id: int | None) -> str | None:
+    return str(thread_id) if thread_id else None
+
+
+def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
+    rows = []
+    for button in reply.buttons:
+        if len(button.action.encode()) > 64:  # Telegram's callback_data limit
+            log.warning("button %r dropped: its action is longer than 64 bytes", button.label)
+            continue
+        rows.append([InlineKeyboardButton(button.label, callback_data=button.action)])
+    return InlineKeyboardMarkup(rows) if rows else None
+
+
+class TelegramChannel:
+    platform = PLATFORM
+
+    def __init__(self, on_new_message: OnNewMessage, config: TelegramConfig) -> None:
+        self.on_new_message = on_new_message
+        self.config = config
+        self.delivery = Delivery(PLATFORM, classify, config.retry)
+        builder = (
+            Application.builder()
+            .token(config.token)
+            .base_url(f"{config.api_url.rstrip('/')}/bot")
+            .base_file_url(f"{config.api_url.rstrip('/')}/file/bot")
+            # PTB's limiter: overall and per-group throughput, and it waits out 429s itself.
+            .rate_limiter(
+                AIORateLimiter(
+                    overall_max_rate=config.max_rate_per_s,
+                    group_max_rate=config.group_max_rate_per_min,
+                    max_retries=config.retry.max_attempts,
+                )
+            )
+            .concurrent_updates(config.concurrency)
+            .get_updates_read_timeout(config.poll_timeout_s + 5)
+        )
+        if config.mode == "webhook":
+            builder = builder.updater(None)
+        self.app: Application = builder.build()
+        self.app.add_handler(CallbackQueryHandler(self._on_button))
+        self.app.add_handler(MessageHandler(filters.TEXT, self._on_message))
+        self.app.add_error_handler(self._on_error)
+
+    # --- lifecycle ---
+    async def start(self) -> None:
+        await self.app.initialize()  # getMe: the bot's id and username, for mentions
+        await self.app.start()
+        commands = [BotCommand(name, description) for name, description in BOT_COMMANDS.items()]
+        await self.delivery.send("-", lambda: self.app.bot.set_my_commands(commands))
+        if self.config.mode == "webhook":
+            await self.app.bot.set_webhook(
+                str(self.config.webhook_url), secret_token=self.config.webhook_secret,
+                allowed_updates=ALLOWED_UPDATES,
+            )  # fmt: skip
+        else:
+            assert self.app.updater is not None
+            await self.app.updater.start_polling(
+                timeout=int(self.config.poll_timeout_s), allowed_updates=ALLOWED_UPDATES
+            )
+        log.info("telegram: %s as @%s", self.config.mode, self.app.bot.username)
+
+    async def stop(self) -> None:
+        if self.app.updater is not None and self.app.updater.running:
+            await self.app.updater.stop()
+        if self.app.running:
+            await self.app.stop()
+        await self.app.shutdown()
+
+    def routes(self) -> list[Route]:
+        """The webhook endpoint, mounted on the shared web server (webhook mode only)."""
+        if self.config.mode != "webhook":
+            return []
+        return [Route(self.config.webhook_path, self._webhook, methods=["POST"])]
+
+    async def _webhook(self, request: Request) -> Response:
+        given = request.headers.get(SECRET_HEADER, "").encode()
+        if not hmac.compare_digest(given, str(self.config.webhook_secret).encode()):
+            return Response("wrong secret token", status_code=403)
+        try:
+            update = Update.de_json(json.loads(await request.body()), self.app.bot)
+        except (ValueError, TypeError, KeyError):
+            return Response("not an update", status_code=400)
+        # Acknowledge at once; the application's queue handles the update concurrently.
+        await self.app.update_queue.put(update)
+        return Response(status_code=200)
+
+    # --- outgoing ---
+    async def send(self, conversation_id: str, reply: Reply) -> None:
+        """Send proactively, e.g. an agent's reply, to the chat (and topic) of a conversation."""
+        dest = parse_conversation_id(conversation_id, PLATFORM)
+        await self._send_reply(int(dest.chat_id), int(dest.thread_id) if dest.thread_id else None, reply)
+
+    async def _send_reply(
+        self, chat_id: int, thread_id: int | None, reply: Reply, reply_to: int | None = None
+    ) -> None:
+        chunks = split_rendered(reply.text, MessageLimit.MAX_TEXT_LENGTH, to_telegram_html)
+        markup = keyboard(reply)
+        for index, chunk in enumerate(chunks):
+            call = functools.partial(
+                self.app.bot.send_message,
+                chat_id,
+                chunk,
+                parse_mode=ParseMode.HTML,
+                message_thread_id=thread_id,
+                reply_parameters=(
+                    ReplyParameters(reply_to, allow_sending_without_reply=True)
+                    if reply_to and index == 0
+                    else None
+                ),
+                reply_markup=markup if index == len(chunks) - 1 else None,  # buttons under the last part
+            )
+            await self.delivery.send(str(chat_id), call)
+
+    async def _typing_while(
+        self, chat_id: int, thread_id: int | None, work: Awaitable[list[Reply]]
+    ) -> list[Reply]:
+        """Show "typing…" until the engine answers; Telegram clears it after 5 s, so repeat it."""
+        task = asyncio.ensure_future(work)
+        while True:
+            try:
+                await self.app.bot.send_chat_action(chat_id, ChatAction.TYPING, message_thread_id=thread_id)
+            except TelegramError as error:  # cosmetic: never hold up or fail the answer for it
+                log.debug("telegram: chat action failed: %s", error)
+            done, _ = await asyncio.wait({task}, timeout=self.config.typing_interval_s)
+            if done:
+                return task.result()
+
+    # --- incoming ---
+    def _addressed_text(self, message: Message) -> str | None:
+        """In a group: the text without the bot's @mention if the bot is addressed, else None."""
+        bot = self.app.bot
+        username = f"@{bot.username}".lower()
+        text = message.text or ""
+        addressed = bool(
+            message.reply_to_message
+            and message.reply_to_message.from_user
+            and message.reply_to_message.from_user.id == bot.id
+        )
+        for entity, value in message.parse_entities([MessageEntity.MENTION, MessageEntity.TEXT_MENTION,
+                                                     MessageEntity.BOT_COMMAND]).items():  # fmt: skip
+            if entity.type == MessageEntity.MENTION and value.lower() == username:
+                addressed = True
+                text = text.replace(value, " ")
+            elif entity.type == MessageEntity.TEXT_MENTION and entity.user and entity.user.id == bot.id:
+                addressed = True
+            elif entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
+                target = value.partition("@")[2].lower()
+                addressed = addressed or target == username[1:]
+        return " ".join(text.split()) if addressed else None
+
+    async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message, user = update.effective_message, update.effective_user
+        if message is None or user is None or user.is_bot or message.text is None:
+            return
+        is_group = message.chat.type != ChatType.PRIVATE
+        text = self._addressed_text(message) if is_group else message.text
+        if text is None:
+            return
+        thread_id = message.message_thread_id if message.is_topic_message else None
+        cid = conversation_id(PLATFORM, str(message.chat.id), _thread(thread_id), str(user.id), is_group)
+        incoming = IncomingMessage(
+            PLATFORM, cid, str(user.id), text, event_id=str(update.update_id),
+            timestamp=message.date.timestamp(),
+        )  # fmt: skip
+        replies = await self._typing_while(message.chat.id, thread_id, self.on_new_message(incoming))
+        for reply in replies:
+            await self._send_reply(
+                message.chat.id, thread_id, reply, message.message_id if is_group else None
+            )
+
+    async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        if query is None:
+            return
+        try:
+            await query.answer()  # stop the button's spinner at once
+        except TelegramError as error:
+            log.debug("telegram: answerCallbackQuery failed: %s", error)
+        message = query.message
+        if message is None or not query.data:
+            return
+        is_group = message.chat.type != ChatType.PRIVATE
+        thread_id = (
+            message.message_thread_id if isinstance(message, Message) and message.is_topic_message else None
+        )
+        user = query.from_user
+        cid = conversation_id(PLATFORM, str(message.chat.id), _thread(thread_id), str(user.id), is_group)
+        incoming = IncomingMessage(PLATFORM, cid, str(user.id), "", event_id=str(update.update_id),
+                                   action=query.data)  # fmt: skip
+        replies = await self._typing_while(message.chat.id, thread_id, self.on_new_message(incoming))
+        for reply in replies:
+            await self._send_reply(message.chat.id, thread_id, reply)
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        # A handler bug must not stop the bot; PTB passes errors here instead of raising.
+        log.error("telegram: error while handling an update", exc_info=context.error)

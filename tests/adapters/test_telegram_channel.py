@@ -1,0 +1,167 @@
+"""TelegramChannel end to end: python-telegram-bot against a fake Bot API, the real engine behind."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from adapters.delivery import RetryPolicy
+from adapters.telegram_channel import SECRET_HEADER, TelegramChannel, TelegramConfig
+from bots.web import create_web_app
+from core import texts
+from core.types import Button, Reply
+from tests.fakes.telegram_api import FakeTelegram
+
+TOKEN = "123456:TEST-token-do-not-log"
+FAST = RetryPolicy(max_attempts=4, backoff_s=0.05, chat_interval_s=0.0)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram(TOKEN) as server:
+        yield server
+
+
+def config(fake: FakeTelegram, **overrides) -> TelegramConfig:
+    return TelegramConfig(token=TOKEN, api_url=fake.url, poll_timeout_s=1, retry=FAST, **overrides)
+
+
+@pytest.fixture
+async def channel(fake, engine) -> AsyncIterator[TelegramChannel]:
+    channel = TelegramChannel(engine.handle, config(fake))
+    await channel.start()
+    yield channel
+    await channel.stop()
+
+
+def texts_to(fake: FakeTelegram, chat_id: int) -> list[str]:
+    return [
+        c.params["text"] for c in fake.log.of("sendMessage", lambda c: int(c.params["chat_id"]) == chat_id)
+    ]
+
+
+async def test_start_registers_the_commands_and_polls(fake, channel) -> None:
+    (call,) = await fake.log.wait_for("setMyCommands")
+    assert [c["command"] for c in call.params["commands"]] == ["start", "help", "reset", "forget", "human"]
+    assert fake.log.of("getMe") and fake.log.of("deleteWebhook")
+
+
+async def test_private_message_gets_typing_disclosure_button_and_answer(fake, channel) -> None:
+    await fake.push(fake.message("hello there", chat_id=501))
+    sent = await fake.log.wait_for("sendMessage", count=2)
+    typing = fake.log.of("sendChatAction")
+    assert typing and typing[0].params == {"chat_id": 501, "action": "typing"}
+    assert typing[0].at <= sent[0].at
+    disclosure, answer = sent
+    assert "automated assistant" in disclosure.params["text"]
+    assert disclosure.params["parse_mode"] == "HTML"
+    keyboard = disclosure.params["reply_markup"]["inline_keyboard"]
+    assert keyboard == [[{"text": texts.TALK_TO_HUMAN, "callback_data": "human"}]]
+    assert answer.params["text"].strip() and "reply_parameters" not in answer.params
+
+
+async def test_button_press_round_trip_reaches_the_engine(fake, channel) -> None:
+    await fake.push(fake.message("hi", chat_id=502, user_id=502))
+    disclosure = (await fake.log.wait_for("sendMessage", count=2))[0]
+    await fake.push(fake.button_press(disclosure, "human", user_id=502))
+    await fake.log.wait_for("answerCallbackQuery")
+    await fake.log.wait_for("sendMessage", lambda c: c.params["text"] == texts.HUMAN_REQUESTED)
+
+
+async def test_group_needs_a_mention_and_replies_in_the_topic(fake, channel) -> None:
+    group = -100777
+    await fake.push(fake.message("just chatting", chat_id=group, user_id=11, chat_type="supergroup"))
+    mention = "@" + fake.username
+    update = fake.message(
+        f"{mention} /help", chat_id=group, user_id=11, chat_type="supergroup", thread_id=42,
+        entities=[{"type": "mention", "offset": 0, "length": len(mention)}],
+    )  # fmt: skip
+    await fake.push(update)
+    (help_reply,) = await fake.log.wait_for("sendMessage", lambda c: "/forget" in c.params["text"])
+    assert help_reply.params["message_thread_id"] == 42
+    assert help_reply.params["reply_parameters"]["message_id"] == update["message"]["message_id"]
+    # The unaddressed message was never answered: the only group messages are the help reply.
+    assert len(texts_to(fake, group)) == 1
+    # A reply to the bot's message also addresses it, without a mention.
+    bot_message = help_reply.result
+    reply = fake.message("/reset", chat_id=group, user_id=11, chat_type="supergroup", thread_id=42,
+                         reply_to=bot_message)  # fmt: skip
+    await fake.push(reply)
+    await fake.log.wait_for("sendMessage", lambda c: c.params["text"] == texts.RESET)
+
+
+async def test_long_reply_is_split_and_markup_escaped(fake, channel) -> None:
+    sentence = "This sentence has exactly fifty characters in it. "
+    long_text = "**Note** <b>not a tag</b> & more. " + sentence * 100  # ~5000 characters
+    await channel.send("telegram:503", Reply(long_text, [Button("👍", "feedback:up")]))
+    first, second = await fake.log.wait_for("sendMessage", count=2)
+    assert first.params["text"].startswith("<b>Note</b> &lt;b&gt;not a tag&lt;/b&gt; &amp; more.")
+    assert all(len(c.params["text"]) <= 4096 for c in (first, second))
+    assert first.params["text"].endswith("in it.") and second.params["text"].startswith("This sentence")
+    assert "reply_markup" not in first.params  # buttons go under the last part only
+    assert second.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "feedback:up"
+
+
+async def test_proactive_send_reaches_the_forum_topic(fake, channel) -> None:
+    await channel.send("telegram:-100900:t17:u5", Reply("An agent here."))
+    (call,) = await fake.log.wait_for("sendMessage")
+    assert call.params["chat_id"] == -100900 and call.params["message_thread_id"] == 17
+
+
+async def test_429_is_waited_out_and_the_message_sent_once(fake, channel) -> None:
+    fake.fail_next("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
+    await channel.send("telegram:504", Reply("after the limit"))
+    (sent,) = await fake.log.wait_for("sendMessage")
+    (limited,) = [c for c in fake.log.of("sendMessage", ok_only=False) if c.status == 429]
+    assert sent.at - limited.at >= 0.95
+    assert texts_to(fake, 504) == ["after the limit"]
+
+
+async def test_transient_error_retried_and_blocked_user_dropped(fake, channel, caplog) -> None:
+    fake.fail_next("sendMessage", 502, "Bad Gateway")
+    await channel.send("telegram:505", Reply("through a flaky network"))
+    assert texts_to(fake, 505) == ["through a flaky network"]
+    fake.blocked.add(506)
+    with caplog.at_level(logging.WARNING):
+        await channel.send("telegram:506", Reply("nobody will read this"))  # must not raise
+    assert "blocked by the user" in caplog.text
+    assert TOKEN not in caplog.text
+    await fake.push(fake.message("still alive?", chat_id=507, user_id=507))
+    await fake.log.wait_for("sendMessage", lambda c: c.params["chat_id"] == 507, count=2)
+
+
+@pytest.fixture
+async def webhook(fake, engine) -> AsyncIterator[tuple[TelegramChannel, httpx.AsyncClient]]:
+    channel = TelegramChannel(
+        engine.handle,
+        config(fake, mode="webhook", webhook_url="https://bot.example/telegram/webhook",
+               webhook_secret="s3cret-Token_1"),
+    )  # fmt: skip
+    await channel.start()
+    app = create_web_app(channel.routes())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bot") as client:
+        yield channel, client
+    await channel.stop()
+
+
+async def test_webhook_checks_the_secret_and_answers_a_redelivery_once(fake, webhook) -> None:
+    channel, client = webhook
+    (registered,) = fake.log.of("setWebhook")
+    assert registered.params["secret_token"] == "s3cret-Token_1"
+    update = fake.message("/help", chat_id=601, user_id=601)
+    wrong = await client.post("/telegram/webhook", json=update, headers={SECRET_HEADER: "guess"})
+    missing = await client.post("/telegram/webhook", json=update)
+    assert wrong.status_code == missing.status_code == 403
+    for _ in range(2):  # Telegram re-sends an update it thinks was not received
+        ok = await client.post("/telegram/webhook", json=update, headers={SECRET_HEADER: "s3cret-Token_1"})
+        assert ok.status_code == 200
+    await fake.log.wait_for("sendMessage", lambda c: c.params["chat_id"] == 601)
+    follow = fake.message("/reset", chat_id=601, user_id=601)  # a later update, to know the queue drained
+    await client.post("/telegram/webhook", json=follow, headers={SECRET_HEADER: "s3cret-Token_1"})
+    await fake.log.wait_for("sendMessage", lambda c: c.params["text"] == texts.RESET)
+    await asyncio.sleep(0)
+    assert sum("/forget" in t for t in texts_to(fake, 601)) == 1

@@ -1,0 +1,85 @@
+"""What every fake platform server shares: a free port on 127.0.0.1, a log of calls, waiting on it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
+    status: int = 200
+    result: Any = None
+
+
+class CallLog:
+    """Every API call a fake received, in order; tests await the ones they expect."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self._changed = asyncio.Condition()
+
+    async def record(self, call: Call) -> None:
+        async with self._changed:
+            self.calls.append(call)
+            self._changed.notify_all()
+
+    def of(
+        self, method: str, where: Callable[[Call], bool] = lambda c: True, ok_only: bool = True
+    ) -> list[Call]:
+        return [c for c in self.calls if c.method == method and where(c) and (c.status < 400 or not ok_only)]
+
+    async def wait_for(
+        self,
+        method: str,
+        where: Callable[[Call], bool] = lambda c: True,
+        count: int = 1,
+        within: float = 20.0,
+    ) -> list[Call]:
+        """Wait until ``count`` successful calls of ``method`` matching ``where`` arrived."""
+
+        def enough() -> bool:
+            return len(self.of(method, where)) >= count
+
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(enough), within)
+            except TimeoutError:
+                seen = [(c.method, c.status) for c in self.calls[-20:]]
+                raise AssertionError(f"no {count}x {method} within {within}s; last calls: {seen}") from None
+        return self.of(method, where)
+
+
+class FakeServer:
+    """An aiohttp application on a free 127.0.0.1 port; ``async with`` starts and stops it."""
+
+    def __init__(self) -> None:
+        self.log = CallLog()
+        self.app = web.Application()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self):
+        # shutdown_timeout: don't wait on held long polls and gateway sockets when stopping
+        self._runner = web.AppRunner(self.app, shutdown_timeout=0.1, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
