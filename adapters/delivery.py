@@ -90,15 +90,25 @@ class Delivery:
                     log.warning("%s: dropped a message to %s: %s", self.platform, chat, verdict.reason)
                     return None
                 if attempt == policy.max_attempts:
-                    log.error("%s: gave up on a message to %s after %d attempts: %r",
-                              self.platform, chat, attempt, error)  # fmt: skip
+                    log.error(
+                        "%s: gave up on a message to %s after %d attempts: %r",
+                        self.platform,
+                        chat,
+                        attempt,
+                        error,
+                    )
                     return None
                 delay = verdict.retry_after
                 if delay is None:  # exponential backoff with jitter, so retries don't stampede
                     delay = min(policy.max_backoff_s, policy.backoff_s * 2 ** (attempt - 1))
                     delay *= random.uniform(0.5, 1.0)
-                log.info("%s: retrying a send to %s in %.2fs (%s)", self.platform, chat, delay,
-                         type(error).__name__)  # fmt: skip
+                log.info(
+                    "%s: retrying a send to %s in %.2fs (%s)",
+                    self.platform,
+                    chat,
+                    delay,
+                    type(error).__name__,
+                )
                 await asyncio.sleep(delay)
         return None
 

@@ -78,8 +78,11 @@ class TelegramConfig:
 
 def classify(error: BaseException) -> Transient | Permanent | None:
     if isinstance(error, RetryAfter):
-        return Transient(error.retry_after.total_seconds() if hasattr(error.retry_after, "total_seconds")
-                         else float(error.retry_after))  # fmt: skip
+        return Transient(
+            error.retry_after.total_seconds()
+            if hasattr(error.retry_after, "total_seconds")
+            else float(error.retry_after)
+        )
     if isinstance(error, Forbidden):  # blocked by the user, kicked from the group
         return Permanent(error.message)
     if isinstance(error, BadRequest):  # chat not found, message malformed: retrying won't help
@@ -141,9 +144,10 @@ class TelegramChannel:
         await self.delivery.send("-", lambda: self.app.bot.set_my_commands(commands))
         if self.config.mode == "webhook":
             await self.app.bot.set_webhook(
-                str(self.config.webhook_url), secret_token=self.config.webhook_secret,
+                str(self.config.webhook_url),
+                secret_token=self.config.webhook_secret,
                 allowed_updates=ALLOWED_UPDATES,
-            )  # fmt: skip
+            )
         else:
             assert self.app.updater is not None
             await self.app.updater.start_polling(
@@ -228,8 +232,9 @@ class TelegramChannel:
             and message.reply_to_message.from_user
             and message.reply_to_message.from_user.id == bot.id
         )
-        for entity, value in message.parse_entities([MessageEntity.MENTION, MessageEntity.TEXT_MENTION,
-                                                     MessageEntity.BOT_COMMAND]).items():  # fmt: skip
+        for entity, value in message.parse_entities(
+            [MessageEntity.MENTION, MessageEntity.TEXT_MENTION, MessageEntity.BOT_COMMAND]
+        ).items():
             if entity.type == MessageEntity.MENTION and value.lower() == username:
                 addressed = True
                 text = text.replace(value, " ")
@@ -251,9 +256,13 @@ class TelegramChannel:
         thread_id = message.message_thread_id if message.is_topic_message else None
         cid = conversation_id(PLATFORM, str(message.chat.id), _thread(thread_id), str(user.id), is_group)
         incoming = IncomingMessage(
-            PLATFORM, cid, str(user.id), text, event_id=str(update.update_id),
+            PLATFORM,
+            cid,
+            str(user.id),
+            text,
+            event_id=str(update.update_id),
             timestamp=message.date.timestamp(),
-        )  # fmt: skip
+        )
         replies = await self._typing_while(message.chat.id, thread_id, self.on_new_message(incoming))
         for reply in replies:
             await self._send_reply(
@@ -277,8 +286,9 @@ class TelegramChannel:
         )
         user = query.from_user
         cid = conversation_id(PLATFORM, str(message.chat.id), _thread(thread_id), str(user.id), is_group)
-        incoming = IncomingMessage(PLATFORM, cid, str(user.id), "", event_id=str(update.update_id),
-                                   action=query.data)  # fmt: skip
+        incoming = IncomingMessage(
+            PLATFORM, cid, str(user.id), "", event_id=str(update.update_id), action=query.data
+        )
         replies = await self._typing_while(message.chat.id, thread_id, self.on_new_message(incoming))
         for reply in replies:
             await self._send_reply(message.chat.id, thread_id, reply)

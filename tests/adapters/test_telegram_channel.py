@@ -77,9 +77,13 @@ async def test_group_needs_a_mention_and_replies_in_the_topic(fake, channel) -> 
     await fake.push(fake.message("just chatting", chat_id=group, user_id=11, chat_type="supergroup"))
     mention = "@" + fake.username
     update = fake.message(
-        f"{mention} /help", chat_id=group, user_id=11, chat_type="supergroup", thread_id=42,
+        f"{mention} /help",
+        chat_id=group,
+        user_id=11,
+        chat_type="supergroup",
+        thread_id=42,
         entities=[{"type": "mention", "offset": 0, "length": len(mention)}],
-    )  # fmt: skip
+    )
     await fake.push(update)
     (help_reply,) = await fake.log.wait_for("sendMessage", lambda c: "/forget" in c.params["text"])
     assert help_reply.params["message_thread_id"] == 42
@@ -88,8 +92,9 @@ async def test_group_needs_a_mention_and_replies_in_the_topic(fake, channel) -> 
     assert len(texts_to(fake, group)) == 1
     # A reply to the bot's message also addresses it, without a mention.
     bot_message = help_reply.result
-    reply = fake.message("/reset", chat_id=group, user_id=11, chat_type="supergroup", thread_id=42,
-                         reply_to=bot_message)  # fmt: skip
+    reply = fake.message(
+        "/reset", chat_id=group, user_id=11, chat_type="supergroup", thread_id=42, reply_to=bot_message
+    )
     await fake.push(reply)
     await fake.log.wait_for("sendMessage", lambda c: c.params["text"] == texts.RESET)
 
@@ -138,9 +143,13 @@ async def test_transient_error_retried_and_blocked_user_dropped(fake, channel, c
 async def webhook(fake, engine) -> AsyncIterator[tuple[TelegramChannel, httpx.AsyncClient]]:
     channel = TelegramChannel(
         engine.handle,
-        config(fake, mode="webhook", webhook_url="https://bot.example/telegram/webhook",
-               webhook_secret="s3cret-Token_1"),
-    )  # fmt: skip
+        config(
+            fake,
+            mode="webhook",
+            webhook_url="https://bot.example/telegram/webhook",
+            webhook_secret="s3cret-Token_1",
+        ),
+    )
     await channel.start()
     app = create_web_app(channel.routes())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bot") as client:

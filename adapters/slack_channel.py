@@ -1,0 +1,245 @@
+"""Slack through slack-bolt's AsyncApp: Events API over HTTP (signed) or Socket Mode.
+
+Direct messages always reach the engine; in channels only ``app_mention`` events, answered in the
+mention's thread. Slack has no typing indicator for bots, so a placeholder message is posted while
+the engine works and edited into the answer. Bolt acknowledges events at once but does not
+deduplicate Slack's retries: the envelope's ``event_id`` (the same on every retry) is the event id
+the engine deduplicates on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from starlette.routing import Route
+
+from adapters.addressing import parse_conversation_id
+from adapters.commands import BOT_COMMANDS
+from adapters.delivery import Delivery, Permanent, RetryPolicy, Transient
+from adapters.markup import to_slack_mrkdwn
+from adapters.splitting import split_rendered
+from core.channel import OnNewMessage
+from core.types import IncomingMessage, Reply, conversation_id
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+SECTION_LIMIT = 3000  # characters of a section block's text
+BUTTON_LABEL_LIMIT = 75
+ACTION_PREFIX = "engine:"
+
+
+@dataclass(frozen=True, slots=True)
+class SlackConfig:
+    bot_token: str
+    signing_secret: str | None = None
+    #: an app-level token (xapp-…) switches to Socket Mode: no public URL needed
+    app_token: str | None = None
+    api_url: str = "https://slack.com/api/"
+    events_path: str = "/slack/events"
+    placeholder_text: str = "…"
+    #: post the placeholder only if the engine takes longer than this (a redelivery answers at once)
+    placeholder_after_s: float = 0.3
+    rate_limit_retries: int = 5
+    retry: RetryPolicy = RetryPolicy(chat_interval_s=1.0)
+
+    def __post_init__(self) -> None:
+        if not self.app_token and not self.signing_secret:
+            raise ValueError(
+                "Slack needs SLACK_SIGNING_SECRET (HTTP events) or SLACK_APP_TOKEN (Socket Mode)"
+            )
+
+
+def classify(error: BaseException) -> Transient | Permanent | None:
+    if isinstance(error, SlackApiError):
+        status = error.response.status_code
+        if status == 429:  # the SDK's retry handler gave up; one more polite try later
+            return Transient(float(error.response.headers.get("Retry-After", 1)))
+        if status >= 500:
+            return Transient()
+        # channel_not_found, not_in_channel, is_archived, account_inactive, invalid_auth …
+        return Permanent(str(error.response.get("error", status)))
+    if isinstance(error, aiohttp.ClientError | asyncio.TimeoutError):
+        return Transient()
+    return None
+
+
+def blocks(text: str, reply: Reply | None) -> list[dict[str, Any]]:
+    """A section with the text, and (for the last part of a reply) its quick-reply buttons."""
+    out: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    if reply and reply.buttons:
+        elements = [
+            {
+                "type": "button",
+                "text": {"type": "plain_text", "text": b.label[:BUTTON_LABEL_LIMIT], "emoji": True},
+                "action_id": f"{ACTION_PREFIX}{i}",  # unique within the block; the action is the value
+                "value": b.action,
+            }
+            for i, b in enumerate(reply.buttons)
+        ]
+        out.append({"type": "actions", "elements": elements})
+    return out
+
+
+class SlackChannel:
+    platform = PLATFORM
+
+    def __init__(self, on_new_message: OnNewMessage, config: SlackConfig) -> None:
+        self.on_new_message = on_new_message
+        self.config = config
+        self.delivery = Delivery(PLATFORM, classify, config.retry)
+        client = AsyncWebClient(
+            token=config.bot_token,
+            base_url=config.api_url.rstrip("/") + "/",
+            # slack_sdk waits out 429s (Retry-After) and reconnects on dropped connections itself.
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=config.rate_limit_retries),
+            ],
+        )
+        self.app = AsyncApp(client=client, signing_secret=config.signing_secret or "unused-in-socket-mode")
+        self.app.event("app_mention")(self._on_mention)
+        self.app.event("message")(self._on_message)
+        self.app.action(re.compile(f"^{ACTION_PREFIX}"))(self._on_button)
+        self.app.command(re.compile(r"^/(" + "|".join(BOT_COMMANDS) + r")$"))(self._on_command)
+        self._socket: AsyncSocketModeHandler | None = None
+
+    # --- lifecycle ---
+    async def start(self) -> None:
+        if self.config.app_token:
+            self._socket = AsyncSocketModeHandler(self.app, self.config.app_token)
+            await self._socket.connect_async()
+        log.info("slack: %s", "socket mode" if self._socket else f"HTTP events at {self.config.events_path}")
+
+    async def stop(self) -> None:
+        if self._socket:
+            await self._socket.close_async()
+
+    def routes(self) -> list[Route]:
+        """The Events API endpoint (events, button presses, slash commands) in HTTP mode."""
+        if self.config.app_token:
+            return []
+        handler = AsyncSlackRequestHandler(self.app)
+        return [Route(self.config.events_path, handler.handle, methods=["POST"])]
+
+    # --- outgoing ---
+    async def send(self, conversation_id: str, reply: Reply) -> None:
+        """Send proactively (e.g. an agent's reply) into the conversation's channel and thread."""
+        dest = parse_conversation_id(conversation_id, PLATFORM)
+        await self._post_replies(dest.chat_id, dest.thread_id, [reply], placeholder=None)
+
+    async def _post_replies(
+        self, channel: str, thread_ts: str | None, replies: list[Reply], placeholder: str | None
+    ) -> None:
+        client = self.app.client
+        for reply in replies:
+            chunks = split_rendered(reply.text, SECTION_LIMIT, to_slack_mrkdwn)
+            for index, chunk in enumerate(chunks):
+                message = {
+                    "text": chunk,
+                    "blocks": blocks(chunk, reply if index == len(chunks) - 1 else None),
+                }
+                if placeholder:  # the first part replaces the "…" placeholder
+                    call = functools.partial(client.chat_update, channel=channel, ts=placeholder, **message)
+                    placeholder = None
+                else:
+                    call = functools.partial(
+                        client.chat_postMessage, channel=channel, thread_ts=thread_ts, **message
+                    )
+                await self.delivery.send(channel, call)
+        if placeholder:  # nothing to say (a redelivery, or a person holds the conversation)
+            await self.delivery.send(
+                channel, functools.partial(client.chat_delete, channel=channel, ts=placeholder)
+            )
+
+    async def _answer(self, channel: str, thread_ts: str | None, message: IncomingMessage) -> None:
+        work: asyncio.Future[list[Reply]] = asyncio.ensure_future(self.on_new_message(message))
+        placeholder = await self._placeholder_if_slow(channel, thread_ts, work)
+        await self._post_replies(channel, thread_ts, await work, placeholder)
+
+    async def _placeholder_if_slow(
+        self, channel: str, thread_ts: str | None, work: Awaitable[Any]
+    ) -> str | None:
+        done, _ = await asyncio.wait({asyncio.ensure_future(work)}, timeout=self.config.placeholder_after_s)
+        if done:
+            return None
+        posted = await self.delivery.send(
+            channel,
+            functools.partial(
+                self.app.client.chat_postMessage,
+                channel=channel,
+                thread_ts=thread_ts,
+                text=self.config.placeholder_text,
+            ),
+        )
+        return posted["ts"] if posted else None
+
+    # --- incoming ---
+    async def _on_mention(self, body: dict[str, Any], event: dict[str, Any], context: Any) -> None:
+        if event.get("bot_id") or not event.get("user"):
+            return
+        text = re.sub(rf"<@{re.escape(str(context.bot_user_id))}(\|[^>]*)?>", " ", event.get("text", ""))
+        thread_ts = event.get("thread_ts") or event["ts"]  # answer in the mention's thread
+        cid = conversation_id(PLATFORM, event["channel"], thread_ts, event["user"], is_group=True)
+        incoming = IncomingMessage(
+            PLATFORM,
+            cid,
+            event["user"],
+            " ".join(text.split()),
+            event_id=body.get("event_id"),
+            timestamp=float(event["ts"]),
+        )
+        await self._answer(event["channel"], thread_ts, incoming)
+
+    async def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        # Channel messages come as app_mention; edits, joins and bot posts carry a subtype or bot_id.
+        if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id"):
+            return
+        thread_ts = event.get("thread_ts")
+        cid = conversation_id(PLATFORM, event["channel"], thread_ts, event["user"])
+        incoming = IncomingMessage(
+            PLATFORM,
+            cid,
+            event["user"],
+            event.get("text", ""),
+            event_id=body.get("event_id"),
+            timestamp=float(event["ts"]),
+        )
+        await self._answer(event["channel"], thread_ts, incoming)
+
+    async def _on_button(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        channel = body["channel"]["id"]
+        user = body["user"]["id"]
+        thread_ts = body.get("message", {}).get("thread_ts")
+        is_group = not channel.startswith("D")  # D…: a direct message channel
+        cid = conversation_id(PLATFORM, channel, thread_ts, user, is_group)
+        incoming = IncomingMessage(
+            PLATFORM, cid, user, "", event_id=f"action:{user}:{action['action_ts']}", action=action["value"]
+        )
+        await self._answer(channel, thread_ts, incoming)
+
+    async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
+        await ack()  # within 3 s, or Slack shows the user an error
+        channel, user = command["channel_id"], command["user_id"]
+        is_group = not channel.startswith("D")
+        cid = conversation_id(PLATFORM, channel, None, user, is_group)
+        text = f"{command['command']} {command.get('text', '')}".strip()
+        incoming = IncomingMessage(PLATFORM, cid, user, text, event_id=f"command:{command['trigger_id']}")
+        await self._answer(channel, None, incoming)

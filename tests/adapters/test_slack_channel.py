@@ -1,0 +1,145 @@
+"""SlackChannel end to end: slack-bolt's AsyncApp behind our web app, a fake Slack, the real engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from adapters.delivery import RetryPolicy
+from adapters.slack_channel import SlackChannel, SlackConfig
+from bots.web import create_web_app
+from core import texts
+from core.types import Button, Reply
+from tests.fakes.slack_api import FakeSlack
+
+BOT_TOKEN, SECRET = "xoxb-test-token-do-not-log", "signing-secret-for-tests"
+PATH = "/slack/events"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack(BOT_TOKEN, SECRET) as server:
+        yield server
+
+
+@pytest.fixture
+async def slack(fake, engine) -> AsyncIterator[tuple[SlackChannel, httpx.AsyncClient]]:
+    config = SlackConfig(
+        bot_token=BOT_TOKEN,
+        signing_secret=SECRET,
+        api_url=f"{fake.url}/api/",
+        placeholder_after_s=0.0,
+        retry=RetryPolicy(max_attempts=4, backoff_s=0.05),
+    )
+    channel = SlackChannel(engine.handle, config)
+    await channel.start()
+    app = create_web_app(channel.routes())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bot") as http:
+        yield channel, http
+    await channel.stop()
+
+
+def posted_texts(fake: FakeSlack, channel: str) -> list[str]:
+    calls = fake.log.of("chat.postMessage") + fake.log.of("chat.update")
+    return [c.params["text"] for c in calls if c.params["channel"] == channel]
+
+
+async def test_dm_gets_placeholder_then_disclosure_with_button_and_answer(fake, slack) -> None:
+    _, http = slack
+    response = await fake.deliver(http, PATH, fake.dm("hello there"))
+    assert response.status_code == 200
+    (placeholder, answer) = await fake.log.wait_for("chat.postMessage", count=2)
+    (update,) = await fake.log.wait_for("chat.update")
+    assert placeholder.params["text"] == "…" and update.params["ts"] == placeholder.result["ts"]
+    assert "automated assistant" in update.params["text"]
+    section, actions = update.params["blocks"]
+    assert section["text"]["type"] == "mrkdwn" and "automated assistant" in section["text"]["text"]
+    assert actions["elements"][0]["text"]["text"] == texts.TALK_TO_HUMAN
+    assert actions["elements"][0]["value"] == "human"
+    assert answer.params["text"].strip() and answer.params.get("thread_ts") is None
+    assert fake.log.of("auth.test")  # Bolt learned the bot's own ids, so it ignores its own posts
+
+
+async def test_mention_is_answered_in_its_thread_without_the_mention(fake, slack) -> None:
+    _, http = slack
+    envelope = fake.mention("/help", channel="C42")
+    await fake.deliver(http, PATH, envelope)
+    (reply,) = await fake.log.wait_for("chat.update", lambda c: "/forget" in c.params["text"])
+    (placeholder,) = fake.log.of("chat.postMessage", lambda c: c.params["channel"] == "C42")
+    assert placeholder.params["thread_ts"] == envelope["event"]["ts"]
+    assert reply.params["ts"] == placeholder.result["ts"]
+
+
+async def test_channel_messages_without_mention_and_bot_posts_are_ignored(fake, slack) -> None:
+    _, http = slack
+    ignored = fake.envelope(
+        {"type": "message", "channel_type": "channel", "channel": "C7", "user": "U1", "text": "chatter"}
+    )
+    bot_post = fake.dm("from a bot", channel="D7")
+    bot_post["event"]["bot_id"] = "B999"
+    for envelope in (ignored, bot_post):
+        assert (await fake.deliver(http, PATH, envelope)).status_code == 200
+    await fake.deliver(http, PATH, fake.dm("/reset", channel="D7"))
+    await fake.log.wait_for("chat.update", lambda c: c.params["text"] == texts.RESET)
+    assert posted_texts(fake, "C7") == [] and posted_texts(fake, "D7") == ["…", texts.RESET]
+
+
+async def test_button_press_round_trip(fake, slack) -> None:
+    _, http = slack
+    await fake.deliver(http, PATH, fake.dm("hi", channel="D2", user="U2"))
+    (disclosure,) = await fake.log.wait_for("chat.update", lambda c: "automated" in c.params["text"])
+    response = await fake.press(http, PATH, disclosure, "human", user="U2")
+    assert response.status_code == 200
+    await fake.log.wait_for("chat.update", lambda c: c.params["text"] == texts.HUMAN_REQUESTED)
+
+
+async def test_retried_event_is_answered_once(fake, slack) -> None:
+    _, http = slack
+    envelope = fake.dm("/help", channel="D3")
+    for retry in (None, 1, 2):  # Slack re-sends with X-Slack-Retry-Num when it saw no ack in 3 s
+        assert (await fake.deliver(http, PATH, envelope, retry_num=retry)).status_code == 200
+    await fake.deliver(http, PATH, fake.dm("/reset", channel="D3"))
+    await fake.log.wait_for("chat.update", lambda c: c.params["text"] == texts.RESET)
+    assert sum("/forget" in t for t in posted_texts(fake, "D3")) == 1
+
+
+async def test_bad_signature_is_rejected(fake, slack) -> None:
+    _, http = slack
+    response = await fake.deliver(http, PATH, fake.dm("/help", channel="D4"), secret="not-the-secret")
+    assert response.status_code == 401
+    await fake.deliver(http, PATH, fake.dm("/reset", channel="D4"))
+    await fake.log.wait_for("chat.update", lambda c: c.params["text"] == texts.RESET)
+    assert not any("/forget" in t for t in posted_texts(fake, "D4"))
+
+
+async def test_slash_command_is_acknowledged_and_answered(fake, slack) -> None:
+    _, http = slack
+    response = await fake.command(http, PATH, "/reset", channel="D5")
+    assert response.status_code == 200
+    await fake.log.wait_for(
+        "chat.update", lambda c: c.params["channel"] == "D5" and c.params["text"] == texts.RESET
+    )
+
+
+async def test_429_is_waited_out_and_long_replies_split(fake, slack) -> None:
+    channel, _ = slack
+    fake.fail_next("chat.postMessage", 429, {"Retry-After": "1"})
+    long_text = "Short & sweet <@U1>. " + "Forty characters in this one sentence. " * 100
+    await channel.send("slack:C9:t1700000000.000100:uU1", Reply(long_text, [Button("👍", "feedback:up")]))
+    posts = fake.log.of("chat.postMessage")
+    limited = fake.log.of("chat.postMessage", lambda c: c.status == 429, ok_only=False)
+    assert len(limited) == 1 and posts[0].at - limited[0].at >= 0.95
+    assert len(posts) == 2 and all(p.params["thread_ts"] == "1700000000.000100" for p in posts)
+    first, second = (p.params["blocks"] for p in posts)
+    assert first[0]["text"]["text"].startswith("Short &amp; sweet &lt;@U1&gt;.")
+    assert all(len(b[0]["text"]["text"]) <= 3000 for b in (first, second))
+    assert len(first) == 1 and second[1]["elements"][0]["value"] == "feedback:up"
+
+
+async def test_missing_channel_is_logged_not_raised(fake, slack, caplog) -> None:
+    channel, _ = slack
+    fake.missing_channels.add("C404")
+    await channel.send("slack:C404", Reply("into the void"))
+    assert "channel_not_found" in caplog.text and BOT_TOKEN not in caplog.text
