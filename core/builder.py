@@ -6,8 +6,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from core.agents import AgentDirectory
 from core.engine import DialogueEngine, EngineConfig
+from core.escalation import EscalationPolicy
+from core.handoff import HandoffService
 from core.model import ModelBackend
+from core.outbox import Outbox
 from core.redis_client import connect
 from core.redis_server import EmbeddedRedis
 from core.scoring import Reranker, blocklist, length_normalised_logprob, repetition_penalty
@@ -50,6 +54,19 @@ def backend_from(settings: CoreSettings) -> ModelBackend:
     )
 
 
+def escalation_from(settings: CoreSettings) -> EscalationPolicy:
+    return EscalationPolicy(
+        handoff_phrases=settings.handoff_phrases,
+        sensitive_topics=settings.sensitive_topics,
+        self_harm_reply=settings.self_harm_reply,
+        negative_cues=settings.negative_cues,
+        low_confidence_score=settings.low_confidence_score,
+        low_confidence_margin=settings.low_confidence_margin,
+        low_confidence_turns=settings.low_confidence_turns,
+        frustration_turns=settings.frustration_turns,
+    )
+
+
 @asynccontextmanager
 async def build_engine(
     settings: CoreSettings, backend: ModelBackend | None = None
@@ -78,7 +95,9 @@ async def build_engine(
             max_message_chars=settings.max_message_chars,
             generation_timeout_s=settings.generation_timeout_s,
         )
-        yield DialogueEngine(store, backend, config)
+        agents = AgentDirectory(redis, settings.redis_key_prefix)
+        handoff = HandoffService(store, agents, Outbox(), settings.handoff_no_agent_wait_s)
+        yield DialogueEngine(store, backend, config, handoff, escalation_from(settings))
     finally:
         await backend.aclose()
         await redis.aclose()

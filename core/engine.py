@@ -15,10 +15,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from core import texts
+from core.escalation import Escalation, EscalationPolicy, Reason
+from core.handoff import CONTINUE_WITH_BOT_ACTION, LEAVE_MESSAGE_ACTION, HandoffService
 from core.model import ModelBackend
 from core.store import ContextStore
 from core.text_input import clean_user_text, parse_command
-from core.types import Button, IncomingMessage, Mode, Reply, Role, Turn
+from core.types import Button, Candidate, IncomingMessage, Mode, Reply, Role, Turn
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +38,18 @@ class EngineConfig:
 
 class DialogueEngine:
     def __init__(
-        self, store: ContextStore, backend: ModelBackend, config: EngineConfig | None = None
+        self,
+        store: ContextStore,
+        backend: ModelBackend,
+        config: EngineConfig | None = None,
+        handoff: HandoffService | None = None,
+        escalation: EscalationPolicy | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
         self.config = config or EngineConfig()
+        self.handoff = handoff
+        self.escalation = escalation
         # One lock per live conversation keeps its turns in order; entries vanish when unused.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._commands: dict[str, Callable[[IncomingMessage], Awaitable[list[Reply]]]] = {
@@ -74,9 +83,7 @@ class DialogueEngine:
 
     async def _handle(self, message: IncomingMessage) -> list[Reply]:
         if message.action:
-            if message.action == HUMAN_ACTION:
-                return await self._cmd_human(message)
-            return [Reply(texts.UNKNOWN_ACTION)]
+            return await self._on_action(message)
         text = clean_user_text(message.text)
         if not text:
             return [Reply(texts.EMPTY)]
@@ -96,18 +103,84 @@ class DialogueEngine:
         # Keep the user's turn before generating: a crash mid-generation loses no message.
         await self.store.append(cid, message.platform, message.user_id, user_turn)
         if state.mode != Mode.BOT:
-            return []  # a person holds or will hold this conversation; the turn is kept for them
+            # A person holds or will hold this conversation: the turn is kept and shown to them.
+            if self.handoff:
+                await self.handoff.record_user_message(cid, user_turn)
+            return []
 
         replies: list[Reply] = []
         if "greeted" not in state.fields:
             replies.append(self._disclosure())
             await self.store.update_state(cid, greeted="1")
-        replies.append(await self._generate(message))
-        return replies
-
-    async def _generate(self, message: IncomingMessage) -> Reply:
-        cid = message.conversation_id
         history = await self.store.history(cid)
+        escalation = await self._escalation_before_reply(message, text, state.fields, history)
+        if escalation:
+            return replies + await self._escalate(message, escalation)
+        reply, candidates = await self._generate(message, history)
+        escalation = await self._escalation_after_reply(message, state.fields, candidates)
+        if escalation:
+            return replies + await self._escalate(message, escalation, candidates)
+        return [*replies, reply]
+
+    # --- escalation ---
+    async def _escalation_before_reply(
+        self, message: IncomingMessage, text: str, fields: dict[str, str], history: list[Turn]
+    ) -> Escalation | None:
+        if not (self.escalation and self.handoff):
+            return None
+        found = self.escalation.before_reply(text)
+        if found:
+            return found
+        earlier = [t.text for t in history[:-1] if t.role == Role.USER]
+        if self.escalation.frustration_signal(text, earlier):
+            count = int(fields.get("frustration", 0)) + 1
+            await self.store.update_state(message.conversation_id, frustration=str(count))
+            if count >= self.escalation.frustration_turns:
+                return Escalation(str(Reason.FRUSTRATION))
+        return None
+
+    async def _escalation_after_reply(
+        self, message: IncomingMessage, fields: dict[str, str], candidates: list[Candidate]
+    ) -> Escalation | None:
+        if not (self.escalation and self.handoff):
+            return None
+        if not self.escalation.low_confidence(candidates):
+            if fields.get("low_conf_streak", "0") != "0":
+                await self.store.update_state(message.conversation_id, low_conf_streak="0")
+            return None
+        streak = int(fields.get("low_conf_streak", 0)) + 1
+        await self.store.update_state(message.conversation_id, low_conf_streak=str(streak))
+        if streak >= self.escalation.low_confidence_turns:
+            return Escalation(str(Reason.LOW_CONFIDENCE))
+        return None
+
+    async def _escalate(
+        self, message: IncomingMessage, escalation: Escalation, candidates: list[Candidate] = ()
+    ) -> list[Reply]:
+        assert self.handoff is not None
+        snapshot = [{"text": c.text, "score": c.score, "logprob": c.logprob} for c in candidates]
+        position = await self.handoff.request(
+            message.conversation_id, escalation.reason, escalation.priority, candidates=snapshot
+        )
+        log.info("conversation %s handed off: %s", message.conversation_id, escalation.reason)
+        replies = [Reply(escalation.fixed_reply)] if escalation.fixed_reply else []
+        meta = {"handoff": escalation.reason, "position": position}
+        return [*replies, Reply(texts.QUEUED.format(position=position), metadata=meta)]
+
+    async def _on_action(self, message: IncomingMessage) -> list[Reply]:
+        action = message.action
+        if action == HUMAN_ACTION:
+            return await self._cmd_human(message)
+        if self.handoff and action == LEAVE_MESSAGE_ACTION:
+            return [Reply(texts.MESSAGE_KEPT)]
+        if self.handoff and action == CONTINUE_WITH_BOT_ACTION:
+            await self.handoff.continue_with_bot(message.conversation_id)
+            return [Reply(texts.RESET)]
+        return [Reply(texts.UNKNOWN_ACTION)]
+
+    # --- generation ---
+    async def _generate(self, message: IncomingMessage, history: list[Turn]) -> tuple[Reply, list[Candidate]]:
+        cid = message.conversation_id
         started = time.perf_counter()
         candidates = await asyncio.wait_for(
             self.backend.generate(history), timeout=self.config.generation_timeout_s
@@ -116,7 +189,7 @@ class DialogueEngine:
         meta: dict[str, object] = {"model_version": self.backend.version, "model_seconds": round(elapsed, 4)}
         if not candidates:
             meta.update(score=None, fallback=True)
-            return Reply(texts.NO_GOOD_ANSWER, [self._human_button()], meta)
+            return Reply(texts.NO_GOOD_ANSWER, [self._human_button()], meta), candidates
         best = candidates[0]
         meta.update(
             score=best.score,
@@ -128,7 +201,7 @@ class DialogueEngine:
         )
         bot_turn = Turn(Role.ASSISTANT, best.text, time.time(), self.backend.count_tokens(best.text))
         await self.store.append(cid, message.platform, message.user_id, bot_turn)
-        return Reply(best.text, metadata=meta)
+        return Reply(best.text, metadata=meta), candidates
 
     # --- built-in commands ---
     def _human_button(self) -> Button:
@@ -153,10 +226,17 @@ class DialogueEngine:
         erased = await self.store.forget_user(message.platform, message.user_id)
         # The current conversation may not be indexed yet (no turn kept); erase it too.
         await self.store.erase_conversation(message.conversation_id)
-        log.info("forgot %d conversations of a user on %s", erased, message.platform)
+        if self.handoff:
+            await self.handoff.forget([*erased, message.conversation_id])
+        log.info("forgot %d conversations of a user on %s", len(erased), message.platform)
         return [Reply(texts.FORGOTTEN)]
 
     async def _cmd_human(self, message: IncomingMessage) -> list[Reply]:
+        if self.handoff:
+            await self.store.update_state(
+                message.conversation_id, user=message.user_id, platform=message.platform
+            )
+            return await self._escalate(message, Escalation(str(Reason.USER_REQUEST)))
         await self.store.set_mode(
             message.conversation_id,
             Mode.QUEUED,

@@ -48,6 +48,15 @@ class EmbeddedRedis:
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Another server on the port would answer our PING and look like success.
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as redis-server binds
+            try:
+                probe.bind(("127.0.0.1", self.port))
+            except OSError as error:
+                raise RuntimeError(
+                    f"cannot start redis-server: port {self.port} is in use ({error})"
+                ) from None
         args = [
             redis_binary(),
             "--bind", "127.0.0.1",

@@ -74,6 +74,60 @@ class CoreSettings(BaseSettings):
     max_message_chars: int = Field(4000, ge=1, description="Longer user messages are refused with a notice.")
     bot_name: str = Field("Chatbot", description="The assistant's name in greetings.")
 
+    # --- handoff to people ---
+    handoff_phrases: list[str] = Field(
+        default_factory=lambda: [
+            "talk to a human", "talk to a person", "talk to an agent", "talk to someone", "speak to a human",
+            "speak to a person", "speak to an agent", "real person", "human please", "customer service",
+            "hablar con una persona", "hablar con un humano", "mit einem menschen sprechen",
+            "parler à un humain", "parler à une personne", "falar com uma pessoa",
+        ],
+        description="Phrases (any configured language) with which a user asks for a person.",
+    )  # fmt: skip
+    sensitive_topics: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "self_harm": ["kill myself", "suicide", "suicidal", "end my life", "hurt myself", "self harm",
+                          "self-harm", "want to die"],
+            "medical": ["overdose", "chest pain", "can't breathe", "cannot breathe", "allergic reaction",
+                        "medical emergency"],
+            "legal": ["lawsuit", "sue you", "my lawyer", "legal action", "court order"],
+            "payment_dispute": ["chargeback", "refund", "charged twice", "unauthorized charge", "dispute"],
+        },
+        description="Topic → phrases; a match hands the conversation to a person (self_harm at once, with "
+        "SELF_HARM_REPLY).",
+    )  # fmt: skip
+    self_harm_reply: str = Field(
+        "I'm really sorry you're going through this, and I'm glad you said something. You deserve support "
+        "from a person right now. If you might act on these thoughts or are in danger, please call your "
+        "local emergency number, or reach a crisis line (for example 988 in the US, or Samaritans on "
+        "116 123 in the UK and Ireland). I'm bringing in someone from our team now.",
+        description="The fixed reply to self-harm messages (never generated).",
+    )
+    negative_cues: list[str] = Field(
+        default_factory=lambda: [
+            "useless", "not helpful", "doesn't help", "does not help", "stupid bot", "you don't understand",
+            "that's wrong", "makes no sense", "waste of time",
+        ],
+        description="Phrases that count towards frustration.",
+    )  # fmt: skip
+    frustration_turns: int = Field(
+        2, ge=1, description="Frustrated messages (repeats, cues) before a handoff."
+    )
+    low_confidence_score: float = Field(
+        -6.0,
+        description="A best reply scoring under this counts as low confidence (see LENGTH_PENALTY_ALPHA).",
+    )
+    low_confidence_margin: float = Field(
+        0.0, ge=0, description="Also low confidence when best minus runner-up is under this (0: off)."
+    )
+    low_confidence_turns: int = Field(2, ge=1, description="Low-confidence turns in a row before a handoff.")
+    handoff_no_agent_wait_s: float = Field(
+        300.0, gt=0, description="Wait for an agent before offering to leave a message or go back to the bot."
+    )
+    handoff_sweep_interval_s: float = Field(
+        15.0, gt=0, description="How often waiting conversations are checked."
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -76,10 +76,10 @@ class ContextStore:
         self._append = redis.register_script(_APPEND)
 
     # --- keys ---
-    def _turns(self, cid: str) -> str:
+    def turns_key(self, cid: str) -> str:
         return f"{self.prefix}conv:{cid}:turns"
 
-    def _state(self, cid: str) -> str:
+    def state_key(self, cid: str) -> str:
         return f"{self.prefix}conv:{cid}:state"
 
     def _convs(self, platform: str, user_id: str) -> str:
@@ -91,7 +91,7 @@ class ContextStore:
     # --- history ---
     async def append(self, cid: str, platform: str, user_id: str, turn: Turn) -> int:
         """Append one turn atomically; returns how many turns are kept after trimming."""
-        keys = [self._turns(cid), self._state(cid), self._convs(platform, user_id)]
+        keys = [self.turns_key(cid), self.state_key(cid), self._convs(platform, user_id)]
         args = [
             json.dumps(turn.to_dict()),
             self.max_turns,
@@ -104,24 +104,24 @@ class ContextStore:
         return int(await self._append(keys=keys, args=args))
 
     async def history(self, cid: str) -> list[Turn]:
-        raw = await self.redis.lrange(self._turns(cid), 0, -1)
+        raw = await self.redis.lrange(self.turns_key(cid), 0, -1)
         return [Turn.from_dict(json.loads(item)) for item in raw]
 
     async def clear_history(self, cid: str) -> None:
-        await self.redis.delete(self._turns(cid))
+        await self.redis.delete(self.turns_key(cid))
 
     # --- state ---
     async def state(self, cid: str) -> ConversationState:
-        raw = await self.redis.hgetall(self._state(cid))
+        raw = await self.redis.hgetall(self.state_key(cid))
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         return ConversationState(Mode(fields.get("mode", Mode.BOT)), fields)
 
     async def update_state(self, cid: str, **fields: str) -> None:
         """Set state fields (``mode`` among them) and refresh the conversation's idle TTL."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._state(cid), mapping={k: str(v) for k, v in fields.items()})
-            pipe.expire(self._state(cid), self.ttl_s)
-            pipe.expire(self._turns(cid), self.ttl_s)
+            pipe.hset(self.state_key(cid), mapping={k: str(v) for k, v in fields.items()})
+            pipe.expire(self.state_key(cid), self.ttl_s)
+            pipe.expire(self.turns_key(cid), self.ttl_s)
             await pipe.execute()
 
     async def set_mode(self, cid: str, mode: Mode, **fields: str) -> None:
@@ -139,14 +139,14 @@ class ContextStore:
         await self.redis.delete(self._event(platform, event_id))
 
     # --- forget ---
-    async def forget_user(self, platform: str, user_id: str) -> int:
-        """Erase every conversation of this user on this platform; returns how many were erased."""
+    async def forget_user(self, platform: str, user_id: str) -> list[str]:
+        """Erase every conversation of this user on this platform; returns their ids."""
         convs_key = self._convs(platform, user_id)
         cids = [c.decode() for c in await self.redis.smembers(convs_key)]
-        keys = [convs_key] + [k for cid in cids for k in (self._turns(cid), self._state(cid))]
+        keys = [convs_key] + [k for cid in cids for k in (self.turns_key(cid), self.state_key(cid))]
         await self.redis.delete(*keys)
-        return len(cids)
+        return cids
 
     async def erase_conversation(self, cid: str) -> None:
         """Delete one conversation's turns and state (it may not be indexed under its user yet)."""
-        await self.redis.delete(self._turns(cid), self._state(cid))
+        await self.redis.delete(self.turns_key(cid), self.state_key(cid))

@@ -21,3 +21,12 @@ UNKNOWN_ACTION = "That button doesn't work any more. Type /help to see what I un
 NO_GOOD_ANSWER = "Sorry, I don't have a good answer to that. Type /human to talk to a person."
 APOLOGY = "Sorry, something went wrong on my side. Please try again in a moment."
 TALK_TO_HUMAN = "Talk to a human"
+QUEUED = "I've asked for a person to join; you're number {position} in line. Your messages are kept for them."
+AGENT_JOINED = "{name} from our team has joined the conversation."
+BOT_BACK = "The person has left the conversation; I'm back (the automated assistant). How can I help?"
+NO_AGENT_IN_TIME = (
+    "Sorry, no one is free right now. You can leave a message for the team, or continue with me."
+)
+LEAVE_MESSAGE = "Leave a message"
+BACK_TO_BOT = "Continue with the bot"
+MESSAGE_KEPT = "Okay. Write your message here; the team will read it and answer as soon as they can."

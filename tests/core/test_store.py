@@ -81,7 +81,7 @@ async def test_forget_leaves_nothing_about_the_user(store: ContextStore, redis) 
         await store.append(cid, "telegram", "555", Turn(Role.USER, "my secret is swordfish", tokens=3))
         await store.set_mode(cid, Mode.QUEUED)
     await store.append("tg:999", "telegram", "777", Turn(Role.USER, "someone else", tokens=2))
-    assert await store.forget_user("telegram", "555") == 3
+    assert sorted(await store.forget_user("telegram", "555")) == ["tg:100", "tg:200:t7", "tg:300:u555"]
     leftovers = []
     async for key in redis.scan_iter(match="*"):
         kind = await redis.type(key)

@@ -1,0 +1,181 @@
+"""The handoff state machine and agent queue against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from core import texts
+from core.agents import AgentDirectory
+from core.handoff import CONTINUE_WITH_BOT_ACTION, HandoffError, HandoffService
+from core.outbox import DeliveryError, Outbox
+from core.store import ContextStore
+from core.types import Mode, Reply, Role, Turn
+
+
+class RecordingChannel:
+    """A platform's output side that keeps what it was asked to send (or fails on demand)."""
+
+    def __init__(self, platform: str = "web", failures: int = 0) -> None:
+        self.platform, self.failures, self.sent = platform, failures, []
+
+    async def send(self, conversation_id: str, reply: Reply) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("platform unreachable")
+        self.sent.append((conversation_id, reply))
+
+
+@pytest.fixture
+async def setup(redis):
+    store = ContextStore(redis, prefix="h:")
+    agents = AgentDirectory(redis, "h:")
+    await agents.add("ada", "correct horse", "Ada", max_concurrent=2)
+    await agents.add("bob", "battery staple", "Bob", max_concurrent=1)
+    channel = RecordingChannel()
+    outbox = Outbox(attempts=3, backoff_s=0.01)
+    outbox.register(channel)
+    handoff = HandoffService(store, agents, outbox, no_agent_wait_s=60)
+    return store, handoff, channel
+
+
+async def start(
+    store: ContextStore, handoff: HandoffService, cid: str, reason: str = "user_request", **kw
+) -> int:
+    await store.append(cid, "web", "u-" + cid, Turn(Role.USER, f"help me ({cid})", tokens=3))
+    return await handoff.request(cid, reason, **kw)
+
+
+async def test_full_cycle_bot_queued_agent_bot(setup) -> None:
+    store, handoff, channel = setup
+    assert await start(store, handoff, "web:c1") == 1
+    assert (await store.state("web:c1")).mode == Mode.QUEUED
+    await handoff.claim("web:c1", "ada")
+    state = await store.state("web:c1")
+    assert state.mode == Mode.AGENT and state.fields["agent"] == "ada" and "claimed_at" in state.fields
+    assert channel.sent[-1][1].text == texts.AGENT_JOINED.format(name="Ada")
+    await handoff.agent_reply("web:c1", "ada", "Hi, Ada here. How can I help?")
+    assert channel.sent[-1] == ("web:c1", channel.sent[-1][1]) and channel.sent[-1][1].text.startswith(
+        "Hi, Ada"
+    )
+    await handoff.resolve("web:c1", "ada", note="answered")
+    assert (await store.state("web:c1")).mode == Mode.BOT
+    assert channel.sent[-1][1].text == texts.BOT_BACK
+    # The bot's next answer sees the whole context, the agent's turn included.
+    assert [t.role for t in await store.history("web:c1")] == [Role.USER, Role.AGENT]
+    assert await handoff.queue() == []
+
+
+async def test_two_agents_claiming_at_once_exactly_one_wins(setup) -> None:
+    store, handoff, _ = setup
+    await start(store, handoff, "web:c1")
+    results = await asyncio.gather(
+        *(handoff.claim("web:c1", agent) for agent in ["ada", "bob"] * 5), return_exceptions=True
+    )
+    assert sum(r is None for r in results) == 1
+    assert all(isinstance(r, HandoffError) for r in results if r is not None)
+
+
+async def test_capacity_limits_claims(setup) -> None:
+    store, handoff, _ = setup
+    await start(store, handoff, "web:c1")
+    await start(store, handoff, "web:c2")
+    await handoff.claim("web:c1", "bob")
+    with pytest.raises(HandoffError, match="limit"):
+        await handoff.claim("web:c2", "bob")
+
+
+async def test_queue_orders_by_priority_then_wait(setup) -> None:
+    store, handoff, _ = setup
+    await start(store, handoff, "web:old")
+    await start(store, handoff, "web:new")
+    assert await start(store, handoff, "web:urgent", "sensitive:self_harm", priority=10) == 1
+    assert [e.conversation_id for e in await handoff.queue()] == ["web:urgent", "web:old", "web:new"]
+    assert await handoff.position("web:new") == 3
+    assert await handoff.request("web:new", "user_request") == 3  # asking again changes nothing
+
+
+async def test_only_the_holder_acts_and_release_requeues_in_place(setup) -> None:
+    store, handoff, _ = setup
+    await start(store, handoff, "web:c1")
+    await start(store, handoff, "web:c2")
+    await handoff.claim("web:c1", "ada")
+    for action in (
+        handoff.release("web:c1", "bob"),
+        handoff.resolve("web:c1", "bob"),
+        handoff.agent_reply("web:c1", "bob", "hijack"),
+        handoff.transfer("web:c1", "bob", "bob"),
+    ):
+        with pytest.raises(HandoffError):
+            await action
+    await handoff.release("web:c1", "ada")
+    assert (await store.state("web:c1")).mode == Mode.QUEUED
+    assert await handoff.position("web:c1") == 1  # keeps its original place
+
+
+async def test_transfer_moves_the_conversation_and_tells_the_user(setup) -> None:
+    store, handoff, channel = setup
+    await start(store, handoff, "web:c1")
+    await handoff.claim("web:c1", "ada")
+    await handoff.transfer("web:c1", "ada", "bob")
+    assert (await store.state("web:c1")).fields["agent"] == "bob"
+    assert channel.sent[-1][1].text == texts.AGENT_JOINED.format(name="Bob")
+    with pytest.raises(HandoffError):
+        await handoff.agent_reply("web:c1", "ada", "still me?")
+    await handoff.agent_reply("web:c1", "bob", "Bob here")
+
+
+async def test_delivery_is_retried_then_surfaced_but_the_reply_is_kept(setup) -> None:
+    store, handoff, channel = setup
+    await start(store, handoff, "web:c1")
+    await handoff.claim("web:c1", "ada")
+    channel.failures = 2
+    await handoff.agent_reply("web:c1", "ada", "third time lucky")
+    assert channel.sent[-1][1].text == "third time lucky"
+    channel.failures = 5
+    with pytest.raises(DeliveryError):
+        await handoff.agent_reply("web:c1", "ada", "never arrives")
+    assert [t.text for t in await handoff.transcript("web:c1")][-1] == "never arrives"
+
+
+async def test_agent_replies_are_gold_examples_and_metrics_are_recorded(setup, redis) -> None:
+    store, handoff, _ = setup
+    await start(store, handoff, "web:c1")
+    await handoff.claim("web:c1", "ada")
+    await handoff.agent_reply("web:c1", "ada", "gold answer")
+    await handoff.agent_reply("web:c1", "ada", "second answer")
+    await handoff.resolve("web:c1", "ada")
+    gold = await redis.xrange("h:gold")
+    assert [g[1][b"reply"] for g in gold] == [b"gold answer", b"second answer"]
+    assert json.loads(gold[0][1][b"context"])[0]["text"] == "help me (web:c1)"
+    kinds = [e[1][b"type"] for e in await redis.xrange("h:handoff:log")]
+    assert kinds == [b"requested", b"claimed", b"first_reply", b"resolved"]
+
+
+async def test_no_agent_in_time_tells_the_user_once_with_choices(setup, redis) -> None:
+    store, handoff, channel = setup
+    await start(store, handoff, "web:c1")
+    await redis.hset("h:conv:web:c1:state", "requested_at", "0")  # waited since 1970
+    assert await handoff.sweep_waiting() == ["web:c1"]
+    assert await handoff.sweep_waiting() == []
+    notice = channel.sent[-1][1]
+    assert notice.text == texts.NO_AGENT_IN_TIME
+    assert CONTINUE_WITH_BOT_ACTION in [b.action for b in notice.buttons]
+    await handoff.continue_with_bot("web:c1")
+    assert (await store.state("web:c1")).mode == Mode.BOT
+    assert [e.conversation_id for e in await handoff.queue()] == ["web:c1"]  # still visible to agents
+    await handoff.claim("web:c1", "ada")  # and an agent can still take it
+
+
+async def test_state_survives_a_new_service_instance(setup, redis) -> None:
+    """A restarted bot process (new objects, same Redis) sees the queue and assignments intact."""
+    store, handoff, _ = setup
+    await start(store, handoff, "web:c1")
+    await start(store, handoff, "web:c2")
+    await handoff.claim("web:c1", "ada")
+    fresh = HandoffService(ContextStore(redis, prefix="h:"), AgentDirectory(redis, "h:"))
+    entries = {e.conversation_id: e for e in await fresh.queue()}
+    assert entries["web:c1"].agent == "ada" and entries["web:c2"].mode == Mode.QUEUED
+    assert [t.text for t in await fresh.transcript("web:c2")] == ["help me (web:c2)"]
