@@ -1,0 +1,250 @@
+"""Discord through discord.py: the gateway in, REST out, slash commands and buttons as interactions.
+
+Direct messages always reach the engine; in guild channels and threads only messages that mention
+the bot or reply to it. Threads are channels in Discord, so answering in the message's channel
+keeps the thread. The message id is the event id: a MESSAGE_CREATE replayed after a gateway
+RESUME is answered once. discord.py already waits out 429s and shows typing for as long as asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+from collections.abc import Awaitable
+from dataclasses import dataclass
+
+import aiohttp
+import discord
+import yarl
+from discord import app_commands
+
+from adapters.addressing import parse_conversation_id
+from adapters.commands import BOT_COMMANDS
+from adapters.delivery import Delivery, Permanent, RetryPolicy, Transient
+from adapters.markup import to_discord_markdown
+from adapters.splitting import split_rendered
+from core.channel import OnNewMessage
+from core.types import IncomingMessage, Reply, conversation_id
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+MESSAGE_LIMIT = 2000
+CUSTOM_ID_LIMIT = 100
+BUTTON_LABEL_LIMIT = 80
+ACTION_PREFIX = "engine:"
+
+
+@dataclass(frozen=True, slots=True)
+class DiscordConfig:
+    token: str
+    api_url: str = "https://discord.com/api/v10"
+    gateway_url: str = "wss://gateway.discord.gg/"
+    #: this process's shard and the total; None lets one process take the whole bot
+    shard_id: int | None = None
+    shard_count: int | None = None
+    sync_commands: bool = True
+    #: how long sent buttons are tracked in memory; presses are handled by custom id regardless
+    view_ttl_s: float = 900.0
+    ready_timeout_s: float = 30.0
+    retry: RetryPolicy = RetryPolicy()
+
+
+def classify(error: BaseException) -> Transient | Permanent | None:
+    if isinstance(error, discord.RateLimited):  # longer than discord.py was willing to wait itself
+        return Transient(error.retry_after)
+    if isinstance(error, discord.DiscordServerError):
+        return Transient()
+    if isinstance(error, discord.HTTPException):  # 403 cannot message this user, 404 unknown channel …
+        return Permanent(f"{error.status} {error.text or ''}".strip())
+    if isinstance(error, aiohttp.ClientError | asyncio.TimeoutError | OSError):
+        return Transient()
+    return None
+
+
+def button_view(reply: Reply, ttl_s: float) -> discord.ui.View | None:
+    view = discord.ui.View(timeout=ttl_s)
+    for button in reply.buttons:
+        custom_id = ACTION_PREFIX + button.action
+        if len(custom_id) > CUSTOM_ID_LIMIT:
+            log.warning("button %r dropped: its action is too long for a custom id", button.label)
+            continue
+        view.add_item(discord.ui.Button(label=button.label[:BUTTON_LABEL_LIMIT], custom_id=custom_id))
+    return view if view.children else None
+
+
+class DiscordChannel:
+    platform = PLATFORM
+
+    def __init__(self, on_new_message: OnNewMessage, config: DiscordConfig) -> None:
+        self.on_new_message = on_new_message
+        self.config = config
+        self.delivery = Delivery(PLATFORM, classify, config.retry)
+        intents = discord.Intents(guilds=True, guild_messages=True, dm_messages=True, message_content=True)
+        self.client = discord.Client(
+            intents=intents,
+            shard_id=config.shard_id,
+            shard_count=config.shard_count,
+            allowed_mentions=discord.AllowedMentions.none(),  # the bot never pings anyone
+            guild_ready_timeout=0,  # answer DMs without waiting for every guild to stream in
+        )
+        self.tree = app_commands.CommandTree(self.client)
+        for name, description in BOT_COMMANDS.items():
+            self.tree.add_command(
+                app_commands.Command(
+                    name=name, description=description, callback=self._command_callback(name)
+                )
+            )
+        self.client.event(self.on_message)
+        self.client.event(self.on_interaction)
+        self._task: asyncio.Task[None] | None = None
+        self._saved_urls: tuple[str, yarl.URL] | None = None
+
+    # --- lifecycle ---
+    async def start(self) -> None:
+        # discord.py reads its endpoints from class attributes: one Discord API per process.
+        self._saved_urls = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+        discord.http.Route.BASE = self.config.api_url.rstrip("/")
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.config.gateway_url)
+        self._task = asyncio.create_task(self.client.start(self.config.token), name="discord-gateway")
+        ready = asyncio.ensure_future(self.client.wait_until_ready())
+        done, _ = await asyncio.wait(
+            {ready, self._task}, timeout=self.config.ready_timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if ready not in done:
+            ready.cancel()
+            await self.stop()
+            if self._task.done() and self._task.exception():
+                raise self._task.exception()  # type: ignore[misc]
+            raise TimeoutError("the Discord gateway did not become ready")
+        if self.config.sync_commands:
+            await self.delivery.send("-", self.tree.sync)
+        log.info(
+            "discord: ready as %s (shard %s of %s)",
+            self.client.user,
+            self.config.shard_id,
+            self.config.shard_count,
+        )
+
+    async def stop(self) -> None:
+        await self.client.close()
+        if self._task:
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._saved_urls:
+            discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._saved_urls
+
+    # --- outgoing ---
+    async def send(self, conversation_id: str, reply: Reply) -> None:
+        """Send proactively (e.g. an agent's reply) to the conversation's channel or thread."""
+        dest = parse_conversation_id(conversation_id, PLATFORM)
+        await self._send_reply(self.client.get_partial_messageable(int(dest.chat_id)), reply)
+
+    async def _send_reply(
+        self, target: discord.abc.Messageable, reply: Reply, reference: discord.Message | None = None
+    ) -> None:
+        chunks = split_rendered(reply.text, MESSAGE_LIMIT, to_discord_markdown)
+        chat = str(getattr(target, "id", "-"))
+        for index, chunk in enumerate(chunks):
+            last = index == len(chunks) - 1
+            view = button_view(reply, self.config.view_ttl_s) if last else None
+            kwargs: dict = {"view": view} if view else {}
+            if reference is not None and index == 0:
+                kwargs["reference"] = reference.to_reference(fail_if_not_exists=False)
+            await self.delivery.send(chat, functools.partial(target.send, chunk, **kwargs))
+
+    async def _followup(self, interaction: discord.Interaction, reply: Reply) -> None:
+        for index, chunk in enumerate(
+            chunks := split_rendered(reply.text, MESSAGE_LIMIT, to_discord_markdown)
+        ):
+            view = button_view(reply, self.config.view_ttl_s) if index == len(chunks) - 1 else None
+            kwargs: dict = {"view": view} if view else {}
+            await self.delivery.send(
+                str(interaction.channel_id), functools.partial(interaction.followup.send, chunk, **kwargs)
+            )
+
+    async def _typing_while(
+        self, channel: discord.abc.Messageable, work: Awaitable[list[Reply]]
+    ) -> list[Reply]:
+        """Show "typing…" while the engine works; discord.py renews it every 5 s until the block ends."""
+        task = asyncio.ensure_future(work)  # the engine starts now, not after the typing request
+        try:
+            async with channel.typing():
+                return await task
+        except discord.HTTPException as error:  # cosmetic (e.g. no permission): never lose the answer
+            log.debug("discord: typing failed: %s", error)
+            return await task
+
+    # --- incoming ---
+    @staticmethod
+    def _is_dm(message: discord.Message) -> bool:
+        # Not ``guild is None``: a message from a guild not cached yet has no guild either.
+        return isinstance(message.channel, discord.DMChannel)
+
+    def _addressed(self, message: discord.Message) -> bool:
+        me = self.client.user
+        if self._is_dm(message) or me is None:
+            return True
+        if me in message.mentions:
+            return True
+        resolved = message.reference.resolved if message.reference else None
+        return isinstance(resolved, discord.Message) and resolved.author.id == me.id
+
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot or not self._addressed(message):
+            return
+        me = self.client.user
+        text = re.sub(rf"<@!?{me.id}>", " ", message.content) if me else message.content
+        is_group = not self._is_dm(message)
+        cid = conversation_id(PLATFORM, str(message.channel.id), None, str(message.author.id), is_group)
+        incoming = IncomingMessage(
+            PLATFORM,
+            cid,
+            str(message.author.id),
+            " ".join(text.split()),
+            event_id=str(message.id),
+            timestamp=message.created_at.timestamp(),
+        )
+        replies = await self._typing_while(message.channel, self.on_new_message(incoming))
+        for reply in replies:
+            await self._send_reply(message.channel, reply, message if is_group else None)
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        custom_id = (interaction.data or {}).get("custom_id", "")
+        if interaction.type != discord.InteractionType.component or not custom_id.startswith(ACTION_PREFIX):
+            return
+        await interaction.response.defer()  # acknowledge within 3 s; the answer is a new message
+        channel = interaction.channel
+        if channel is None or interaction.channel_id is None:
+            return
+        user = str(interaction.user.id)
+        cid = conversation_id(
+            PLATFORM, str(interaction.channel_id), None, user, interaction.guild_id is not None
+        )
+        incoming = IncomingMessage(
+            PLATFORM,
+            cid,
+            user,
+            "",
+            event_id=str(interaction.id),
+            action=custom_id.removeprefix(ACTION_PREFIX),
+        )
+        for reply in await self.on_new_message(incoming):
+            await self._send_reply(channel, reply)  # type: ignore[arg-type]
+
+    def _command_callback(self, name: str):
+        async def command(interaction: discord.Interaction) -> None:
+            await interaction.response.defer(thinking=True)  # "Bot is thinking…" while the engine works
+            user = str(interaction.user.id)
+            cid = conversation_id(
+                PLATFORM, str(interaction.channel_id), None, user, interaction.guild_id is not None
+            )
+            incoming = IncomingMessage(PLATFORM, cid, user, f"/{name}", event_id=str(interaction.id))
+            replies = await self.on_new_message(incoming)
+            for reply in replies:
+                await self._followup(interaction, reply)
+            if not replies:  # nothing to say: don't leave "thinking…" on screen
+                await self.delivery.send(str(interaction.channel_id), interaction.delete_original_response)
+
+        return command
