@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from bots.agents_cli import app as agents_app
 from bots.logs import setup_logging
 from bots.settings import get_settings
 from core.model import ModelNotFoundError
@@ -65,6 +66,8 @@ def config(
 
     typer.echo(markdown_table(Settings) if markdown else current_values(get_settings()))
 
+
+app.add_typer(agents_app, name="agents")
 
 try:
     from training.cli import app as train_app

