@@ -37,6 +37,10 @@ class Permanent:
     reason: str
 
 
+class UndeliverableError(RuntimeError):
+    """A proactive message could not be delivered; the caller (the handoff outbox) reports it."""
+
+
 #: ``None`` means "not a delivery problem": the error is a bug and propagates.
 Classifier = Callable[[BaseException], Transient | Permanent | None]
 
@@ -65,18 +69,22 @@ class Delivery:
         if wait > 0:
             await asyncio.sleep(wait)
 
-    async def send(self, chat: str, call: Callable[[], Awaitable[T]]) -> T | None:
-        """Run ``call`` (a fresh coroutine per attempt); None when it could not be delivered."""
+    async def send(self, chat: str, call: Callable[[], Awaitable[T]], strict: bool = False) -> T | None:
+        """Run ``call`` (a fresh coroutine per attempt); None when it could not be delivered.
+
+        ``strict``: raise ``UndeliverableError`` instead, for proactive sends whose caller must
+        know (an agent's reply that never arrived is shown to the agent, not silently lost).
+        """
         lock = self._locks.setdefault(chat, asyncio.Lock())
         async with lock:  # one send at a time per chat keeps multi-part replies in order
             try:
-                return await self._attempts(chat, call)
+                return await self._attempts(chat, call, strict)
             finally:
                 self._last_sent[chat] = time.monotonic()
                 if len(self._last_sent) > 10_000:  # forget idle chats; pacing only matters for bursts
                     self._forget_idle()
 
-    async def _attempts(self, chat: str, call: Callable[[], Awaitable[T]]) -> T | None:
+    async def _attempts(self, chat: str, call: Callable[[], Awaitable[T]], strict: bool) -> T | None:
         policy = self.policy
         for attempt in range(1, policy.max_attempts + 1):
             await self._pace(chat)
@@ -87,17 +95,10 @@ class Delivery:
                 if verdict is None:
                     raise
                 if isinstance(verdict, Permanent):
-                    log.warning("%s: dropped a message to %s: %s", self.platform, chat, verdict.reason)
-                    return None
+                    return self._undeliverable(chat, verdict.reason, error, strict, logging.WARNING)
                 if attempt == policy.max_attempts:
-                    log.error(
-                        "%s: gave up on a message to %s after %d attempts: %r",
-                        self.platform,
-                        chat,
-                        attempt,
-                        error,
-                    )
-                    return None
+                    reason = f"gave up after {attempt} attempts: {type(error).__name__}"
+                    return self._undeliverable(chat, reason, error, strict, logging.ERROR)
                 delay = verdict.retry_after
                 if delay is None:  # exponential backoff with jitter, so retries don't stampede
                     delay = min(policy.max_backoff_s, policy.backoff_s * 2 ** (attempt - 1))
@@ -111,6 +112,11 @@ class Delivery:
                 )
                 await asyncio.sleep(delay)
         return None
+
+    def _undeliverable(self, chat: str, reason: str, error: Exception, strict: bool, level: int) -> None:
+        log.log(level, "%s: dropped a message to %s: %s", self.platform, chat, reason)
+        if strict:
+            raise UndeliverableError(f"{self.platform}: {reason}") from error
 
     def _forget_idle(self) -> None:
         horizon = time.monotonic() - max(self.policy.chat_interval_s, 1.0)

@@ -137,12 +137,19 @@ class DiscordChannel:
 
     # --- outgoing ---
     async def send(self, conversation_id: str, reply: Reply) -> None:
-        """Send proactively (e.g. an agent's reply) to the conversation's channel or thread."""
+        """Send proactively (an agent's reply) to the conversation's channel or thread.
+
+        Raises ``UndeliverableError`` when it cannot arrive, so the handoff outbox can tell the agent.
+        """
         dest = parse_conversation_id(conversation_id, PLATFORM)
-        await self._send_reply(self.client.get_partial_messageable(int(dest.chat_id)), reply)
+        await self._send_reply(self.client.get_partial_messageable(int(dest.chat_id)), reply, strict=True)
 
     async def _send_reply(
-        self, target: discord.abc.Messageable, reply: Reply, reference: discord.Message | None = None
+        self,
+        target: discord.abc.Messageable,
+        reply: Reply,
+        reference: discord.Message | None = None,
+        strict: bool = False,
     ) -> None:
         chunks = split_rendered(reply.text, MESSAGE_LIMIT, to_discord_markdown)
         chat = str(getattr(target, "id", "-"))
@@ -152,7 +159,7 @@ class DiscordChannel:
             kwargs: dict = {"view": view} if view else {}
             if reference is not None and index == 0:
                 kwargs["reference"] = reference.to_reference(fail_if_not_exists=False)
-            await self.delivery.send(chat, functools.partial(target.send, chunk, **kwargs))
+            await self.delivery.send(chat, functools.partial(target.send, chunk, **kwargs), strict)
 
     async def _followup(self, interaction: discord.Interaction, reply: Reply) -> None:
         for index, chunk in enumerate(

@@ -140,12 +140,20 @@ class SlackChannel:
 
     # --- outgoing ---
     async def send(self, conversation_id: str, reply: Reply) -> None:
-        """Send proactively (e.g. an agent's reply) into the conversation's channel and thread."""
+        """Send proactively (an agent's reply) into the conversation's channel and thread.
+
+        Raises ``UndeliverableError`` when it cannot arrive, so the handoff outbox can tell the agent.
+        """
         dest = parse_conversation_id(conversation_id, PLATFORM)
-        await self._post_replies(dest.chat_id, dest.thread_id, [reply], placeholder=None)
+        await self._post_replies(dest.chat_id, dest.thread_id, [reply], placeholder=None, strict=True)
 
     async def _post_replies(
-        self, channel: str, thread_ts: str | None, replies: list[Reply], placeholder: str | None
+        self,
+        channel: str,
+        thread_ts: str | None,
+        replies: list[Reply],
+        placeholder: str | None,
+        strict: bool = False,
     ) -> None:
         client = self.app.client
         for reply in replies:
@@ -162,7 +170,7 @@ class SlackChannel:
                     call = functools.partial(
                         client.chat_postMessage, channel=channel, thread_ts=thread_ts, **message
                     )
-                await self.delivery.send(channel, call)
+                await self.delivery.send(channel, call, strict)
         if placeholder:  # nothing to say (a redelivery, or a person holds the conversation)
             await self.delivery.send(
                 channel, functools.partial(client.chat_delete, channel=channel, ts=placeholder)

@@ -182,12 +182,21 @@ class TelegramChannel:
 
     # --- outgoing ---
     async def send(self, conversation_id: str, reply: Reply) -> None:
-        """Send proactively, e.g. an agent's reply, to the chat (and topic) of a conversation."""
+        """Send proactively (an agent's reply) to the conversation's chat and topic.
+
+        Raises ``UndeliverableError`` when it cannot arrive, so the handoff outbox can tell the agent.
+        """
         dest = parse_conversation_id(conversation_id, PLATFORM)
-        await self._send_reply(int(dest.chat_id), int(dest.thread_id) if dest.thread_id else None, reply)
+        thread_id = int(dest.thread_id) if dest.thread_id else None
+        await self._send_reply(int(dest.chat_id), thread_id, reply, strict=True)
 
     async def _send_reply(
-        self, chat_id: int, thread_id: int | None, reply: Reply, reply_to: int | None = None
+        self,
+        chat_id: int,
+        thread_id: int | None,
+        reply: Reply,
+        reply_to: int | None = None,
+        strict: bool = False,
     ) -> None:
         chunks = split_rendered(reply.text, MessageLimit.MAX_TEXT_LENGTH, to_telegram_html)
         markup = keyboard(reply)
@@ -205,7 +214,7 @@ class TelegramChannel:
                 ),
                 reply_markup=markup if index == len(chunks) - 1 else None,  # buttons under the last part
             )
-            await self.delivery.send(str(chat_id), call)
+            await self.delivery.send(str(chat_id), call, strict)
 
     async def _typing_while(
         self, chat_id: int, thread_id: int | None, work: Awaitable[list[Reply]]

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from adapters.delivery import Delivery, Permanent, RetryPolicy, Transient
+from adapters.delivery import Delivery, Permanent, RetryPolicy, Transient, UndeliverableError
 
 
 class Limited(Exception):
@@ -69,6 +69,8 @@ async def test_permanent_errors_are_dropped_at_once_and_bugs_propagate(caplog) -
     with caplog.at_level(logging.WARNING):
         assert await Delivery("x", classify).send("c1", server.call) is None
     assert len(server.attempts) == 1 and "channel not found" in caplog.text
+    with pytest.raises(UndeliverableError, match="channel not found"):  # proactive: the caller must know
+        await Delivery("x", classify).send("c1", Server(Gone()).call, strict=True)
     with pytest.raises(KeyError):
         await Delivery("x", classify).send("c1", Server(KeyError("bug")).call)
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import discord
 import pytest
 
-from adapters.delivery import RetryPolicy
+from adapters.delivery import RetryPolicy, UndeliverableError
 from adapters.discord_channel import DiscordChannel, DiscordConfig
 from core import texts
 from core.types import Button, Reply
@@ -124,8 +124,8 @@ async def test_429_is_honoured_and_long_replies_split_and_escaped(fake, channel)
     assert sent[1].params["components"][0]["components"][0]["custom_id"] == "engine:feedback:up"
 
 
-async def test_unknown_channel_is_logged_not_raised(fake, channel, caplog) -> None:
+async def test_unknown_channel_raises_for_proactive_sends_and_is_logged(fake, channel, caplog) -> None:
     fake.missing_channels.add("404404")
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING), pytest.raises(UndeliverableError, match="Unknown Channel"):
         await channel.send("discord:404404", Reply("into the void"))
     assert "Unknown Channel" in caplog.text and TOKEN not in caplog.text

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from adapters.delivery import RetryPolicy
+from adapters.delivery import RetryPolicy, UndeliverableError
 from adapters.slack_channel import SlackChannel, SlackConfig
 from bots.web import create_web_app
 from core import texts
@@ -138,8 +138,9 @@ async def test_429_is_waited_out_and_long_replies_split(fake, slack) -> None:
     assert len(first) == 1 and second[1]["elements"][0]["value"] == "feedback:up"
 
 
-async def test_missing_channel_is_logged_not_raised(fake, slack, caplog) -> None:
+async def test_missing_channel_raises_for_proactive_sends_and_is_logged(fake, slack, caplog) -> None:
     channel, _ = slack
     fake.missing_channels.add("C404")
-    await channel.send("slack:C404", Reply("into the void"))
+    with pytest.raises(UndeliverableError, match="channel_not_found"):
+        await channel.send("slack:C404", Reply("into the void"))
     assert "channel_not_found" in caplog.text and BOT_TOKEN not in caplog.text

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from adapters.delivery import RetryPolicy
+from adapters.delivery import RetryPolicy, UndeliverableError
 from adapters.telegram_channel import SECRET_HEADER, TelegramChannel, TelegramConfig
 from bots.web import create_web_app
 from core import texts
@@ -131,12 +131,17 @@ async def test_transient_error_retried_and_blocked_user_dropped(fake, channel, c
     await channel.send("telegram:505", Reply("through a flaky network"))
     assert texts_to(fake, 505) == ["through a flaky network"]
     fake.blocked.add(506)
-    with caplog.at_level(logging.WARNING):
-        await channel.send("telegram:506", Reply("nobody will read this"))  # must not raise
+    with pytest.raises(UndeliverableError, match="blocked by the user"):  # an agent must learn of it
+        await channel.send("telegram:506", Reply("nobody will read this"))
+    with caplog.at_level(logging.WARNING):  # answering a user who blocked the bot meanwhile: logged only
+        await fake.push(fake.message("/help", chat_id=506, user_id=506))
+        await fake.log.wait_for(
+            "sendMessage", lambda c: c.params["chat_id"] == 506 and c.status == 403, ok_only=False
+        )
+        await fake.push(fake.message("still alive?", chat_id=507, user_id=507))
+        await fake.log.wait_for("sendMessage", lambda c: c.params["chat_id"] == 507, count=2)
     assert "blocked by the user" in caplog.text
     assert TOKEN not in caplog.text
-    await fake.push(fake.message("still alive?", chat_id=507, user_id=507))
-    await fake.log.wait_for("sendMessage", lambda c: c.params["chat_id"] == 507, count=2)
 
 
 @pytest.fixture

@@ -43,11 +43,13 @@ class CallLog:
         where: Callable[[Call], bool] = lambda c: True,
         count: int = 1,
         within: float = 20.0,
+        ok_only: bool = True,
     ) -> list[Call]:
-        """Wait until ``count`` successful calls of ``method`` matching ``where`` arrived."""
+        """Wait until ``count`` calls of ``method`` matching ``where`` arrived (successful ones only,
+        unless ``ok_only`` is false)."""
 
         def enough() -> bool:
-            return len(self.of(method, where)) >= count
+            return len(self.of(method, where, ok_only)) >= count
 
         async with self._changed:
             try:
@@ -55,7 +57,7 @@ class CallLog:
             except TimeoutError:
                 seen = [(c.method, c.status) for c in self.calls[-20:]]
                 raise AssertionError(f"no {count}x {method} within {within}s; last calls: {seen}") from None
-        return self.of(method, where)
+        return self.of(method, where, ok_only)
 
 
 class FakeServer:
