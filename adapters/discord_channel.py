@@ -19,6 +19,7 @@ import aiohttp
 import discord
 import yarl
 from discord import app_commands
+from starlette.routing import BaseRoute
 
 from adapters.addressing import parse_conversation_id
 from adapters.commands import BOT_COMMANDS
@@ -134,6 +135,10 @@ class DiscordChannel:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._saved_urls:
             discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._saved_urls
+
+    def routes(self) -> list[BaseRoute]:
+        """Discord talks to us over the gateway only: nothing to mount on the web server."""
+        return []
 
     # --- outgoing ---
     async def send(self, conversation_id: str, reply: Reply) -> None:

@@ -25,8 +25,12 @@ def run(
     host: str = typer.Option(None, help="Bind address of the web server (default WEB_HOST)."),
     port: int = typer.Option(None, help="Port of the web server (default WEB_PORT)."),
     open_browser: bool = typer.Option(False, "--open", help="Open the web chat in a browser."),
+    only: str = typer.Option(
+        None, "--only", help="Run one platform in this process: telegram, slack, discord or web."
+    ),
 ) -> None:
     """Serve the bot: the local web chat and every platform whose credentials are configured."""
+    from bots.platforms import PlatformNotConfiguredError
     from bots.runner import serve
 
     settings = get_settings()
@@ -34,8 +38,8 @@ def run(
     settings = settings.model_copy(update=overrides)
     setup_logging(settings.log_level, settings.log_json)
     try:
-        asyncio.run(serve(settings, open_browser=open_browser))
-    except ModelNotFoundError as error:
+        asyncio.run(serve(settings, open_browser=open_browser, only=only))
+    except (ModelNotFoundError, PlatformNotConfiguredError, ValueError) as error:
         _fail(error)
     except KeyboardInterrupt:
         pass

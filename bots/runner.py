@@ -11,6 +11,7 @@ import uvicorn
 from adapters.webchat_channel import WebChatChannel
 from bots.agent_console import AgentConsole
 from bots.handoff_worker import sweep_forever
+from bots.platforms import WEB, build_channels, check_only, redact_secrets_in_logs, running
 from bots.sessions import SessionStore
 from bots.settings import Settings
 from bots.web import create_web_app
@@ -19,14 +20,22 @@ from core.builder import build_engine
 log = logging.getLogger(__name__)
 
 
-async def serve(settings: Settings, open_browser: bool = False) -> None:
+async def serve(settings: Settings, open_browser: bool = False, only: str | None = None) -> None:
+    """Run the engine, the web server and the platform channels (``only``: one platform, or ``web``)."""
+    redact_secrets_in_logs(settings)
+    check_only(settings, only)  # a missing token fails before the model loads
     async with build_engine(settings) as engine:
         webchat = WebChatChannel(engine.handle)
+        channels = build_channels(settings, engine.handle, only)
         handoff = engine.handoff
         handoff.outbox.register(webchat)
+        for channel in channels:  # proactive sends (agents' replies) go out through them
+            handoff.outbox.register(channel)
         sessions = SessionStore(engine.store.redis, settings.redis_key_prefix, settings.agent_session_ttl_s)
         console = AgentConsole(handoff, sessions, cookie_secure=settings.cookie_secure)
-        routes = [*(webchat.routes() if settings.web_enabled else []), *console.routes()]
+        serve_webchat = settings.web_enabled and only in (None, WEB)
+        routes = [*(webchat.routes() if serve_webchat else []), *console.routes()]
+        routes += [route for channel in channels for route in channel.routes()]  # webhooks, Slack events
         app = create_web_app(routes)
         sweeper = asyncio.create_task(sweep_forever(handoff, settings.handoff_sweep_interval_s))
         config = uvicorn.Config(
@@ -37,13 +46,17 @@ async def serve(settings: Settings, open_browser: bool = False) -> None:
         # uvicorn exposes no start event; poll its flag (or its failure) briefly.
         while not server.started and not serving.done():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
-        if server.started:
+        if server.started and serve_webchat:
             url = f"http://{settings.web_host}:{settings.web_port}/"
             log.info("model %s loaded; web chat at %s", engine.backend.version, url)
             print(f"\n  Chat with the bot at {url}  (agents: {url}agent; Ctrl+C to stop)\n", flush=True)
             if open_browser:
                 webbrowser.open(url)
         try:
-            await serving
+            # After the web server: a webhook registered at start is posted to at once.
+            async with running(channels):
+                log.info("platforms running: %s", ", ".join(c.platform for c in channels) or "none")
+                await serving
         finally:
             sweeper.cancel()
+            server.should_exit = True

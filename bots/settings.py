@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from core.settings import CoreSettings
 
@@ -23,6 +23,66 @@ class Settings(CoreSettings):
     cookie_secure: bool = Field(
         False, description="Mark session cookies Secure (set true when served over HTTPS)."
     )
+    # --- platforms: each starts when its credentials are set (see docs/platforms.md) ---
+    telegram_bot_token: SecretStr | None = Field(None, description="Telegram bot token from @BotFather.")
+    telegram_api_url: str = Field(
+        "https://api.telegram.org", description="Telegram Bot API server (a self-hosted one, a proxy)."
+    )
+    telegram_mode: Literal["polling", "webhook"] = Field(
+        "polling", description="polling: ask Telegram for updates; webhook: Telegram posts them to us."
+    )
+    telegram_webhook_url: str | None = Field(
+        None, description="Public HTTPS URL of our webhook, e.g. https://bot.example.com/telegram/webhook."
+    )
+    telegram_webhook_secret: SecretStr | None = Field(
+        None,
+        description="Secret Telegram sends in X-Telegram-Bot-Api-Secret-Token (1-256 of A-Z a-z 0-9 _ -).",
+    )
+    telegram_webhook_path: str = Field(
+        "/telegram/webhook", description="Path of the webhook on our web server."
+    )
+    telegram_poll_timeout_s: float = Field(10.0, gt=0, description="Long-polling timeout of getUpdates.")
+    telegram_concurrency: int = Field(64, ge=1, description="Telegram updates handled at once.")
+    telegram_max_rate_per_s: float = Field(30.0, gt=0, description="Messages per second across all chats.")
+    telegram_group_max_rate_per_min: float = Field(20.0, gt=0, description="Messages per minute per group.")
+    telegram_chat_interval_s: float = Field(
+        1.0, ge=0, description="Minimum gap between messages to one chat."
+    )
+    slack_bot_token: SecretStr | None = Field(None, description="Slack bot token (xoxb-…).")
+    slack_signing_secret: SecretStr | None = Field(
+        None, description="Slack signing secret: verifies HTTP events (Basic Information page)."
+    )
+    slack_app_token: SecretStr | None = Field(
+        None, description="Slack app-level token (xapp-…, connections:write): switches to Socket Mode."
+    )
+    slack_api_url: str = Field("https://slack.com/api/", description="Slack Web API base URL.")
+    slack_events_path: str = Field(
+        "/slack/events", description="Path of the Events API / interactivity / slash command endpoint."
+    )
+    slack_placeholder_text: str = Field("…", description="Placeholder posted while the engine works.")
+    slack_placeholder_after_s: float = Field(
+        0.3, ge=0, description="Post the placeholder only if the answer takes longer than this."
+    )
+    slack_chat_interval_s: float = Field(
+        1.0, ge=0, description="Minimum gap between messages to one channel."
+    )
+    discord_bot_token: SecretStr | None = Field(
+        None, description="Discord bot token (Developer Portal → Bot)."
+    )
+    discord_api_url: str = Field("https://discord.com/api/v10", description="Discord REST API base URL.")
+    discord_gateway_url: str = Field(
+        "wss://gateway.discord.gg/", description="Discord gateway WebSocket URL."
+    )
+    discord_shard_id: int | None = Field(
+        None, ge=0, description="This process's shard (with DISCORD_SHARD_COUNT)."
+    )
+    discord_shard_count: int | None = Field(None, ge=1, description="Total shards across all bot processes.")
+    discord_sync_commands: bool = Field(
+        True, description="Register the slash commands with Discord at start (global commands)."
+    )
+    delivery_max_attempts: int = Field(5, ge=1, description="Tries per outgoing platform message.")
+    delivery_backoff_s: float = Field(0.5, gt=0, description="First retry delay on network errors (doubles).")
+    delivery_max_backoff_s: float = Field(30.0, gt=0, description="Longest retry delay on network errors.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_json: bool = Field(False, description="Log one JSON object per line instead of plain text.")
 

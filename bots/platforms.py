@@ -1,0 +1,187 @@
+"""The platform channels of a bot process, built from settings, started and stopped together.
+
+A platform runs when its credentials are set; ``only`` narrows a process to one platform (one
+container per platform in production). Adapters are imported lazily, so a deployment without,
+say, the ``[discord]`` extra never imports discord.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+from pydantic import SecretStr
+from starlette.routing import BaseRoute
+
+from adapters.delivery import RetryPolicy
+from bots.settings import Settings
+from core.channel import OnNewMessage
+from core.types import Reply
+
+log = logging.getLogger(__name__)
+
+PLATFORMS = ("telegram", "slack", "discord")
+WEB = "web"
+
+
+class PlatformChannel(Protocol):
+    platform: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def routes(self) -> list[BaseRoute]: ...
+
+    async def send(self, conversation_id: str, reply: Reply) -> None: ...
+
+
+class PlatformNotConfiguredError(RuntimeError):
+    """``--only`` named a platform whose credentials are missing."""
+
+
+def configured_platforms(settings: Settings) -> list[str]:
+    found = {
+        "telegram": settings.telegram_bot_token is not None,
+        "slack": settings.slack_bot_token is not None,
+        "discord": settings.discord_bot_token is not None,
+    }
+    return [name for name in PLATFORMS if found[name]]
+
+
+def _policy(settings: Settings, chat_interval_s: float) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.delivery_max_attempts,
+        backoff_s=settings.delivery_backoff_s,
+        max_backoff_s=settings.delivery_max_backoff_s,
+        chat_interval_s=chat_interval_s,
+    )
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def build_channel(name: str, settings: Settings, on_new_message: OnNewMessage) -> PlatformChannel:
+    if name == "telegram":
+        from adapters.telegram_channel import TelegramChannel, TelegramConfig
+
+        return TelegramChannel(
+            on_new_message,
+            TelegramConfig(
+                token=_secret(settings.telegram_bot_token) or "",
+                api_url=settings.telegram_api_url,
+                mode=settings.telegram_mode,
+                webhook_url=settings.telegram_webhook_url,
+                webhook_secret=_secret(settings.telegram_webhook_secret),
+                webhook_path=settings.telegram_webhook_path,
+                poll_timeout_s=settings.telegram_poll_timeout_s,
+                concurrency=settings.telegram_concurrency,
+                max_rate_per_s=settings.telegram_max_rate_per_s,
+                group_max_rate_per_min=settings.telegram_group_max_rate_per_min,
+                retry=_policy(settings, settings.telegram_chat_interval_s),
+            ),
+        )
+    if name == "slack":
+        from adapters.slack_channel import SlackChannel, SlackConfig
+
+        return SlackChannel(
+            on_new_message,
+            SlackConfig(
+                bot_token=_secret(settings.slack_bot_token) or "",
+                signing_secret=_secret(settings.slack_signing_secret),
+                app_token=_secret(settings.slack_app_token),
+                api_url=settings.slack_api_url,
+                events_path=settings.slack_events_path,
+                placeholder_text=settings.slack_placeholder_text,
+                placeholder_after_s=settings.slack_placeholder_after_s,
+                rate_limit_retries=settings.delivery_max_attempts,
+                retry=_policy(settings, settings.slack_chat_interval_s),
+            ),
+        )
+    if name == "discord":
+        from adapters.discord_channel import DiscordChannel, DiscordConfig
+
+        return DiscordChannel(
+            on_new_message,
+            DiscordConfig(
+                token=_secret(settings.discord_bot_token) or "",
+                api_url=settings.discord_api_url,
+                gateway_url=settings.discord_gateway_url,
+                shard_id=settings.discord_shard_id,
+                shard_count=settings.discord_shard_count,
+                sync_commands=settings.discord_sync_commands,
+                retry=_policy(settings, 0.0),  # discord.py paces per route bucket itself
+            ),
+        )
+    raise ValueError(f"unknown platform {name!r}; choose from {', '.join(PLATFORMS)}")
+
+
+def check_only(settings: Settings, only: str | None) -> list[str]:
+    """The platforms this process runs: every configured one, or just ``only`` (``web``: none)."""
+    if only == WEB:
+        return []
+    names = configured_platforms(settings)
+    if only is None:
+        return names
+    if only not in PLATFORMS:
+        raise ValueError(f"unknown platform {only!r}; choose from {', '.join((*PLATFORMS, WEB))}")
+    if only not in names:
+        raise PlatformNotConfiguredError(f"{only} is not configured: set {only.upper()}_BOT_TOKEN")
+    return [only]
+
+
+def build_channels(
+    settings: Settings, on_new_message: OnNewMessage, only: str | None = None
+) -> list[PlatformChannel]:
+    return [build_channel(name, settings, on_new_message) for name in check_only(settings, only)]
+
+
+@asynccontextmanager
+async def running(channels: Sequence[PlatformChannel]) -> AsyncIterator[None]:
+    """Start every channel (failing fast: a misconfigured platform stops the process), stop on exit."""
+    started: list[PlatformChannel] = []
+    try:
+        for channel in channels:
+            await channel.start()
+            started.append(channel)
+        yield
+    finally:
+        for channel in reversed(started):
+            try:
+                await channel.stop()
+            except Exception:
+                log.exception("%s: error while stopping", channel.platform)
+
+
+class RedactSecrets(logging.Filter):
+    """Replace secrets in log lines and tracebacks (a token inside a request URL, say) with ***."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def _clean(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[0] is not None:
+            # Render the traceback here, redacted, so no formatter renders the raw one later.
+            message = f"{message}\n{logging.Formatter().formatException(record.exc_info)}"
+            record.exc_info, record.exc_text = None, None
+        record.msg, record.args = self._clean(message), None
+        return True
+
+
+def redact_secrets_in_logs(settings: Settings) -> None:
+    """Install ``RedactSecrets`` on every root handler (call after logging is set up)."""
+    fields = type(settings).model_fields
+    secrets = [v.get_secret_value() for name in fields if isinstance(v := getattr(settings, name), SecretStr)]
+    redactor = RedactSecrets([s for s in secrets if s])
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redactor)

@@ -1,0 +1,110 @@
+"""Platform selection, secret redaction, and ``serve`` running all three platforms against the fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import socket
+
+import httpx
+import pytest
+
+from bots.platforms import PlatformNotConfiguredError, RedactSecrets, check_only
+from bots.runner import serve
+from bots.settings import Settings
+from core import texts
+from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.slack_api import FakeSlack
+from tests.fakes.telegram_api import FakeTelegram
+
+TG_TOKEN, SLACK_TOKEN, SLACK_SECRET, DISCORD_TOKEN = "111:tg-secret", "xoxb-sl", "sl-signing", "dc-token"
+
+
+def test_only_selects_one_configured_platform() -> None:
+    settings = Settings(telegram_bot_token=TG_TOKEN, discord_bot_token=DISCORD_TOKEN)
+    assert check_only(settings, None) == ["telegram", "discord"]
+    assert check_only(settings, "discord") == ["discord"]
+    assert check_only(settings, "web") == []
+    with pytest.raises(PlatformNotConfiguredError, match="SLACK_BOT_TOKEN"):
+        check_only(settings, "slack")
+    with pytest.raises(ValueError, match="unknown platform"):
+        check_only(settings, "irc")
+
+
+def test_secrets_are_redacted_from_messages_and_tracebacks() -> None:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(RedactSecrets([TG_TOKEN]))
+    logger = logging.getLogger("test.redaction")
+    logger.addHandler(handler)
+    try:
+        logger.warning("GET https://api.telegram.org/bot%s/getMe", TG_TOKEN)
+        try:
+            raise ConnectionError(f"cannot reach /bot{TG_TOKEN}/getUpdates")
+        except ConnectionError:
+            logger.exception("polling failed")
+    finally:
+        logger.removeHandler(handler)
+    text = out.getvalue()
+    assert TG_TOKEN not in text
+    assert "bot***/getMe" in text and "bot***/getUpdates" in text and "ConnectionError" in text
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+async def test_serve_answers_on_every_configured_platform(redis, redis_server, tiny_model_dir) -> None:
+    async with (
+        FakeTelegram(TG_TOKEN) as telegram,
+        FakeSlack(SLACK_TOKEN, SLACK_SECRET) as slack,
+        FakeDiscord(DISCORD_TOKEN) as discord_,
+    ):
+        port = free_port()
+        settings = Settings(
+            model_path=str(tiny_model_dir), redis_url=redis_server.url, web_port=port, max_new_tokens=8,
+            num_beams=2, num_candidates=2,
+            telegram_bot_token=TG_TOKEN, telegram_api_url=telegram.url, telegram_poll_timeout_s=1,
+            slack_bot_token=SLACK_TOKEN, slack_signing_secret=SLACK_SECRET, slack_api_url=f"{slack.url}/api/",
+            discord_bot_token=DISCORD_TOKEN, discord_api_url=discord_.api_url,
+            discord_gateway_url=discord_.gateway_url,
+        )  # fmt: skip
+        task = asyncio.create_task(serve(settings))
+        try:
+            identified = asyncio.ensure_future(discord_.identified.wait())
+            await asyncio.wait({identified, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            assert not task.done(), task.exception()
+            assert identified.done(), "the Discord channel never identified"
+            await telegram.push(telegram.message("/reset", chat_id=801, user_id=801))
+            await telegram.log.wait_for("sendMessage", lambda c: c.params["text"] == texts.RESET)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                assert (await http.get("/healthz")).status_code == 200
+                response = await slack.deliver(http, "/slack/events", slack.dm("/reset", channel="D8"))
+                assert response.status_code == 200
+            await slack.log.wait_for("chat.postMessage", lambda c: c.params["text"] == texts.RESET)
+            await discord_.dispatch("MESSAGE_CREATE", discord_.message("/reset", channel_id="9008"))
+            await discord_.log.wait_for(
+                "POST /channels/9008/messages", lambda c: c.params["content"] == texts.RESET
+            )
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def test_run_only_an_unconfigured_platform_fails_before_loading_a_model(monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from bots.cli import app
+    from bots.settings import get_settings
+
+    monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["run", "--only", "slack"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2 and "SLACK_BOT_TOKEN" in result.output
