@@ -85,6 +85,18 @@ class AgentDirectory:
         await self.redis.sadd(f"{self.prefix}agents", username)
         return agent
 
+    async def ensure_external(self, username: str, display_name: str, max_concurrent: int = 3) -> Agent:
+        """An account for an agent who works from another tool (e.g. Slack): no password, no console."""
+        if not _USERNAME.match(username):
+            raise ValueError(f"invalid agent username {username!r}")
+        key = self._key(username)
+        await self.redis.hsetnx(key, "max_concurrent", max_concurrent)
+        await self.redis.hset(key, mapping={"display_name": display_name, "role": "agent", "teams": ""})
+        await self.redis.sadd(f"{self.prefix}agents", username)
+        agent = await self.get(username)
+        assert agent is not None
+        return agent
+
     async def get(self, username: str) -> Agent | None:
         raw = await self.redis.hgetall(self._key(username))
         if not raw:

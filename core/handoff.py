@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -82,7 +84,44 @@ class HandoffService:
         return f"{self.store.prefix}conv:{cid}:transcript"
 
     async def _publish(self, kind: str, cid: str, **data: object) -> None:
-        await self.redis.publish(self.events_channel, json.dumps({"type": kind, "cid": cid, **data}))
+        event = {"id": uuid.uuid4().hex, "type": kind, "cid": cid, **data}
+        await self.redis.publish(self.events_channel, json.dumps(event))
+
+    @asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[AsyncIterator[dict]]:
+        """Subscribe (done when this enters) to every handoff event published by any process."""
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(self.events_channel)
+
+        async def iterate() -> AsyncIterator[dict]:
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    yield json.loads(message["data"])
+
+        try:
+            yield iterate()
+        finally:
+            await pubsub.unsubscribe()
+            await pubsub.aclose()
+
+    async def first_to_handle(self, desk: str, event_id: str, ttl_s: int = 3600) -> bool:
+        """True for exactly one caller across replicas: who relays this event to an external desk."""
+        key = f"{self.store.prefix}desk:{desk}:seen:{event_id}"
+        return bool(await self.redis.set(key, b"1", nx=True, ex=ttl_s))
+
+    # --- threads on external agent desks (e.g. a Slack channel) ---
+    async def link_thread(self, cid: str, desk: str, thread: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.store.state_key(cid), f"{desk}_thread", thread)
+            pipe.set(f"{self.store.prefix}desk:{desk}:thread:{thread}", cid, ex=self.store.ttl_s)
+            await pipe.execute()
+
+    async def thread_of(self, cid: str, desk: str) -> str | None:
+        return (await self.store.state(cid)).fields.get(f"{desk}_thread")
+
+    async def conversation_of_thread(self, desk: str, thread: str) -> str | None:
+        cid = await self.redis.get(f"{self.store.prefix}desk:{desk}:thread:{thread}")
+        return cid.decode() if cid else None
 
     @staticmethod
     def _check(code: int) -> None:
