@@ -1,0 +1,94 @@
+"""Pretrain stage: next-token prediction from scratch on all training text.
+
+    python -m training.cli pretrain --config training/configs/small.toml --set max_minutes=40
+    torchrun --nproc_per_node 2 -m training.cli pretrain --config training/configs/small.toml
+
+Dialogues of the train split are rendered in the chat format (so the model learns roles and
+``<|end|>`` early), single-speaker conversations and text files as ``<|bos|>text<|end|>``; everything
+is concatenated and cut into ``context``-token blocks. Output: ``<out_dir>/final`` (save_pretrained
+model + tokenizer), ``loss.png``, ``history.json`` and ``checkpoint.pt`` for resuming.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, LlamaForCausalLM
+
+from training import manifest
+from training.data import Specials, encode_conversations, stream_blocks
+from training.loop import TrainArgs, train
+from training.plots import loss_curve
+from training.presets import get_preset, model_config
+from training.split import file_hash, read_split
+from training.tokenizer import save_tokenizer, tokenizer_dir
+
+
+@dataclass
+class PretrainConfig(TrainArgs):
+    SECTION = "pretrain"
+    work_dir: str = field(default="data", metadata={"help": "Work directory (clean splits, tokenizer)."})
+    preset: str = field(default="small", metadata={"help": "Model size preset: tiny, small, medium, large."})
+
+
+def load_blocks(work_dir: str, split: str, ctx: int, tok) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenized, packed blocks of one split, cached next to the data keyed by the split's hash."""
+    clean = Path(work_dir) / "clean"
+    cache = (
+        Path(work_dir) / "tokens" / f"pretrain-{split}-{ctx}-{file_hash(clean / f'{split}.jsonl')[:12]}.pt"
+    )
+    if cache.exists():
+        return torch.load(cache)
+    enc = encode_conversations(tok, read_split(clean, split), max_turn_tokens=ctx - 4)
+    xy = stream_blocks(enc, Specials(tok), ctx)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(xy, cache)
+    return xy
+
+
+def run_pretrain(cfg: PretrainConfig, force: bool = False) -> Path:
+    final = Path(cfg.out_dir) / "final"
+    tok_dir = tokenizer_dir(cfg.work_dir)
+    key = {"config": asdict(cfg), "tokenizer": manifest.read(tok_dir)["key"]}
+    if not force and manifest.up_to_date(final, key):
+        print(f"pretrain: {final} is up to date")
+        return final
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    p = get_preset(cfg.preset)
+    train_xy = load_blocks(cfg.work_dir, "train", p.context, tok)
+    val_xy = load_blocks(cfg.work_dir, "val", p.context, tok)
+    sp = Specials(tok)
+    torch.manual_seed(cfg.seed)
+    model = LlamaForCausalLM(model_config(p, len(tok), sp.bos, sp.end, sp.pad))
+    n_params = sum(t.numel() for t in model.parameters())
+    print(
+        f"pretrain: {n_params / 1e6:.2f} M parameters, {train_xy[0].numel():,} train tokens "
+        f"({len(train_xy[0])} blocks of {p.context})"
+    )
+    t0 = time.time()
+    state = train(model, train_xy, val_xy, cfg)
+    if state["rank"] == 0:
+        state["model"].save_pretrained(final, state_dict=state["state_dict"])
+        save_tokenizer(tok, final)
+        loss_curve(state["history"], state["val"], Path(cfg.out_dir) / "loss.png", f"pretrain ({cfg.preset})")
+        val = state["val"][-1][1] if state["val"] else float("nan")
+        manifest.write(
+            final,
+            key,
+            steps=state["step"],
+            tokens=state["tokens"],
+            train_seconds=state["elapsed"],
+            wall_seconds=time.time() - t0,
+            val_loss=val,
+            val_ppl=math.exp(val),
+            params=n_params,
+            hardware=state["hardware"],
+            world_size=state["world_size"],
+            device=state["device"],
+        )
+        print(f"pretrain: saved {final} (val loss {val:.4f}, ppl {math.exp(val):.1f})")
+    return final

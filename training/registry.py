@@ -1,0 +1,257 @@
+"""Register stage: versioned model directories under ``models/`` with a ``current`` pointer.
+
+    python -m training.cli register --set model=runs/small/finetune/final --set eval_dir=runs/small/eval
+    python -m training.cli promote small-20261129-1710
+    python -m training.cli rollback
+
+A version is ``models/<VERSION>/``: bf16 safetensors weights (``save_pretrained``), tokenizer with
+chat template, ``generation_config.json``, ``eval.json``/``eval.md`` and ``README.md`` (model card).
+``models/current`` holds the served version's name; ``models/history.jsonl`` logs every promote and
+rollback with the version it replaced, which is what ``rollback`` returns to.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from training import manifest
+from training.generation import chat_generation_config
+from training.loop import hardware
+from training.split import file_hash
+from training.tokenizer import save_tokenizer
+
+SOURCE = "source.json"  # which trained weights a version came from: re-registering them is a no-op
+
+
+@dataclass
+class RegisterConfig:
+    SECTION = "register"
+    model: str = field(default="runs/finetune/final", metadata={"help": "Trained model directory."})
+    eval_dir: str = field(default="runs/eval", metadata={"help": "Directory with eval.json/eval.md/plots."})
+    work_dir: str = field(default="data", metadata={"help": "Work directory (for data hashes and reports)."})
+    models_dir: str = field(default="models", metadata={"help": "Registry root."})
+    version: str = field(default="", metadata={"help": "Version name (default: <name>-<UTC date-time>)."})
+    name: str = field(default="chat", metadata={"help": "Model name used in the default version."})
+    dtype: str = field(default="bf16", metadata={"help": "Stored weight dtype: bf16 or fp32."})
+    promote: bool = field(default=True, metadata={"help": "Make the new version current."})
+    pretrain_dir: str = field(default="", metadata={"help": "Pretrain run directory (for the card)."})
+    command: str = field(default="", metadata={"help": "Command that produced the model (for the card)."})
+
+
+def current(models_dir: str | Path = "models") -> str | None:
+    p = Path(models_dir) / "current"
+    return p.read_text().strip() if p.exists() else None
+
+
+def _log(models_dir: Path, action: str, version: str, previous: str | None) -> None:
+    entry = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "action": action,
+        "version": version,
+        "previous": previous,
+    }
+    with open(models_dir / "history.jsonl", "a") as fh:
+        fh.write(json.dumps(entry) + "\n")
+
+
+def _set_current(models_dir: Path, version: str) -> None:
+    tmp = models_dir / "current.tmp"
+    tmp.write_text(version + "\n")
+    tmp.replace(models_dir / "current")  # atomic: core never reads a half-written pointer
+
+
+def promote(version: str, models_dir: str | Path = "models") -> str | None:
+    """Point ``current`` at ``version``; returns the version it replaced."""
+    root = Path(models_dir)
+    if not (root / version / "config.json").exists():
+        raise FileNotFoundError(f"no registered model {root / version}")
+    prev = current(root)
+    _set_current(root, version)
+    _log(root, "promote", version, prev)
+    return prev
+
+
+def rollback(models_dir: str | Path = "models") -> str:
+    """Return ``current`` to the version the latest promotion of it replaced."""
+    root = Path(models_dir)
+    cur = current(root)
+    hist = (
+        [json.loads(line) for line in (root / "history.jsonl").read_text().splitlines() if line.strip()]
+        if (root / "history.jsonl").exists()
+        else []
+    )
+    for entry in reversed(hist):
+        if entry["version"] == cur and entry["action"] == "promote":
+            prev = entry["previous"]
+            if not prev or not (root / prev / "config.json").exists():
+                break
+            _set_current(root, prev)
+            _log(root, "rollback", prev, cur)
+            return prev
+    raise RuntimeError(f"nothing to roll back to from {cur!r}")
+
+
+def versions(models_dir: str | Path = "models") -> list[str]:
+    return sorted(p.name for p in Path(models_dir).iterdir() if (p / "config.json").exists())
+
+
+def register(cfg: RegisterConfig) -> Path:
+    root = Path(cfg.models_dir)
+    source_hash = file_hash(Path(cfg.model) / "model.safetensors")
+    for v in versions(root) if root.exists() else []:
+        if _read_json(root / v / SOURCE).get("model_sha256") == source_hash:
+            print(f"register: {cfg.model} is already registered as {v}")
+            if cfg.promote and current(root) != v:
+                promote(v, root)
+            return root / v
+    version = cfg.version or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    dest = root / version
+    if dest.exists():
+        raise FileExistsError(f"{dest} exists; versions are immutable, pick another --set version=")
+    tmp = root / f".{version}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(cfg.model)
+    if cfg.dtype == "bf16":
+        model = model.to(torch.bfloat16)
+    if not (Path(cfg.model) / "generation_config.json").exists():
+        model.generation_config = chat_generation_config(tok)
+    model.save_pretrained(tmp)
+    save_tokenizer(tok, tmp)
+    ev = Path(cfg.eval_dir)
+    for name in ("eval.json", "eval.md", "eval_bpb.png", "eval_f1.png"):
+        if (ev / name).exists():
+            shutil.copy(ev / name, tmp / name)
+    for run_dir, png in (
+        (cfg.pretrain_dir, "loss_pretrain.png"),
+        (str(Path(cfg.model).parent), "loss_finetune.png"),
+    ):
+        if run_dir and (Path(run_dir) / "loss.png").exists():
+            shutil.copy(Path(run_dir) / "loss.png", tmp / png)
+    (tmp / "README.md").write_text(model_card(cfg, version, model, tmp))
+    (tmp / SOURCE).write_text(
+        json.dumps(
+            {
+                "model_sha256": source_hash,
+                "source": cfg.model,
+                "command": cfg.command,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+            indent=2,
+        )
+    )
+    tmp.rename(dest)
+    print(f"register: {dest} ({sum(f.stat().st_size for f in dest.iterdir()) / 1e6:.1f} MB)")
+    if cfg.promote or current(root) is None:
+        promote(version, root)
+        print(f"register: current -> {version}")
+    return dest
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def model_card(cfg: RegisterConfig, version: str, model, out: Path) -> str:
+    from training.evaluate import markdown_table
+
+    ev = _read_json(out / "eval.json")
+    clean = _read_json(Path(cfg.work_dir) / "clean" / "report.json")
+    gather = _read_json(Path(cfg.work_dir) / "gather" / manifest.NAME)
+    ft = _read_json(Path(cfg.model) / manifest.NAME)
+    pt = _read_json(Path(cfg.pretrain_dir) / "final" / manifest.NAME) if cfg.pretrain_dir else {}
+    n_params = sum(p.numel() for p in model.parameters())
+    c = model.config
+    hw = (pt or ft).get("hardware") or hardware()
+    lines = [
+        f"# {version}",
+        "",
+        f"A {n_params / 1e6:.1f} M-parameter Llama-style chat model ({c.num_hidden_layers} layers, width "
+        f"{c.hidden_size}, {c.num_attention_heads} heads, context {c.max_position_embeddings}, vocabulary "
+        f"{c.vocab_size}, tied embeddings), trained from scratch by this project's `training/` pipeline. "
+        f"Weights stored as {cfg.dtype} safetensors.",
+        "",
+        "## Data",
+        "",
+        f"Sources: {', '.join(gather.get('key', {}).get('sources', [])) or 'see gather config'} "
+        f"({gather.get('conversations', '?')} conversations gathered). After cleaning "
+        f"{clean.get('kept_conversations', '?')} kept; split by conversation:",
+        "",
+        "| split | conversations | dialogues | turns | sha256 |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {k} | {v['conversations']} | {v['dialogues']} | {v['turns']} | `{v['sha256'][:16]}…` |"
+            for k, v in clean.get("splits", {}).items()
+        ],
+        "",
+        "Removed by cleaning rule (conversations / turns): "
+        + ", ".join(
+            f"{k} {v.get('conversations', 0)}/{v.get('turns', 0)}"
+            for k, v in clean.get("removed", {}).items()
+            if k != "pii_replaced"
+        )
+        + f"; PII placeholders inserted: {clean.get('removed', {}).get('pii_replaced', {})}.",
+        "",
+        "## Training",
+        "",
+    ]
+    for name, m in (("pretrain", pt), ("fine-tune", ft)):
+        if m:
+            lines.append(
+                f"- {name}: {m.get('steps')} steps, {m.get('tokens', 0):,} tokens, "
+                f"{m.get('train_seconds', 0) / 60:.1f} min training "
+                f"({m.get('wall_seconds', 0) / 60:.1f} min wall), "
+                f"final validation loss {m.get('val_loss', float('nan')):.4f} "
+                f"(ppl {m.get('val_ppl', 0):.1f}), "
+                f"{m.get('world_size', 1)} process(es) on {m.get('device', '?')}"
+            )
+    lines += [f"- hardware: {hw}", ""]
+    for name, m in (("pretrain", pt), ("fine-tune", ft)):
+        if m:
+            conf = {k: v for k, v in m["key"]["config"].items()}
+            lines += [
+                f"<details><summary>{name} config</summary>",
+                "",
+                "```json",
+                json.dumps(conf, indent=1),
+                "```",
+                "",
+                "</details>",
+                "",
+            ]
+    if ev:
+        lines += [
+            "## Evaluation (held-out test split)",
+            "",
+            markdown_table(ev),
+            "",
+            "Perplexity is per token of this model's tokenizer; bits per byte is tokenizer-independent. "
+            "Reply metrics use greedy decoding with the repetition penalties of `generation_config.json`.",
+            "",
+            "## Sample conversation",
+            "",
+        ]
+        for t in ev.get("transcript", [])[:4]:
+            lines += [f"> **{m['role']}**: {m['content']}  " for m in t["messages"]]
+            lines += [f"> **assistant**: {t['reply']}", ""]
+    lines += [
+        "## Reproduce",
+        "",
+        "```sh",
+        cfg.command or "(command not recorded)",
+        "```",
+        "",
+        "## Limitations",
+        "",
+        "Small model trained on about 3 M tokens of crowd-sourced small talk: replies are short, generic "
+        "and often inconsistent; it has no knowledge to speak of and must not be relied on for facts.",
+        "",
+    ]
+    return "\n".join(lines)
