@@ -158,7 +158,7 @@ class AgentConsole:
         cid = request.query_params.get("cid", "")
         state = await self.handoff.store.state(cid)
         transcript = [
-            {"role": str(t.role), "text": t.text, "ts": t.timestamp}
+            {"role": str(t.role), "text": t.text, "ts": t.timestamp, "ref": t.ref}
             for t in await self.handoff.transcript(cid)
         ]
         info = {key: state.fields.get(key, "") for key in ("platform", "user", "reason", "agent")}
@@ -190,6 +190,8 @@ class AgentConsole:
                 await self.handoff.transfer(cid, me, str(body.get("to", "")))
             elif action == "reply":
                 await self.handoff.agent_reply(cid, me, str(body.get("text", "")))
+            elif action == "correct":
+                await self.handoff.correct(cid, me, str(body.get("ref", "")), str(body.get("text", "")))
             else:
                 return JSONResponse({"error": f"unknown action {action!r}"}, status_code=400)
         except HandoffError as error:

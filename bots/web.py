@@ -1,4 +1,4 @@
-"""The web server every deployment runs: the local chat page and its WebSocket, plus a health check.
+"""The web server every deployment runs: the chat page and its WebSocket, health and Prometheus metrics.
 
 Later parts mount more routes here (webhooks, agent console, admin, metrics).
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -24,6 +25,15 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+async def prometheus_metrics(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
 def create_web_app(extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
-    routes: list[BaseRoute] = [Route("/", chat_page), Route("/healthz", healthz), *extra_routes]
+    routes: list[BaseRoute] = [
+        Route("/", chat_page),
+        Route("/healthz", healthz),
+        Route("/metrics", prometheus_metrics),
+        *extra_routes,
+    ]
     return Starlette(routes=routes)

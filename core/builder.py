@@ -8,7 +8,9 @@ from contextlib import ExitStack, asynccontextmanager
 
 from redis.asyncio import Redis
 
+from core import metrics
 from core.agents import AgentDirectory
+from core.chatlog import ChatLog
 from core.engine import DialogueEngine, EngineConfig
 from core.escalation import EscalationPolicy
 from core.handoff import HandoffService
@@ -69,6 +71,14 @@ def escalation_from(settings: CoreSettings) -> EscalationPolicy:
     )
 
 
+def chatlog_from(settings: CoreSettings, redis: Redis) -> ChatLog | None:
+    if not settings.chatlog_enabled:
+        return None
+    return ChatLog(
+        redis, settings.redis_key_prefix, settings.chatlog_max_entries, settings.chatlog_retention_s
+    )
+
+
 @asynccontextmanager
 async def redis_from(settings: CoreSettings) -> AsyncIterator[Redis]:
     """A client for REDIS_URL, or for the local embedded server (started if no other process runs it)."""
@@ -99,12 +109,15 @@ async def build_engine(
                 dedupe_ttl_s=settings.dedupe_ttl_s,
             )
             config = EngineConfig(
+                feedback_buttons=settings.feedback_buttons and settings.chatlog_enabled,
                 bot_name=settings.bot_name,
                 max_message_chars=settings.max_message_chars,
                 generation_timeout_s=settings.generation_timeout_s,
             )
             agents = AgentDirectory(redis, settings.redis_key_prefix)
-            handoff = HandoffService(store, agents, Outbox(), settings.handoff_no_agent_wait_s)
-            yield DialogueEngine(store, backend, config, handoff, escalation_from(settings))
+            chatlog = chatlog_from(settings, redis)
+            handoff = HandoffService(store, agents, Outbox(), settings.handoff_no_agent_wait_s, chatlog)
+            metrics.MODEL.info({"version": backend.version})
+            yield DialogueEngine(store, backend, config, handoff, escalation_from(settings), chatlog)
     finally:
         await backend.aclose()

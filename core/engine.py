@@ -14,7 +14,8 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from core import texts
+from core import metrics, texts
+from core.chatlog import FEEDBACK_VALUES, ChatLog
 from core.escalation import Escalation, EscalationPolicy, Reason
 from core.handoff import CONTINUE_WITH_BOT_ACTION, LEAVE_MESSAGE_ACTION, HandoffService
 from core.model import ModelBackend
@@ -25,6 +26,7 @@ from core.types import Button, Candidate, IncomingMessage, Mode, Reply, Role, Tu
 log = logging.getLogger(__name__)
 
 HUMAN_ACTION = "human"
+FEEDBACK_ACTION = "feedback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,8 @@ class EngineConfig:
     generation_timeout_s: float = 60.0
     #: candidates kept in reply metadata, for agents and the handoff
     candidates_in_metadata: int = 3
+    #: 👍/👎 buttons under bot replies (needs the chat log, which records the feedback)
+    feedback_buttons: bool = True
 
 
 class DialogueEngine:
@@ -44,12 +48,14 @@ class DialogueEngine:
         config: EngineConfig | None = None,
         handoff: HandoffService | None = None,
         escalation: EscalationPolicy | None = None,
+        chatlog: ChatLog | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
         self.config = config or EngineConfig()
         self.handoff = handoff
         self.escalation = escalation
+        self.chatlog = chatlog
         # One lock per live conversation keeps its turns in order; entries vanish when unused.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._commands: dict[str, Callable[[IncomingMessage], Awaitable[list[Reply]]]] = {
@@ -69,10 +75,15 @@ class DialogueEngine:
                     log.info("duplicate event %s on %s ignored", message.event_id, message.platform)
                     return []
                 claimed = True
+            metrics.MESSAGES_IN.labels(message.platform).inc()
             lock = self._locks.setdefault(message.conversation_id, asyncio.Lock())
-            async with lock:
-                return await self._handle(message)
+            with metrics.ENGINE_SECONDS.time():
+                async with lock:
+                    replies = await self._handle(message)
+            metrics.MESSAGES_OUT.labels(message.platform).inc(len(replies))
+            return replies
         except Exception:
+            metrics.ERRORS.labels("engine").inc()
             log.exception("engine failed on conversation %s", message.conversation_id)
             if claimed:
                 try:  # let a platform redelivery try again
@@ -100,6 +111,9 @@ class DialogueEngine:
         cid = message.conversation_id
         state = await self.store.state(cid)
         user_turn = Turn(Role.USER, text, message.timestamp, self.backend.count_tokens(text))
+        if self.chatlog:
+            ref = await self.chatlog.turn(cid, message.platform, message.user_id, user_turn)
+            user_turn = Turn(user_turn.role, user_turn.text, user_turn.timestamp, user_turn.tokens, ref)
         # Keep the user's turn before generating: a crash mid-generation loses no message.
         await self.store.append(cid, message.platform, message.user_id, user_turn)
         if state.mode != Mode.BOT:
@@ -159,6 +173,15 @@ class DialogueEngine:
     ) -> list[Reply]:
         assert self.handoff is not None
         snapshot = [{"text": c.text, "score": c.score, "logprob": c.logprob} for c in candidates]
+        metrics.HANDOFFS.labels(escalation.reason.split(":")[0]).inc()
+        if self.chatlog:
+            await self.chatlog.event(
+                message.conversation_id,
+                message.platform,
+                message.user_id,
+                "escalation",
+                reason=escalation.reason,
+            )
         position = await self.handoff.request(
             message.conversation_id, escalation.reason, escalation.priority, candidates=snapshot
         )
@@ -168,15 +191,31 @@ class DialogueEngine:
         return [*replies, Reply(texts.QUEUED.format(position=position), metadata=meta)]
 
     async def _on_action(self, message: IncomingMessage) -> list[Reply]:
-        action = message.action
+        action = message.action or ""
         if action == HUMAN_ACTION:
             return await self._cmd_human(message)
+        if action.startswith(FEEDBACK_ACTION + ":") and self.chatlog:
+            return await self._on_feedback(message, action)
         if self.handoff and action == LEAVE_MESSAGE_ACTION:
             return [Reply(texts.MESSAGE_KEPT)]
         if self.handoff and action == CONTINUE_WITH_BOT_ACTION:
             await self.handoff.continue_with_bot(message.conversation_id)
             return [Reply(texts.RESET)]
         return [Reply(texts.UNKNOWN_ACTION)]
+
+    async def _on_feedback(self, message: IncomingMessage, action: str) -> list[Reply]:
+        _, value, ref = (action.split(":", 2) + ["", ""])[:3]
+        if value not in FEEDBACK_VALUES or not ref:
+            return [Reply(texts.UNKNOWN_ACTION)]
+        assert self.chatlog is not None
+        await self.chatlog.feedback(message.conversation_id, message.platform, message.user_id, ref, value)
+        metrics.FEEDBACK.labels(value).inc()
+        return [Reply(texts.FEEDBACK_THANKS)]
+
+    def _feedback_buttons(self, ref: str) -> list[Button]:
+        if not (ref and self.config.feedback_buttons):
+            return []
+        return [Button("👍", f"{FEEDBACK_ACTION}:up:{ref}"), Button("👎", f"{FEEDBACK_ACTION}:down:{ref}")]
 
     # --- generation ---
     async def _generate(self, message: IncomingMessage, history: list[Turn]) -> tuple[Reply, list[Candidate]]:
@@ -186,6 +225,7 @@ class DialogueEngine:
             self.backend.generate(history), timeout=self.config.generation_timeout_s
         )
         elapsed = time.perf_counter() - started
+        metrics.MODEL_SECONDS.observe(elapsed)
         meta: dict[str, object] = {"model_version": self.backend.version, "model_seconds": round(elapsed, 4)}
         if not candidates:
             meta.update(score=None, fallback=True)
@@ -200,8 +240,15 @@ class DialogueEngine:
             ],
         )
         bot_turn = Turn(Role.ASSISTANT, best.text, time.time(), self.backend.count_tokens(best.text))
+        ref = ""
+        if self.chatlog:
+            ref = await self.chatlog.turn(
+                cid, message.platform, message.user_id, bot_turn, self.backend.version, candidates, elapsed
+            )
+            bot_turn = Turn(bot_turn.role, bot_turn.text, bot_turn.timestamp, bot_turn.tokens, ref)
+            meta["ref"] = ref
         await self.store.append(cid, message.platform, message.user_id, bot_turn)
-        return Reply(best.text, metadata=meta), candidates
+        return Reply(best.text, self._feedback_buttons(ref), meta), candidates
 
     # --- built-in commands ---
     def _human_button(self) -> Button:
@@ -228,6 +275,8 @@ class DialogueEngine:
         await self.store.erase_conversation(message.conversation_id)
         if self.handoff:
             await self.handoff.forget([*erased, message.conversation_id])
+        if self.chatlog:  # and never log this user again
+            await self.chatlog.opt_out(message.platform, message.user_id)
         log.info("forgot %d conversations of a user on %s", len(erased), message.platform)
         return [Reply(texts.FORGOTTEN)]
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from core import handoff_scripts as lua
-from core import texts
+from core import metrics, texts
 from core.agents import AgentDirectory
+from core.chatlog import ChatLog
 from core.outbox import Outbox
 from core.store import ContextStore
 from core.types import Button, Mode, Reply, Role, Turn
@@ -62,8 +63,10 @@ class HandoffService:
         agents: AgentDirectory,
         outbox: Outbox | None = None,
         no_agent_wait_s: float = 300.0,
+        chatlog: ChatLog | None = None,
     ) -> None:
         self.store = store
+        self.chatlog = chatlog
         self.redis: Redis = store.redis
         self.agents = agents
         self.outbox = outbox or Outbox()
@@ -196,6 +199,19 @@ class HandoffService:
             )
         return entries
 
+    async def correct(self, cid: str, agent: str, ref: str, text: str) -> None:
+        """The agent marks the bot's turn ``ref`` wrong and writes the right reply (a training target)."""
+        text = text.strip()
+        if not text:
+            raise HandoffError("Write the right reply first.")
+        if self.chatlog is None:
+            raise HandoffError("Chat logging is off, so corrections cannot be kept.")
+        logged = await self.chatlog.get(ref)
+        if not logged or logged.get("cid") != cid or logged.get("role") != str(Role.ASSISTANT):
+            raise HandoffError("That is not one of the bot's replies in this conversation.")
+        await self.chatlog.correction(cid, logged["platform"], logged["user"], ref, agent, text)
+        await self._publish("corrected", cid, agent=agent, ref=ref)
+
     async def transcript(self, cid: str) -> list[Turn]:
         return [
             Turn.from_dict(json.loads(x)) for x in await self.redis.lrange(self.transcript_key(cid), 0, -1)
@@ -206,7 +222,11 @@ class HandoffService:
         if profile is None:
             raise HandoffError(f"unknown agent {agent!r}")
         keys = [self.store.state_key(cid), self.queue_key, self._convs(agent), self.log_key]
-        self._check(int(await self._claim(keys=keys, args=[cid, agent, time.time(), profile.max_concurrent])))
+        now = time.time()
+        self._check(int(await self._claim(keys=keys, args=[cid, agent, now, profile.max_concurrent])))
+        requested = (await self.store.state(cid)).fields.get("requested_at")
+        if requested:
+            metrics.HANDOFF_WAIT_SECONDS.observe(max(0.0, now - float(requested)))
         await self._publish("claimed", cid, agent=agent)
         await self._notify(cid, texts.AGENT_JOINED.format(name=profile.display_name))
 
@@ -247,6 +267,9 @@ class HandoffService:
         context = [t.to_dict() for t in await self.store.history(cid)]
         turn = Turn(Role.AGENT, text, now, len(text.split()))
         platform, user = state.fields.get("platform", ""), state.fields.get("user", "")
+        if self.chatlog:
+            ref = await self.chatlog.turn(cid, platform, user, turn)
+            turn = Turn(turn.role, turn.text, turn.timestamp, turn.tokens, ref)
         await self.store.append(cid, platform, user, turn)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(self.transcript_key(cid), json.dumps(turn.to_dict()))

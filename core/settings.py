@@ -74,6 +74,18 @@ class CoreSettings(BaseSettings):
     max_message_chars: int = Field(4000, ge=1, description="Longer user messages are refused with a notice.")
     bot_name: str = Field("Chatbot", description="The assistant's name in greetings.")
 
+    # --- chat log and feedback ---
+    chatlog_enabled: bool = Field(
+        True, description="Log every turn (PII-scrubbed) to a Redis Stream for retraining."
+    )
+    chatlog_max_entries: int = Field(
+        1_000_000, ge=1000, description="Chat log entries kept (oldest dropped)."
+    )
+    chatlog_retention_s: float = Field(
+        90 * 24 * 3600, gt=0, description="Chat log entries older than this are dropped."
+    )
+    feedback_buttons: bool = Field(True, description="Show 👍/👎 under bot replies.")
+
     # --- handoff to people ---
     handoff_phrases: list[str] = Field(
         default_factory=lambda: [

@@ -30,3 +30,4 @@ NO_AGENT_IN_TIME = (
 LEAVE_MESSAGE = "Leave a message"
 BACK_TO_BOT = "Continue with the bot"
 MESSAGE_KEPT = "Okay. Write your message here; the team will read it and answer as soon as they can."
+FEEDBACK_THANKS = "Thanks for the feedback!"

@@ -81,13 +81,24 @@ class Turn:
     text: str
     timestamp: float = field(default_factory=time.time)
     tokens: int = 0
+    #: the turn's id in the chat log, which feedback and corrections refer to ("" if not logged)
+    ref: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"role": str(self.role), "text": self.text, "ts": self.timestamp, "tokens": self.tokens}
+        data = {"role": str(self.role), "text": self.text, "ts": self.timestamp, "tokens": self.tokens}
+        if self.ref:
+            data["ref"] = self.ref
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Turn:
-        return cls(Role(data["role"]), data["text"], float(data.get("ts", 0.0)), int(data.get("tokens", 0)))
+        return cls(
+            Role(data["role"]),
+            data["text"],
+            float(data.get("ts", 0.0)),
+            int(data.get("tokens", 0)),
+            str(data.get("ref", "")),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -177,15 +177,17 @@ async def test_engine_errors_become_an_apology_and_the_event_can_be_redelivered(
 
 
 async def test_a_slow_generation_does_not_block_other_conversations(store, backend) -> None:
+    release = asyncio.Event()
+
     class Slow(RecordingBackend):
         async def generate(self, history):
             if "slow" in history[-1].text:
-                await asyncio.sleep(1.0)
+                await release.wait()  # held until the other conversation has been answered
             return await self.inner.generate(history)
 
     engine = DialogueEngine(store, Slow(backend))
     slow = asyncio.create_task(engine.handle(msg("slow please", cid="web:a")))
-    await asyncio.sleep(0.05)
-    fast = await asyncio.wait_for(engine.handle(msg("quick one", cid="web:b")), timeout=0.9)
+    fast = await asyncio.wait_for(engine.handle(msg("quick one", cid="web:b")), timeout=60)
     assert fast and not slow.done()
+    release.set()
     assert await slow

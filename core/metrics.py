@@ -1,0 +1,25 @@
+"""Prometheus metrics of a bot process, served at ``/metrics`` (one scrape target per replica)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, Info
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
+
+MESSAGES_IN = Counter("chatbot_messages_in_total", "User messages received by the engine.", ["platform"])
+MESSAGES_OUT = Counter("chatbot_messages_out_total", "Replies sent by the engine.", ["platform"])
+ENGINE_SECONDS = Histogram(
+    "chatbot_engine_seconds", "Time to handle one user message, end to end.", buckets=_LATENCY_BUCKETS
+)
+MODEL_SECONDS = Histogram(
+    "chatbot_model_seconds", "Time spent generating one reply.", buckets=_LATENCY_BUCKETS
+)
+HANDOFFS = Counter("chatbot_handoffs_total", "Conversations handed to people, by reason.", ["reason"])
+HANDOFF_WAIT_SECONDS = Histogram(
+    "chatbot_handoff_wait_seconds",
+    "Time from handoff until an agent claimed the conversation.",
+    buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600),
+)
+FEEDBACK = Counter("chatbot_feedback_total", "Thumbs up/down from users.", ["value"])
+ERRORS = Counter("chatbot_errors_total", "Errors, by where they happened.", ["kind"])
+MODEL = Info("chatbot_model", "The model version being served.")
