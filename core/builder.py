@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
+from pathlib import Path
 
 from redis.asyncio import Redis
 
@@ -15,6 +16,7 @@ from core.engine import DialogueEngine, EngineConfig
 from core.escalation import EscalationPolicy
 from core.handoff import HandoffService
 from core.model import ModelBackend
+from core.model_reload import ReloadingBackend
 from core.outbox import Outbox
 from core.redis_client import connect
 from core.redis_server import local_redis
@@ -35,7 +37,8 @@ def reranker_from(settings: CoreSettings) -> Reranker:
     )
 
 
-def backend_from(settings: CoreSettings) -> ModelBackend:
+def backend_from(settings: CoreSettings) -> ReloadingBackend:
+    """The model at MODEL_PATH; with a registry there, it follows promotions and rollbacks."""
     # Imported here so that tools which never generate (and tests of other parts) skip loading torch.
     from core.transformers_backend import DecodingConfig, TransformersBackend
 
@@ -49,13 +52,14 @@ def backend_from(settings: CoreSettings) -> ModelBackend:
         repetition_penalty=settings.repetition_penalty,
         no_repeat_ngram_size=settings.no_repeat_ngram_size,
     )
-    return TransformersBackend(
-        settings.model_path,
-        reranker_from(settings),
-        decoding,
-        dtype=settings.model_dtype,
-        threads=settings.model_threads,
-    )
+    reranker = reranker_from(settings)
+
+    def load(model_dir: Path) -> TransformersBackend:
+        return TransformersBackend(
+            model_dir, reranker, decoding, dtype=settings.model_dtype, threads=settings.model_threads
+        )
+
+    return ReloadingBackend(settings.model_path, load, settings.model_reload_poll_s)
 
 
 def escalation_from(settings: CoreSettings) -> EscalationPolicy:
@@ -97,7 +101,9 @@ async def build_engine(
     settings: CoreSettings, backend: ModelBackend | None = None
 ) -> AsyncIterator[DialogueEngine]:
     """Yield a ready engine; on exit close the backend, Redis, and the embedded server if we own it."""
-    backend = backend or backend_from(settings)  # first: a missing model fails before anything starts
+    if backend is None:  # first: a missing model fails before anything starts
+        backend = backend_from(settings)
+        backend.start()
     try:
         async with redis_from(settings) as redis:
             store = ContextStore(

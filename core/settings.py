@@ -46,6 +46,9 @@ class CoreSettings(BaseSettings):
     model_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Weights dtype at inference; auto keeps the checkpoint's (bf16 for ours)."
     )
+    model_reload_poll_s: float = Field(
+        5.0, gt=0, description="How often the registry's `current` pointer is checked for a new version."
+    )
     model_threads: int = Field(0, ge=0, description="torch threads for inference; 0 keeps torch's default.")
     max_new_tokens: int = Field(40, ge=1, le=1024, description="Longest reply, in tokens.")
     num_beams: int = Field(4, ge=1, description="Beams for beam search (1 with do_sample for sampling).")
