@@ -63,6 +63,8 @@ def _button(label: str, action_id: str, cid: str, style: str | None = None) -> d
 
 
 class SlackAgentDesk:
+    platform = "slack-agents"  # for logs; it sends nothing to users itself
+
     def __init__(self, handoff: HandoffService, config: SlackDeskConfig) -> None:
         self.handoff = handoff
         self.config = config

@@ -7,17 +7,14 @@ service's Redis pub/sub channel, so every replica's console sees every change.
 from __future__ import annotations
 
 import asyncio
-import html
 import json
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
-    HTMLResponse,
     JSONResponse,
     RedirectResponse,
     Response,
@@ -25,7 +22,8 @@ from starlette.responses import (
 )
 from starlette.routing import BaseRoute, Route
 
-from bots.sessions import Session, SessionStore
+from bots.sessions import SessionStore
+from bots.web_login import WebLogin
 from core.handoff import HandoffError, HandoffService
 from core.handoff_metrics import figures_since, start_of_today
 from core.outbox import DeliveryError
@@ -33,9 +31,6 @@ from core.outbox import DeliveryError
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-COOKIE = "agent_session"
-LOGIN_CSRF_COOKIE = "agent_login_csrf"
-LOGIN_FORM = (STATIC / "agent_login.html").read_text()
 
 
 class AgentConsole:
@@ -48,16 +43,16 @@ class AgentConsole:
     ) -> None:
         self.handoff = handoff
         self.agents = handoff.agents
-        self.sessions = sessions
-        self.cookie_secure = cookie_secure
         self.heartbeat_s = heartbeat_s
+        self.auth = WebLogin(
+            self.agents, sessions, "/agent", "Agent console", frozenset({"agent", "admin"}), cookie_secure,
+            on_login=lambda agent: self.agents.set_presence(agent.username, "online"),
+        )  # fmt: skip
 
     def routes(self) -> list[BaseRoute]:
         return [
+            *self.auth.routes(),
             Route("/agent", self.page),
-            Route("/agent/login", self.login_page, methods=["GET"]),
-            Route("/agent/login", self.login, methods=["POST"]),
-            Route("/agent/logout", self.logout, methods=["POST"]),
             Route("/agent/api/me", self.me),
             Route("/agent/api/queue", self.queue),
             Route("/agent/api/conversation", self.conversation),
@@ -65,70 +60,14 @@ class AgentConsole:
             Route("/agent/api/events", self.events),
         ]
 
-    # --- auth ---
-    async def _session(self, request: Request) -> Session | None:
-        return await self.sessions.get(request.cookies.get(COOKIE))
-
-    async def _require(self, request: Request, mutating: bool = False) -> Session | Response:
-        session = await self._session(request)
-        if session is None:
-            return JSONResponse({"error": "log in first"}, status_code=401)
-        if mutating and request.headers.get("x-csrf-token") != session.csrf:
-            return JSONResponse({"error": "missing or wrong CSRF token"}, status_code=403)
-        return session
-
-    async def login_page(self, request: Request, error: str = "", status: int = 200) -> Response:
-        # Double-submit token: a cross-site form cannot read our cookie to copy it into the field.
-        token = secrets.token_urlsafe(24)
-        body = LOGIN_FORM.replace("{{error}}", html.escape(error)).replace("{{csrf}}", token)
-        response = HTMLResponse(body, status_code=status)
-        response.set_cookie(
-            LOGIN_CSRF_COOKIE,
-            token,
-            httponly=True,
-            samesite="strict",
-            secure=self.cookie_secure,
-            path="/agent",
-        )
-        return response
-
-    async def login(self, request: Request) -> Response:
-        form = await request.form()
-        expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-        if not expected or not secrets.compare_digest(expected, str(form.get("csrf", ""))):
-            return await self.login_page(request, "The form expired; please try again.", status=403)
-        username, password = str(form.get("username", "")), str(form.get("password", ""))
-        agent = await self.agents.verify(username.strip().lower(), password)
-        if agent is None:
-            log.info("failed agent login")
-            return await self.login_page(request, "Wrong username or password.", status=401)
-        session = await self.sessions.create(agent.username, agent.role)
-        response = RedirectResponse("/agent", status_code=303)
-        response.set_cookie(
-            COOKIE, session.token, max_age=self.sessions.ttl_s, httponly=True, samesite="strict",
-            secure=self.cookie_secure, path="/agent",
-        )  # fmt: skip
-        await self.agents.set_presence(agent.username, "online")
-        return response
-
-    async def logout(self, request: Request) -> Response:
-        session = await self._require(request, mutating=True)
-        if isinstance(session, Response):
-            return session
-        await self.sessions.delete(session.token)
-        await self.agents.set_presence(session.username, "away", ttl_s=1)
-        response = JSONResponse({"ok": True})
-        response.delete_cookie(COOKIE, path="/agent")
-        return response
-
     # --- pages and reads ---
     async def page(self, request: Request) -> Response:
-        if await self._session(request) is None:
+        if await self.auth.session(request) is None:
             return RedirectResponse("/agent/login", status_code=303)
         return FileResponse(STATIC / "agent.html", media_type="text/html")
 
     async def me(self, request: Request) -> Response:
-        session = await self._require(request)
+        session = await self.auth.require(request)
         if isinstance(session, Response):
             return session
         agent = await self.agents.get(session.username)
@@ -139,7 +78,7 @@ class AgentConsole:
         )  # fmt: skip
 
     async def queue(self, request: Request) -> Response:
-        session = await self._require(request)
+        session = await self.auth.require(request)
         if isinstance(session, Response):
             return session
         await self.agents.set_presence(session.username, "online")
@@ -152,7 +91,7 @@ class AgentConsole:
         return JSONResponse({"queue": entries, "today": today.as_dict()})
 
     async def conversation(self, request: Request) -> Response:
-        session = await self._require(request)
+        session = await self.auth.require(request)
         if isinstance(session, Response):
             return session
         cid = request.query_params.get("cid", "")
@@ -169,7 +108,7 @@ class AgentConsole:
 
     # --- actions ---
     async def act(self, request: Request) -> Response:
-        session = await self._require(request, mutating=True)
+        session = await self.auth.require(request, mutating=True)
         if isinstance(session, Response):
             return session
         try:
@@ -202,7 +141,7 @@ class AgentConsole:
         return JSONResponse({"ok": True})
 
     async def events(self, request: Request) -> Response:
-        session = await self._require(request)
+        session = await self.auth.require(request)
         if isinstance(session, Response):
             return session
         return StreamingResponse(self._stream(request), media_type="text/event-stream")

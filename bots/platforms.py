@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute
 from adapters.delivery import RetryPolicy
 from bots.settings import Settings
 from core.channel import OnNewMessage
+from core.handoff import HandoffService
 from core.types import Reply
 
 log = logging.getLogger(__name__)
@@ -185,3 +186,24 @@ def redact_secrets_in_logs(settings: Settings) -> None:
     redactor = RedactSecrets([s for s in secrets if s])
     for handler in logging.getLogger().handlers:
         handler.addFilter(redactor)
+
+
+def slack_agent_desk(settings: Settings, handoff: HandoffService):
+    """The agents' Slack desk (handoffs as threads) when its app is configured, else None."""
+    token, secret, channel = (
+        settings.slack_agent_bot_token,
+        settings.slack_agent_signing_secret,
+        settings.slack_agent_channel,
+    )
+    if not (token and secret and channel):
+        return None
+    from adapters.slack_agent_desk import SlackAgentDesk, SlackDeskConfig
+
+    config = SlackDeskConfig(
+        token.get_secret_value(),
+        secret.get_secret_value(),
+        channel,
+        api_url=settings.slack_api_url,
+        events_path=settings.slack_agent_events_path,
+    )
+    return SlackAgentDesk(handoff, config)

@@ -9,9 +9,10 @@ import webbrowser
 import uvicorn
 
 from adapters.webchat_channel import WebChatChannel
+from bots.admin import AdminDashboard
 from bots.agent_console import AgentConsole
 from bots.handoff_worker import sweep_forever
-from bots.platforms import WEB, build_channels, check_only, redact_secrets_in_logs, running
+from bots.platforms import WEB, build_channels, check_only, redact_secrets_in_logs, running, slack_agent_desk
 from bots.sessions import SessionStore
 from bots.settings import Settings
 from bots.web import create_web_app
@@ -33,8 +34,17 @@ async def serve(settings: Settings, open_browser: bool = False, only: str | None
             handoff.outbox.register(channel)
         sessions = SessionStore(engine.store.redis, settings.redis_key_prefix, settings.agent_session_ttl_s)
         console = AgentConsole(handoff, sessions, cookie_secure=settings.cookie_secure)
+        admin = AdminDashboard(
+            engine.chatlog,
+            handoff.agents,
+            sessions,
+            settings.model_path,
+            cookie_secure=settings.cookie_secure,
+        )
+        desk = slack_agent_desk(settings, handoff)
         serve_webchat = settings.web_enabled and only in (None, WEB)
-        routes = [*(webchat.routes() if serve_webchat else []), *console.routes()]
+        routes = [*(webchat.routes() if serve_webchat else []), *console.routes(), *admin.routes()]
+        routes += desk.routes() if desk else []
         routes += [route for channel in channels for route in channel.routes()]  # webhooks, Slack events
         app = create_web_app(routes)
         sweeper = asyncio.create_task(sweep_forever(handoff, settings.handoff_sweep_interval_s))
@@ -54,7 +64,7 @@ async def serve(settings: Settings, open_browser: bool = False, only: str | None
                 webbrowser.open(url)
         try:
             # After the web server: a webhook registered at start is posted to at once.
-            async with running(channels):
+            async with running([*channels, *([desk] if desk else [])]):
                 log.info("platforms running: %s", ", ".join(c.platform for c in channels) or "none")
                 await serving
         finally:

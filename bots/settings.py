@@ -66,6 +66,16 @@ class Settings(CoreSettings):
     slack_chat_interval_s: float = Field(
         1.0, ge=0, description="Minimum gap between messages to one channel."
     )
+    slack_agent_bot_token: SecretStr | None = Field(
+        None, description="Bot token of the agents' Slack app (handoffs as threads); unset: off."
+    )
+    slack_agent_signing_secret: SecretStr | None = Field(
+        None, description="Signing secret of the agents' Slack app."
+    )
+    slack_agent_channel: str | None = Field(None, description="Channel id where handoff threads are posted.")
+    slack_agent_events_path: str = Field(
+        "/slack/agent-events", description="Events and interactivity endpoint of the agents' Slack app."
+    )
     discord_bot_token: SecretStr | None = Field(
         None, description="Discord bot token (Developer Portal → Bot)."
     )

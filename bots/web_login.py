@@ -1,0 +1,117 @@
+"""Password login for an area of the web app (``/agent``, ``/admin``): form, session cookie, CSRF.
+
+Each area has its own cookie scoped to its path and its own allowed roles, so an agent's session
+never opens the admin area. Sessions live in Redis (``SessionStore``); every state-changing request
+must echo the session's CSRF token in ``X-CSRF-Token``, and the login form itself carries a
+double-submit token.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from bots.sessions import Session, SessionStore
+from core.agents import Agent, AgentDirectory
+
+log = logging.getLogger(__name__)
+
+LOGIN_FORM = (Path(__file__).parent / "static" / "login.html").read_text()
+
+
+class WebLogin:
+    def __init__(
+        self,
+        agents: AgentDirectory,
+        sessions: SessionStore,
+        area: str,
+        title: str,
+        roles: frozenset[str],
+        cookie_secure: bool = False,
+        on_login: Callable[[Agent], Awaitable[None]] | None = None,
+    ) -> None:
+        self.agents = agents
+        self.sessions = sessions
+        self.area = area.rstrip("/")
+        self.title = title
+        self.roles = roles
+        self.cookie_secure = cookie_secure
+        self.on_login = on_login
+        name = self.area.strip("/").replace("/", "_")
+        self.cookie, self.csrf_cookie = f"{name}_session", f"{name}_login_csrf"
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route(f"{self.area}/login", self.login_page, methods=["GET"]),
+            Route(f"{self.area}/login", self.login, methods=["POST"]),
+            Route(f"{self.area}/logout", self.logout, methods=["POST"]),
+        ]
+
+    async def session(self, request: Request) -> Session | None:
+        session = await self.sessions.get(request.cookies.get(self.cookie))
+        return session if session and session.role in self.roles else None
+
+    async def require(self, request: Request, mutating: bool = False) -> Session | Response:
+        """The session, or the response to send instead (401 not logged in, 403 bad CSRF token)."""
+        session = await self.session(request)
+        if session is None:
+            return JSONResponse({"error": "log in first"}, status_code=401)
+        if mutating and not secrets.compare_digest(request.headers.get("x-csrf-token", ""), session.csrf):
+            return JSONResponse({"error": "missing or wrong CSRF token"}, status_code=403)
+        return session
+
+    def _set_cookie(self, response: Response, name: str, value: str, max_age: int | None = None) -> None:
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            httponly=True,
+            samesite="strict",
+            secure=self.cookie_secure,
+            path=self.area,
+        )
+
+    async def login_page(self, request: Request, error: str = "", status: int = 200) -> Response:
+        token = secrets.token_urlsafe(24)  # a cross-site form cannot read our cookie to copy it
+        body = (
+            LOGIN_FORM.replace("{{title}}", html.escape(self.title))
+            .replace("{{action}}", f"{self.area}/login")
+            .replace("{{error}}", html.escape(error))
+            .replace("{{csrf}}", token)
+        )
+        response = HTMLResponse(body, status_code=status)
+        self._set_cookie(response, self.csrf_cookie, token)
+        return response
+
+    async def login(self, request: Request) -> Response:
+        form = await request.form()
+        expected = request.cookies.get(self.csrf_cookie, "")
+        if not expected or not secrets.compare_digest(expected, str(form.get("csrf", ""))):
+            return await self.login_page(request, "The form expired; please try again.", status=403)
+        username, password = str(form.get("username", "")).strip().lower(), str(form.get("password", ""))
+        agent = await self.agents.verify(username, password)
+        if agent is None or agent.role not in self.roles:
+            log.info("failed login to %s", self.area)
+            return await self.login_page(request, "Wrong username or password.", status=401)
+        session = await self.sessions.create(agent.username, agent.role)
+        response = RedirectResponse(self.area, status_code=303)
+        self._set_cookie(response, self.cookie, session.token, self.sessions.ttl_s)
+        if self.on_login:
+            await self.on_login(agent)
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        session = await self.require(request, mutating=True)
+        if isinstance(session, Response):
+            return session
+        await self.sessions.delete(session.token)
+        response = JSONResponse({"ok": True})
+        response.delete_cookie(self.cookie, path=self.area)
+        return response
