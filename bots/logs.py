@@ -1,10 +1,15 @@
-"""Process-wide logging: plain or one JSON object per line; never message text at INFO."""
+"""Process-wide logging: plain or one JSON object per line, each with conversation and request ids.
+
+No message text or personal data is logged at INFO (the engine logs ids and counts only).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+
+from core.log_context import ContextFilter
 
 
 class JsonFormatter(logging.Formatter):
@@ -13,6 +18,8 @@ class JsonFormatter(logging.Formatter):
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname,
             "logger": record.name,
+            "conversation_id": getattr(record, "conversation_id", "-"),
+            "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
         }
         if record.exc_info:
@@ -22,9 +29,9 @@ class JsonFormatter(logging.Formatter):
 
 def setup_logging(level: str = "INFO", as_json: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+    handler.addFilter(ContextFilter())
+    plain = "%(asctime)s %(levelname)s %(name)s [%(conversation_id)s %(request_id)s]: %(message)s"
+    handler.setFormatter(JsonFormatter() if as_json else logging.Formatter(plain))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # Library chatter (HTTP requests per message, weight-loading bars) is not ours to show at INFO.
     for noisy in ("httpx", "transformers", "urllib3"):

@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from core import metrics, texts
+from core import log_context, metrics, texts
 from core.chatlog import FEEDBACK_VALUES, ChatLog
 from core.escalation import Escalation, EscalationPolicy, Reason
 from core.handoff import CONTINUE_WITH_BOT_ACTION, LEAVE_MESSAGE_ACTION, HandoffService
@@ -69,6 +69,7 @@ class DialogueEngine:
     async def handle(self, message: IncomingMessage) -> list[Reply]:
         """Answer one incoming message; a redelivered event (same event id) gets no reply."""
         claimed = False
+        log_context.bind(message.conversation_id, message.event_id)
         try:
             if message.event_id:
                 if not await self.store.claim_event(message.platform, message.event_id):
