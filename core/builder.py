@@ -40,7 +40,7 @@ def reranker_from(settings: CoreSettings) -> Reranker:
 def backend_from(settings: CoreSettings) -> ReloadingBackend:
     """The model at MODEL_PATH; with a registry there, it follows promotions and rollbacks."""
     # Imported here so that tools which never generate (and tests of other parts) skip loading torch.
-    from core.transformers_backend import DecodingConfig, TransformersBackend
+    from core.transformers_backend import BatchingConfig, DecodingConfig, TransformersBackend
 
     decoding = DecodingConfig(
         max_new_tokens=settings.max_new_tokens,
@@ -54,9 +54,17 @@ def backend_from(settings: CoreSettings) -> ReloadingBackend:
     )
     reranker = reranker_from(settings)
 
+    batching = BatchingConfig(settings.model_max_batch, settings.model_batch_wait_s, settings.model_max_queue)
+
     def load(model_dir: Path) -> TransformersBackend:
         return TransformersBackend(
-            model_dir, reranker, decoding, dtype=settings.model_dtype, threads=settings.model_threads
+            model_dir,
+            reranker,
+            decoding,
+            dtype=settings.model_dtype,
+            threads=settings.model_threads,
+            batching=batching,
+            quantize=settings.model_quantize,
         )
 
     return ReloadingBackend(settings.model_path, load, settings.model_reload_poll_s)

@@ -18,7 +18,7 @@ from core import log_context, metrics, texts
 from core.chatlog import FEEDBACK_VALUES, ChatLog
 from core.escalation import Escalation, EscalationPolicy, Reason
 from core.handoff import CONTINUE_WITH_BOT_ACTION, LEAVE_MESSAGE_ACTION, HandoffService
-from core.model import ModelBackend
+from core.model import ModelBackend, ModelBusyError
 from core.store import ContextStore
 from core.text_input import clean_user_text, parse_command
 from core.types import Button, Candidate, IncomingMessage, Mode, Reply, Role, Turn
@@ -83,6 +83,11 @@ class DialogueEngine:
                     replies = await self._handle(message)
             metrics.MESSAGES_OUT.labels(message.platform).inc(len(replies))
             return replies
+        except ModelBusyError:
+            # Back-pressure: the message is kept, the user is asked to retry; no growing queue.
+            metrics.ERRORS.labels("busy").inc()
+            log.warning("model busy; conversation %s asked to retry", message.conversation_id)
+            return [Reply(texts.BUSY, metadata={"busy": True})]
         except Exception:
             metrics.ERRORS.labels("engine").inc()
             log.exception("engine failed on conversation %s", message.conversation_id)

@@ -25,6 +25,10 @@ class ModelBackend(Protocol):
     async def aclose(self) -> None: ...
 
 
+class ModelBusyError(RuntimeError):
+    """Too many requests are waiting for the model; the user is asked to try again shortly."""
+
+
 class ModelNotFoundError(RuntimeError):
     """No model at the configured path; the message says how to get one."""
 

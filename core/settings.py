@@ -49,6 +49,16 @@ class CoreSettings(BaseSettings):
     model_reload_poll_s: float = Field(
         5.0, gt=0, description="How often the registry's `current` pointer is checked for a new version."
     )
+    model_max_batch: int = Field(16, ge=1, description="Most conversations generated together in one batch.")
+    model_batch_wait_s: float = Field(
+        0.01, ge=0, description="How long the first request of a batch waits for others to join."
+    )
+    model_max_queue: int = Field(
+        256, ge=1, description="Requests waiting for the model beyond this get a 'busy, try again' reply."
+    )
+    model_quantize: Literal["none", "int8"] = Field(
+        "none", description="int8: dynamic int8 quantisation of linear layers (CPU)."
+    )
     model_threads: int = Field(0, ge=0, description="torch threads for inference; 0 keeps torch's default.")
     max_new_tokens: int = Field(40, ge=1, le=1024, description="Longest reply, in tokens.")
     num_beams: int = Field(4, ge=1, description="Beams for beam search (1 with do_sample for sampling).")

@@ -8,7 +8,6 @@ Generation runs in a single worker thread: torch releases the GIL, the event loo
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from core.batching import MicroBatcher
 from core.model import resolve_model_dir
 from core.scoring import Draft, Reranker
 from core.types import Candidate, Role, Turn
@@ -36,6 +36,13 @@ class DecodingConfig:
     no_repeat_ngram_size: int = 3
 
 
+@dataclass(frozen=True, slots=True)
+class BatchingConfig:
+    max_batch: int = 16
+    max_wait_s: float = 0.01
+    max_queue: int = 256
+
+
 def escape_special_tokens(text: str, tokenizer: PreTrainedTokenizerBase) -> str:
     """Break up special-token strings in user text, so a user can never open a system or agent turn."""
     for token in tokenizer.all_special_tokens:
@@ -52,6 +59,8 @@ class TransformersBackend:
         decoding: DecodingConfig | None = None,
         dtype: str = "auto",
         threads: int = 0,
+        batching: BatchingConfig | None = None,
+        quantize: str = "none",
     ) -> None:
         self.model_dir = resolve_model_dir(path)
         self.version = self.model_dir.name
@@ -63,22 +72,36 @@ class TransformersBackend:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=_DTYPES[dtype])
+        if quantize == "int8":  # dynamic int8 linear layers need float32 weights to start from
+            model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
+            self.model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        elif quantize == "none":
+            self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=_DTYPES[dtype])
+        else:
+            raise ValueError(f"unknown quantisation {quantize!r}: use 'none' or 'int8'")
         self.model.eval()
         config = self.model.config
         self.max_context = int(
             getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024)
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+        batching = batching or BatchingConfig()
+        self._batcher: MicroBatcher[list[Turn], list[Draft]] = MicroBatcher(
+            self.drafts_batch, self._executor, batching.max_batch, batching.max_wait_s, batching.max_queue
+        )
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     async def generate(self, history: Sequence[Turn]) -> list[Candidate]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._generate_sync, list(history))
+        return self.reranker.rank(await self.drafts(history))
+
+    async def drafts(self, history: Sequence[Turn]) -> list[Draft]:
+        """The N scored candidates before re-ranking (the model server hands these out)."""
+        return await self._batcher.submit(list(history))
 
     async def aclose(self) -> None:
+        await self._batcher.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # --- work done in the worker thread ---
@@ -106,29 +129,35 @@ class TransformersBackend:
         return ids
 
     @torch.inference_mode()
-    def _generate_sync(self, history: list[Turn]) -> list[Candidate]:
+    def drafts_batch(self, histories: list[list[Turn]]) -> list[list[Draft]]:
+        """Generate N candidates for each history in one left-padded batch, each scored under the model."""
         d = self.decoding
-        prompt = torch.tensor([self.prompt_ids(history)])
+        pad = self.tokenizer.pad_token_id
+        prompts = [self.prompt_ids(h) for h in histories]
+        width = max(len(p) for p in prompts)
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
         n = max(1, d.num_candidates)
         kwargs = dict(
             max_new_tokens=d.max_new_tokens,
             num_return_sequences=n,
             repetition_penalty=d.repetition_penalty,
             no_repeat_ngram_size=d.no_repeat_ngram_size,
-            pad_token_id=self.tokenizer.pad_token_id,
+            pad_token_id=pad,
             eos_token_id=self.tokenizer.eos_token_id,
         )
         if d.do_sample:
             kwargs.update(do_sample=True, temperature=d.temperature, top_p=d.top_p, num_beams=1)
         else:
             kwargs.update(do_sample=False, num_beams=max(d.num_beams, n))
-        out = self.model.generate(prompt, attention_mask=torch.ones_like(prompt), **kwargs)
-        new_tokens = out[:, prompt.shape[1] :]
-        return self.reranker.rank(self._drafts(prompt, new_tokens))
+        out = self.model.generate(input_ids, attention_mask=attention, **kwargs)
+        drafts = self._drafts(out, attention.repeat_interleave(n, dim=0), width)
+        return [drafts[i * n : (i + 1) * n] for i in range(len(histories))]
 
-    def _drafts(self, prompt: torch.Tensor, new_tokens: torch.Tensor) -> list[Draft]:
-        """Score each candidate's tokens (up to and including end-of-turn) under the model."""
+    def _drafts(self, sequences: torch.Tensor, prompt_mask: torch.Tensor, width: int) -> list[Draft]:
+        """Score each candidate's new tokens (up to and including end-of-turn) in one forward pass."""
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        new_tokens = sequences[:, width:]
         lengths = []
         for row in new_tokens.tolist():
             length = len(row)
@@ -140,11 +169,13 @@ class TransformersBackend:
                     length = i
                     break
             lengths.append(length)
-        full = torch.cat([prompt.expand(new_tokens.shape[0], -1), new_tokens], dim=1)
-        mask = torch.ones_like(full)
+        new_mask = torch.zeros_like(new_tokens)
         for i, length in enumerate(lengths):
-            mask[i, prompt.shape[1] + length :] = 0
-        logits = self.model(input_ids=full, attention_mask=mask).logits[:, prompt.shape[1] - 1 : -1]
+            new_mask[i, :length] = 1
+        mask = torch.cat([prompt_mask, new_mask], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+        logits = self.model(input_ids=sequences, attention_mask=mask, position_ids=positions).logits
+        logits = logits[:, width - 1 : -1]
         logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
         drafts = []
         for i, length in enumerate(lengths):
