@@ -135,6 +135,7 @@ class TelegramChannel:
         self.app.add_handler(CallbackQueryHandler(self._on_button))
         self.app.add_handler(MessageHandler(filters.TEXT, self._on_message))
         self.app.add_error_handler(self._on_error)
+        self._background: set[asyncio.Future[None]] = set()
 
     # --- lifecycle ---
     async def start(self) -> None:
@@ -156,6 +157,8 @@ class TelegramChannel:
         log.info("telegram: %s as @%s", self.config.mode, self.app.bot.username)
 
     async def stop(self) -> None:
+        for action in list(self._background):
+            action.cancel()
         if self.app.updater is not None and self.app.updater.running:
             await self.app.updater.stop()
         if self.app.running:
@@ -219,16 +222,24 @@ class TelegramChannel:
     async def _typing_while(
         self, chat_id: int, thread_id: int | None, work: Awaitable[list[Reply]]
     ) -> list[Reply]:
-        """Show "typing…" until the engine answers; Telegram clears it after 5 s, so repeat it."""
+        """Show "typing…" until the engine answers; Telegram clears it after 5 s, so repeat it.
+
+        The chat action runs beside the engine, never before the answer: under load its round trip
+        would otherwise delay every reply.
+        """
         task = asyncio.ensure_future(work)
-        while True:
-            try:
-                await self.app.bot.send_chat_action(chat_id, ChatAction.TYPING, message_thread_id=thread_id)
-            except TelegramError as error:  # cosmetic: never hold up or fail the answer for it
-                log.debug("telegram: chat action failed: %s", error)
-            done, _ = await asyncio.wait({task}, timeout=self.config.typing_interval_s)
-            if done:
-                return task.result()
+        while not task.done():
+            action = asyncio.ensure_future(self._chat_action(chat_id, thread_id))
+            self._background.add(action)  # keep a reference until it finishes
+            action.add_done_callback(self._background.discard)
+            await asyncio.wait({task}, timeout=self.config.typing_interval_s)
+        return task.result()
+
+    async def _chat_action(self, chat_id: int, thread_id: int | None) -> None:
+        try:
+            await self.app.bot.send_chat_action(chat_id, ChatAction.TYPING, message_thread_id=thread_id)
+        except TelegramError as error:  # cosmetic: never fail the answer for it
+            log.debug("telegram: chat action failed: %s", error)
 
     # --- incoming ---
     def _addressed_text(self, message: Message) -> str | None:

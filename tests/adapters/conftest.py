@@ -14,9 +14,9 @@ from core.transformers_backend import DecodingConfig, TransformersBackend
 def backend(tiny_model_dir) -> TransformersBackend:
     reranker = Reranker([length_normalised_logprob(0.6), repetition_penalty(2.0), blocklist([])])
     # Small search: adapter tests need a real answer, not a good one.
-    return TransformersBackend(
-        tiny_model_dir, reranker, DecodingConfig(max_new_tokens=8, num_beams=2, num_candidates=2)
-    )
+    # One torch thread: on busy shared cores the default (all of them) spins and is ~100x slower.
+    decoding = DecodingConfig(max_new_tokens=8, num_beams=2, num_candidates=2)
+    return TransformersBackend(tiny_model_dir, reranker, decoding, threads=1)
 
 
 @pytest.fixture

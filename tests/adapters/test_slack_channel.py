@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -144,3 +145,24 @@ async def test_missing_channel_raises_for_proactive_sends_and_is_logged(fake, sl
     with pytest.raises(UndeliverableError, match="channel_not_found"):
         await channel.send("slack:C404", Reply("into the void"))
     assert "channel_not_found" in caplog.text and BOT_TOKEN not in caplog.text
+
+
+async def test_socket_mode_acks_envelopes_and_answers_a_retry_once(engine) -> None:
+    app_token = "xapp-test-app-token"
+    async with FakeSlack(BOT_TOKEN, SECRET, app_token=app_token) as fake:
+        config = SlackConfig(bot_token=BOT_TOKEN, app_token=app_token, api_url=f"{fake.url}/api/")
+        channel = SlackChannel(engine.handle, config)
+        assert channel.routes() == []  # no public endpoint in Socket Mode
+        await channel.start()
+        try:
+            await asyncio.wait_for(fake.socket_ready.wait(), 10)
+            envelope = fake.dm("/help", channel="D6")
+            first = await fake.socket_event(envelope)
+            retry = await fake.socket_event(envelope, retry_attempt=1)
+            acks = await fake.log.wait_for("socket.ack", count=2)
+            assert {a.params["envelope_id"] for a in acks} == {first, retry}
+            await fake.socket_event(fake.dm("/reset", channel="D6"))
+            await fake.log.wait_for("chat.postMessage", lambda c: c.params["text"] == texts.RESET)
+            assert sum("/forget" in t for t in posted_texts(fake, "D6")) == 1
+        finally:
+            await channel.stop()

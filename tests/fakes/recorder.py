@@ -25,9 +25,13 @@ class CallLog:
 
     def __init__(self) -> None:
         self.calls: list[Call] = []
+        #: called with every call as it is recorded (the load benchmark counts replies per chat)
+        self.listeners: list[Callable[[Call], None]] = []
         self._changed = asyncio.Condition()
 
     async def record(self, call: Call) -> None:
+        for listener in self.listeners:
+            listener(call)
         async with self._changed:
             self.calls.append(call)
             self._changed.notify_all()

@@ -2,6 +2,8 @@
 
 Web API: ``POST /api/<method>`` with a bearer token, answering ``{"ok": ...}`` (HTTP 200 even for
 errors such as ``channel_not_found``; HTTP 429 with ``Retry-After`` when rate limited).
+Socket Mode: ``apps.connections.open`` (app-level token) hands out a WebSocket URL; the socket
+says ``hello``, carries ``events_api`` envelopes and takes ``{"envelope_id"}`` acknowledgements.
 Events API: signed requests (``X-Slack-Signature: v0=hmac_sha256(secret, "v0:ts:body")``) carrying
 ``event_callback`` envelopes, ``block_actions`` payloads and slash commands, the way Slack posts
 them to an app's request URL, including ``X-Slack-Retry-Num`` on redeliveries.
@@ -9,6 +11,7 @@ them to an app's request URL, including ``X-Slack-Retry-Num`` on redeliveries.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import itertools
@@ -18,7 +21,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from tests.fakes.recorder import Call, FakeServer
 
@@ -26,14 +29,17 @@ TEAM, BOT_USER, BOT_ID = "T0TEAM", "U0BOT", "B0BOT"
 
 
 class FakeSlack(FakeServer):
-    def __init__(self, bot_token: str, signing_secret: str) -> None:
+    def __init__(self, bot_token: str, signing_secret: str, app_token: str | None = None) -> None:
         super().__init__()
-        self.bot_token, self.signing_secret = bot_token, signing_secret
+        self.bot_token, self.signing_secret, self.app_token = bot_token, signing_secret, app_token
+        self.sockets: list[web.WebSocketResponse] = []
+        self.socket_ready = asyncio.Event()
         self.missing_channels: set[str] = set()
         self._failures: dict[str, list[tuple[int, dict[str, str]]]] = {}
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
         self.app.router.add_post("/api/{method}", self._handle)
+        self.app.router.add_get("/socket", self._socket)
 
     def next_ts(self) -> str:
         return f"{int(time.time())}.{next(self._ts):06d}"
@@ -50,7 +56,8 @@ class FakeSlack(FakeServer):
             params = dict(await request.post())
         call = Call(method, params)
         headers: dict[str, str] = {}
-        if request.headers.get("Authorization") != f"Bearer {self.bot_token}":
+        token = self.app_token if method == "apps.connections.open" else self.bot_token
+        if request.headers.get("Authorization") != f"Bearer {token}":
             status, body = 200, {"ok": False, "error": "invalid_auth"}
         elif self._failures.get(method):
             status, headers = self._failures[method].pop(0)
@@ -78,6 +85,9 @@ class FakeSlack(FakeServer):
             "bot_id": BOT_ID,
             "is_enterprise_install": False,
         }
+
+    def _api_apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"url": f"ws://127.0.0.1:{self.port}/socket?ticket=t{next(self._ids)}"}
 
     def _api_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         ts = self.next_ts()
@@ -111,6 +121,40 @@ class FakeSlack(FakeServer):
 
     def _api_chat_delete(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"channel": params["channel"], "ts": params["ts"]}
+
+    # --- Socket Mode ---
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()  # autoping answers the SDK's pings
+        await ws.prepare(request)
+        hello = {
+            "type": "hello",
+            "num_connections": 1,
+            "debug_info": {"host": "fake"},
+            "connection_info": {"app_id": "A0APP"},
+        }
+        await ws.send_str(json.dumps(hello))
+        self.sockets.append(ws)
+        self.socket_ready.set()
+        async for frame in ws:
+            if frame.type == WSMsgType.TEXT:
+                await self.log.record(Call("socket.ack", json.loads(frame.data)))
+        self.sockets.remove(ws)
+        return ws
+
+    async def socket_event(self, envelope: dict[str, Any], retry_attempt: int = 0) -> str:
+        """Push an ``events_api`` envelope over the socket; returns the envelope id to be acked."""
+        envelope_id = f"env-{envelope['event_id']}-{retry_attempt}"
+        frame = {
+            "envelope_id": envelope_id,
+            "type": "events_api",
+            "payload": envelope,
+            "accepts_response_payload": False,
+            "retry_attempt": retry_attempt,
+            "retry_reason": "timeout" if retry_attempt else "",
+        }
+        for ws in self.sockets:
+            await ws.send_str(json.dumps(frame))
+        return envelope_id
 
     # --- the Events API side: what Slack posts to the app ---
     def signed_headers(
