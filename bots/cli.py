@@ -45,6 +45,26 @@ def run(
         pass
 
 
+@app.command(name="model-server")
+def model_server(
+    host: str = typer.Option("127.0.0.1", help="Bind address."),
+    port: int = typer.Option(8000, help="Port."),
+) -> None:
+    """Serve MODEL_PATH behind an OpenAI-compatible API (for bots run with MODEL_BACKEND=openai)."""
+    import uvicorn
+
+    from bots.model_server import create_model_server
+    from core.builder import local_backend_from
+
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_json)
+    try:
+        backend = local_backend_from(settings).current
+    except ModelNotFoundError as error:
+        _fail(error)
+    uvicorn.run(create_model_server(backend), host=host, port=port, log_level="warning")
+
+
 @app.command()
 def chat(
     user: str = typer.Option(None, help="User name for this conversation (default: your login)."),

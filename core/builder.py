@@ -17,6 +17,7 @@ from core.escalation import EscalationPolicy
 from core.handoff import HandoffService
 from core.model import ModelBackend
 from core.model_reload import ReloadingBackend
+from core.openai_backend import OpenAIBackend, OpenAIConfig
 from core.outbox import Outbox
 from core.redis_client import connect
 from core.redis_server import local_redis
@@ -37,7 +38,24 @@ def reranker_from(settings: CoreSettings) -> Reranker:
     )
 
 
-def backend_from(settings: CoreSettings) -> ReloadingBackend:
+def backend_from(settings: CoreSettings) -> ModelBackend:
+    """The configured model: a remote OpenAI-compatible server, or MODEL_PATH loaded here."""
+    if settings.model_backend == "openai":
+        config = OpenAIConfig(
+            base_url=settings.openai_base_url,
+            model=settings.openai_model,
+            api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else "",
+            n=settings.num_candidates,
+            max_tokens=settings.max_new_tokens,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            timeout_s=settings.generation_timeout_s,
+        )
+        return OpenAIBackend(config, reranker_from(settings), settings.openai_tokenizer_path)
+    return local_backend_from(settings)
+
+
+def local_backend_from(settings: CoreSettings) -> ReloadingBackend:
     """The model at MODEL_PATH; with a registry there, it follows promotions and rollbacks."""
     # Imported here so that tools which never generate (and tests of other parts) skip loading torch.
     from core.transformers_backend import BatchingConfig, DecodingConfig, TransformersBackend
@@ -111,7 +129,8 @@ async def build_engine(
     """Yield a ready engine; on exit close the backend, Redis, and the embedded server if we own it."""
     if backend is None:  # first: a missing model fails before anything starts
         backend = backend_from(settings)
-        backend.start()
+        if isinstance(backend, ReloadingBackend):
+            backend.start()
     try:
         async with redis_from(settings) as redis:
             store = ContextStore(

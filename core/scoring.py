@@ -17,7 +17,8 @@ from core.types import Candidate
 @dataclass(frozen=True, slots=True)
 class Draft:
     text: str
-    token_logprobs: Sequence[float]
+    #: per-token log-probabilities under the model; None when the model server gave none
+    token_logprobs: Sequence[float] | None
 
 
 ScoreFn = Callable[[Draft], float]
@@ -29,10 +30,11 @@ def length_normalised_logprob(alpha: float = 0.6) -> ScoreFn:
     """Sum of log-probabilities divided by length**alpha (GNMT-style), so short replies don't always win."""
 
     def score(draft: Draft) -> float:
-        n = len(draft.token_logprobs)
-        if n == 0:
+        if not draft.text.strip():
             return -math.inf  # an empty reply is never a good answer
-        return sum(draft.token_logprobs) / (n**alpha)
+        if not draft.token_logprobs:
+            return 0.0  # unknown: this function cannot rank it (other functions still can)
+        return sum(draft.token_logprobs) / (len(draft.token_logprobs) ** alpha)
 
     return score
 
@@ -75,7 +77,8 @@ class Reranker:
             total = sum(fn(draft) for fn in self.functions)
             if total == -math.inf:
                 continue
-            mean = sum(draft.token_logprobs) / max(len(draft.token_logprobs), 1)
+            logprobs = draft.token_logprobs or []
+            mean = sum(logprobs) / len(logprobs) if logprobs else 0.0
             ranked.append(Candidate(draft.text, logprob=mean, score=total))
         ranked.sort(key=lambda c: c.score, reverse=True)
         return ranked

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -39,6 +39,19 @@ class CoreSettings(BaseSettings):
     dedupe_ttl_s: int = Field(24 * 3600, ge=1, description="How long a platform event id is remembered.")
 
     # --- model ---
+    model_backend: Literal["transformers", "openai"] = Field(
+        "transformers",
+        description="transformers: load MODEL_PATH here; openai: call an OpenAI-compatible server.",
+    )
+    openai_base_url: str = Field(
+        "http://127.0.0.1:8000/v1", description="Base URL of the OpenAI-compatible server (vLLM, TGI, …)."
+    )
+    openai_model: str = Field("chatbot", description="Model name to ask the OpenAI-compatible server for.")
+    openai_api_key: SecretStr | None = Field(None, description="API key for the OpenAI-compatible server.")
+    openai_tokenizer_path: str | None = Field(
+        None,
+        description="Local tokenizer for history budgets with MODEL_BACKEND=openai (else ~4 chars/token).",
+    )
     model_path: str = Field(
         "models",
         description="A Hugging Face causal-LM directory, or a registry directory with a `current` file.",

@@ -43,3 +43,15 @@ def test_dockerfile_copies_only_paths_that_exist() -> None:
         if line.startswith("COPY "):
             for source in line.split()[1:-1]:
                 assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
+
+
+def test_vllm_profile_wires_a_bot_to_the_model_server() -> None:
+    out = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "--profile", "vllm", "config"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    services = yaml.safe_load(out.stdout)["services"]
+    assert services["vllm"]["profiles"] == ["vllm"]
+    env = services["bot-vllm"]["environment"]
+    assert env["MODEL_BACKEND"] == "openai" and env["OPENAI_BASE_URL"] == "http://vllm:8000/v1"
+    assert services["bot-vllm"]["depends_on"]["vllm"]["condition"] == "service_healthy"
