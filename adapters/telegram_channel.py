@@ -243,7 +243,10 @@ class TelegramChannel:
 
     # --- incoming ---
     def _addressed_text(self, message: Message) -> str | None:
-        """In a group: the text without the bot's @mention if the bot is addressed, else None."""
+        """In a group: the text without the bot's @mention if the bot is addressed, else None.
+
+        Addressed: an @mention, a reply to the bot, or a command (``/help`` or ``/help@thisbot``).
+        """
         bot = self.app.bot
         username = f"@{bot.username}".lower()
         text = message.text or ""
@@ -261,8 +264,9 @@ class TelegramChannel:
             elif entity.type == MessageEntity.TEXT_MENTION and entity.user and entity.user.id == bot.id:
                 addressed = True
             elif entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
+                # "/help" is for every bot in the group, "/help@otherbot" is not for us.
                 target = value.partition("@")[2].lower()
-                addressed = addressed or target == username[1:]
+                addressed = addressed or target in ("", username[1:])
         return " ".join(text.split()) if addressed else None
 
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

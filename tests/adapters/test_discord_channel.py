@@ -129,3 +129,22 @@ async def test_unknown_channel_raises_for_proactive_sends_and_is_logged(fake, ch
     with caplog.at_level(logging.WARNING), pytest.raises(UndeliverableError, match="Unknown Channel"):
         await channel.send("discord:404404", Reply("into the void"))
     assert "Unknown Channel" in caplog.text and TOKEN not in caplog.text
+
+
+async def test_a_shard_identifies_as_its_shard(fake, engine) -> None:
+    config = DiscordConfig(
+        token=TOKEN,
+        api_url=fake.api_url,
+        gateway_url=fake.gateway_url,
+        shard_id=1,
+        shard_count=2,
+        sync_commands=False,
+    )
+    channel = DiscordChannel(engine.handle, config)
+    await channel.start()
+    try:
+        (identify,) = fake.log.of("gateway.op2")
+        assert identify.params["shard"] == [1, 2]
+        assert not fake.log.of(f"PUT /applications/{APP_ID}/commands")
+    finally:
+        await channel.stop()

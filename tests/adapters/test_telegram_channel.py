@@ -90,13 +90,18 @@ async def test_group_needs_a_mention_and_replies_in_the_topic(fake, channel) -> 
     assert help_reply.params["reply_parameters"]["message_id"] == update["message"]["message_id"]
     # The unaddressed message was never answered: the only group messages are the help reply.
     assert len(texts_to(fake, group)) == 1
+    await fake.push(fake.message("/reset@other_bot", chat_id=group, user_id=12, chat_type="supergroup"))
+    await fake.push(fake.message("/reset", chat_id=group, user_id=12, chat_type="supergroup"))
+    (reset,) = await fake.log.wait_for("sendMessage", lambda c: c.params["text"] == texts.RESET)
+    assert reset.params["chat_id"] == group
     # A reply to the bot's message also addresses it, without a mention.
     bot_message = help_reply.result
     reply = fake.message(
         "/reset", chat_id=group, user_id=11, chat_type="supergroup", thread_id=42, reply_to=bot_message
     )
     await fake.push(reply)
-    await fake.log.wait_for("sendMessage", lambda c: c.params["text"] == texts.RESET)
+    await fake.log.wait_for("sendMessage", lambda c: c.params["text"] == texts.RESET, count=2)
+    assert len(texts_to(fake, group)) == 3  # "/reset@other_bot" was for another bot
 
 
 async def test_long_reply_is_split_and_markup_escaped(fake, channel) -> None:
