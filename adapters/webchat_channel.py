@@ -1,7 +1,8 @@
 """The local web chat as a channel: a WebSocket speaking small JSON frames.
 
 Client → server: ``{"id": "<client message id>", "text": "..."}`` or ``{"id": ..., "action": "human"}``.
-Server → client: ``{"type": "typing"}``, ``{"type": "reply", "text", "buttons": [{label, action}], "meta"}``,
+Server → client: ``{"type": "typing"}``, ``{"type": "partial", "text"}`` (the reply so far, while the
+model generates), ``{"type": "reply", "text", "buttons": [{label, action}], "meta"}`` (final),
 ``{"type": "error", "error": "..."}``. The page keeps a random client id in localStorage; that is the
 user and the conversation. Message ids make a resent frame (after a reconnect) a no-op.
 """
@@ -42,9 +43,10 @@ def reply_frame(reply: Reply) -> dict:
 class WebChatChannel:
     platform = PLATFORM
 
-    def __init__(self, on_new_message: OnNewMessage, path: str = "/ws/chat") -> None:
+    def __init__(self, on_new_message: OnNewMessage, path: str = "/ws/chat", stream: bool = True) -> None:
         self.on_new_message = on_new_message
         self.path = path
+        self.stream = stream
         self._sockets: dict[str, set[WebSocket]] = defaultdict(set)
 
     def routes(self) -> list[WebSocketRoute]:
@@ -94,5 +96,9 @@ class WebChatChannel:
         event_id = str(frame.get("id") or uuid.uuid4())[:128]
         await ws.send_json({"type": "typing"})
         message = IncomingMessage(PLATFORM, cid, client, text, event_id=f"{client}:{event_id}", action=action)
-        for reply in await self.on_new_message(message):
+
+        async def partial(so_far: str) -> None:
+            await ws.send_json({"type": "partial", "text": so_far})
+
+        for reply in await self.on_new_message(message, stream=partial if self.stream else None):
             await ws.send_json(reply_frame(reply))

@@ -17,6 +17,7 @@ class Settings(CoreSettings):
     web_host: str = Field("127.0.0.1", description="Address the web server (chat page, webhooks) binds.")
     web_port: int = Field(8080, ge=0, le=65535, description="Port of the web server.")
     web_enabled: bool = Field(True, description="Serve the local web chat page and its WebSocket.")
+    web_stream: bool = Field(True, description="Stream replies into the web chat as they are generated.")
     agent_session_ttl_s: int = Field(
         8 * 3600, ge=60, description="Agent console sessions expire after this long (log in again)."
     )

@@ -12,7 +12,16 @@ from typing import Protocol, runtime_checkable
 
 from core.types import IncomingMessage, Reply
 
-OnNewMessage = Callable[[IncomingMessage], Awaitable[list[Reply]]]
+#: receives the reply text so far while the model generates (for platforms that can edit a message)
+StreamSink = Callable[[str], Awaitable[None]]
+
+
+class OnNewMessage(Protocol):
+    """The engine's entry point as an input channel sees it (``DialogueEngine.handle``)."""
+
+    def __call__(
+        self, message: IncomingMessage, stream: StreamSink | None = None, stream_interval_s: float = 0.0
+    ) -> Awaitable[list[Reply]]: ...
 
 
 @runtime_checkable

@@ -15,11 +15,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from core import log_context, metrics, texts
+from core.channel import StreamSink
 from core.chatlog import FEEDBACK_VALUES, ChatLog
 from core.escalation import Escalation, EscalationPolicy, Reason
 from core.handoff import CONTINUE_WITH_BOT_ACTION, LEAVE_MESSAGE_ACTION, HandoffService
 from core.model import ModelBackend, ModelBusyError
 from core.store import ContextStore
+from core.streaming import PartialPump
 from core.text_input import clean_user_text, parse_command
 from core.types import Button, Candidate, IncomingMessage, Mode, Reply, Role, Turn
 
@@ -66,8 +68,14 @@ class DialogueEngine:
             "human": self._cmd_human,
         }
 
-    async def handle(self, message: IncomingMessage) -> list[Reply]:
-        """Answer one incoming message; a redelivered event (same event id) gets no reply."""
+    async def handle(
+        self, message: IncomingMessage, stream: StreamSink | None = None, stream_interval_s: float = 0.0
+    ) -> list[Reply]:
+        """Answer one incoming message; a redelivered event (same event id) gets no reply.
+
+        With ``stream``, the reply text so far is passed to it while the model generates (at most
+        every ``stream_interval_s``); the returned replies are final and replace it.
+        """
         claimed = False
         log_context.bind(message.conversation_id, message.event_id)
         try:
@@ -80,7 +88,7 @@ class DialogueEngine:
             lock = self._locks.setdefault(message.conversation_id, asyncio.Lock())
             with metrics.ENGINE_SECONDS.time():
                 async with lock:
-                    replies = await self._handle(message)
+                    replies = await self._handle(message, stream, stream_interval_s)
             metrics.MESSAGES_OUT.labels(message.platform).inc(len(replies))
             return replies
         except ModelBusyError:
@@ -98,7 +106,9 @@ class DialogueEngine:
                     log.warning("could not release event %s", message.event_id)
             return [Reply(texts.APOLOGY, metadata={"error": True})]
 
-    async def _handle(self, message: IncomingMessage) -> list[Reply]:
+    async def _handle(
+        self, message: IncomingMessage, stream: StreamSink | None = None, stream_interval_s: float = 0.0
+    ) -> list[Reply]:
         if message.action:
             return await self._on_action(message)
         text = clean_user_text(message.text)
@@ -136,7 +146,7 @@ class DialogueEngine:
         escalation = await self._escalation_before_reply(message, text, state.fields, history)
         if escalation:
             return replies + await self._escalate(message, escalation)
-        reply, candidates = await self._generate(message, history)
+        reply, candidates = await self._generate(message, history, stream, stream_interval_s)
         escalation = await self._escalation_after_reply(message, state.fields, candidates)
         if escalation:
             return replies + await self._escalate(message, escalation, candidates)
@@ -224,12 +234,26 @@ class DialogueEngine:
         return [Button("👍", f"{FEEDBACK_ACTION}:up:{ref}"), Button("👎", f"{FEEDBACK_ACTION}:down:{ref}")]
 
     # --- generation ---
-    async def _generate(self, message: IncomingMessage, history: list[Turn]) -> tuple[Reply, list[Candidate]]:
+    async def _generate(
+        self,
+        message: IncomingMessage,
+        history: list[Turn],
+        stream: StreamSink | None = None,
+        stream_interval_s: float = 0.0,
+    ) -> tuple[Reply, list[Candidate]]:
         cid = message.conversation_id
         started = time.perf_counter()
-        candidates = await asyncio.wait_for(
-            self.backend.generate(history), timeout=self.config.generation_timeout_s
-        )
+        pump = None
+        if stream is not None and getattr(self.backend, "supports_streaming", False):
+            pump = PartialPump(stream, stream_interval_s)
+            generation = self.backend.generate(history, pump.push)  # type: ignore[call-arg]
+        else:
+            generation = self.backend.generate(history)
+        try:
+            candidates = await asyncio.wait_for(generation, timeout=self.config.generation_timeout_s)
+        finally:
+            if pump:
+                await pump.aclose()
         elapsed = time.perf_counter() - started
         metrics.MODEL_SECONDS.observe(elapsed)
         meta: dict[str, object] = {"model_version": self.backend.version, "model_seconds": round(elapsed, 4)}

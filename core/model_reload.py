@@ -16,6 +16,7 @@ from pathlib import Path
 
 from core import metrics
 from core.model import ModelBackend, resolve_model_dir
+from core.streaming import PartialSink
 from core.types import Candidate, Turn
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,19 @@ class ReloadingBackend:
     def count_tokens(self, text: str) -> int:
         return self._current.count_tokens(text)
 
-    async def generate(self, history: Sequence[Turn]) -> list[Candidate]:
+    @property
+    def supports_streaming(self) -> bool:
+        return getattr(self._current, "supports_streaming", False)
+
+    async def generate(
+        self, history: Sequence[Turn], on_partial: PartialSink | None = None
+    ) -> list[Candidate]:
         backend = self._current  # this request stays on these weights even if a swap happens now
         key = id(backend)
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
         try:
+            if on_partial is not None and getattr(backend, "supports_streaming", False):
+                return await backend.generate(history, on_partial)  # type: ignore[call-arg]
             return await backend.generate(history)
         finally:
             self._in_flight[key] -= 1

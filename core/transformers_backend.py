@@ -8,17 +8,19 @@ Generation runs in a single worker thread: torch releases the GIL, the event loo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, StoppingCriteriaList
 
 from core.batching import MicroBatcher
 from core.model import resolve_model_dir
 from core.scoring import Draft, Reranker
+from core.streaming import PartialSink, PartialText
 from core.types import Candidate, Role, Turn
 
 _DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -84,21 +86,38 @@ class TransformersBackend:
         self.max_context = int(
             getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024)
         )
+        # A reply may end its turn but never open another (role tokens) or emit padding.
+        self._suppressed = sorted(set(self.tokenizer.all_special_ids) - {self.tokenizer.eos_token_id})
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         batching = batching or BatchingConfig()
-        self._batcher: MicroBatcher[list[Turn], list[Draft]] = MicroBatcher(
-            self.drafts_batch, self._executor, batching.max_batch, batching.max_wait_s, batching.max_queue
+        self._batcher: MicroBatcher[tuple[list[Turn], PartialSink | None], list[Draft]] = MicroBatcher(
+            lambda items: self.drafts_batch([h for h, _ in items], [s for _, s in items]),
+            self._executor,
+            batching.max_batch,
+            batching.max_wait_s,
+            batching.max_queue,
         )
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    async def generate(self, history: Sequence[Turn]) -> list[Candidate]:
-        return self.reranker.rank(await self.drafts(history))
+    supports_streaming = True
 
-    async def drafts(self, history: Sequence[Turn]) -> list[Draft]:
+    async def generate(
+        self, history: Sequence[Turn], on_partial: PartialSink | None = None
+    ) -> list[Candidate]:
+        return self.reranker.rank(await self.drafts(history, on_partial))
+
+    async def drafts(self, history: Sequence[Turn], on_partial: PartialSink | None = None) -> list[Draft]:
         """The N scored candidates before re-ranking (the model server hands these out)."""
-        return await self._batcher.submit(list(history))
+        sink = None
+        if on_partial is not None:
+            loop = asyncio.get_running_loop()
+
+            def sink(text: str) -> None:  # runs in the worker thread: hop onto the event loop
+                loop.call_soon_threadsafe(on_partial, text)
+
+        return await self._batcher.submit((list(history), sink))
 
     async def aclose(self) -> None:
         await self._batcher.close()
@@ -129,7 +148,9 @@ class TransformersBackend:
         return ids
 
     @torch.inference_mode()
-    def drafts_batch(self, histories: list[list[Turn]]) -> list[list[Draft]]:
+    def drafts_batch(
+        self, histories: list[list[Turn]], sinks: list[PartialSink | None] | None = None
+    ) -> list[list[Draft]]:
         """Generate N candidates for each history in one left-padded batch, each scored under the model."""
         d = self.decoding
         pad = self.tokenizer.pad_token_id
@@ -145,11 +166,14 @@ class TransformersBackend:
             no_repeat_ngram_size=d.no_repeat_ngram_size,
             pad_token_id=pad,
             eos_token_id=self.tokenizer.eos_token_id,
+            suppress_tokens=self._suppressed or None,
         )
         if d.do_sample:
             kwargs.update(do_sample=True, temperature=d.temperature, top_p=d.top_p, num_beams=1)
         else:
             kwargs.update(do_sample=False, num_beams=max(d.num_beams, n))
+        if sinks and any(sinks):
+            kwargs["stopping_criteria"] = StoppingCriteriaList([PartialText(self.tokenizer, width, n, sinks)])
         out = self.model.generate(input_ids, attention_mask=attention, **kwargs)
         drafts = self._drafts(out, attention.repeat_interleave(n, dim=0), width)
         return [drafts[i * n : (i + 1) * n] for i in range(len(histories))]

@@ -28,15 +28,26 @@ async def chat(redis, tiny_model_dir):
     await backend.aclose()
 
 
-async def frames(ws, count: int) -> list[dict]:
-    return [json.loads(await ws.recv()) for _ in range(count)]
+async def frames(ws, count: int, partials: list | None = None) -> list[dict]:
+    """The next ``count`` frames other than streamed partial replies (collected into ``partials``)."""
+    out: list[dict] = []
+    while len(out) < count:
+        frame = json.loads(await ws.recv())
+        if frame["type"] == "partial":
+            if partials is not None:
+                partials.append(frame)
+            continue
+        out.append(frame)
+    return out
 
 
-async def test_a_message_gets_typing_then_replies(chat) -> None:
+async def test_a_message_gets_typing_streamed_text_then_replies(chat) -> None:
     _, url = chat
     async with websockets.connect(url + "?client=client-0001") as ws:
         await ws.send(json.dumps({"id": "m1", "text": "hello"}))
-        typing, disclosure, answer = await frames(ws, 3)
+        partials: list[dict] = []
+        typing, disclosure, answer = await frames(ws, 3, partials)
+        assert partials and all(p["text"] for p in partials)  # the reply so far, while generating
         assert typing == {"type": "typing"}
         assert disclosure["buttons"] == [{"label": "Talk to a human", "action": "human"}]
         assert answer["type"] == "reply" and answer["meta"]["model_version"] == "tiny-v1"

@@ -191,3 +191,23 @@ async def test_a_slow_generation_does_not_block_other_conversations(store, backe
     assert fast and not slow.done()
     release.set()
     assert await slow
+
+
+async def test_streaming_sends_growing_partials_then_the_final_reply(store, tiny_model_dir) -> None:
+    greedy = TransformersBackend(
+        tiny_model_dir,
+        Reranker([length_normalised_logprob(0.6)]),
+        DecodingConfig(max_new_tokens=10, num_beams=1, num_candidates=1, no_repeat_ngram_size=0),
+    )
+    engine = DialogueEngine(store, greedy)
+    partials: list[str] = []
+
+    async def sink(text: str) -> None:
+        partials.append(text)
+
+    replies = await engine.handle(msg("hello there"), stream=sink)
+    final = replies[-1].text
+    assert partials, "no partial text was streamed"
+    assert all(final.startswith(p) or p.startswith(final[: len(p)]) for p in partials)
+    assert len(partials[-1]) <= len(final) + 1
+    await greedy.aclose()

@@ -1,0 +1,77 @@
+"""Streaming partial replies: the model's worker thread reports the text so far, the event loop
+forwards the newest version to the channel at most every ``min_interval_s`` (platforms limit how
+often a message may be edited), dropping intermediate versions when the channel is slower."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import torch
+from transformers import StoppingCriteria
+
+log = logging.getLogger(__name__)
+
+PartialSink = Callable[[str], None]
+
+
+class PartialPump:
+    def __init__(self, send: Callable[[str], Awaitable[None]], min_interval_s: float = 0.0) -> None:
+        self.send = send
+        self.min_interval_s = min_interval_s
+        self._latest: str | None = None
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+        self.sent = 0
+
+    def push(self, text: str) -> None:
+        """Called on the event loop with the text so far; only the newest text matters."""
+        if text and text != self._latest:
+            self._latest = text
+            self._wake.set()
+
+    async def _run(self) -> None:
+        last_sent = None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            text = self._latest
+            if text is None or text == last_sent:
+                continue
+            try:
+                await self.send(text)
+                self.sent += 1
+                last_sent = text
+            except Exception as error:  # a failed edit must not fail the answer
+                log.warning("partial reply not sent: %s", error)
+            await asyncio.sleep(self.min_interval_s)
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+
+
+class PartialText(StoppingCriteria):
+    """A never-stopping criterion that reports each request's text so far after every decoding step.
+
+    Rows are grouped per request (``per_request`` candidates each); the first row of a group is
+    reported, which is the final answer in greedy and sampling decoding and the current top beam
+    in beam search (the final, re-ranked reply replaces it either way).
+    """
+
+    def __init__(self, tokenizer, width: int, per_request: int, sinks: list[PartialSink | None]) -> None:
+        self.tokenizer = tokenizer
+        self.width = width
+        self.per_request = per_request
+        self.sinks = sinks
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        eos = self.tokenizer.eos_token_id
+        for i, sink in enumerate(self.sinks):
+            if sink is None:
+                continue
+            row = input_ids[i * self.per_request, self.width :].tolist()
+            if eos in row:
+                row = row[: row.index(eos)]
+            sink(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
