@@ -27,7 +27,8 @@ async def test_json_lines_carry_ids_and_no_text(redis, tiny_model_dir) -> None:
     engine = DialogueEngine(ContextStore(redis, prefix="log:"), backend)
     secret = "my password is hunter2"
     await engine.handle(IncomingMessage("web", "web:c42", "u1", secret, event_id="evt-7"))
-    await engine.handle(IncomingMessage("web", "web:c42", "u1", secret, event_id="evt-7"))  # logs the duplicate
+    # The redelivery is logged as a duplicate, with the same ids.
+    await engine.handle(IncomingMessage("web", "web:c42", "u1", secret, event_id="evt-7"))
     await engine.handle(IncomingMessage("web", "web:c42", "u1", "/forget", event_id="evt-8"))
     lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
     ours = [entry for entry in lines if entry["logger"].startswith("core.")]
