@@ -104,6 +104,9 @@ async def test_retried_event_is_answered_once(fake, slack) -> None:
     await fake.deliver(http, PATH, fake.dm("/reset", channel="D3"))
     await fake.log.wait_for("chat.update", lambda c: c.params["text"] == texts.RESET)
     assert sum("/forget" in t for t in posted_texts(fake, "D3")) == 1
+    # Each retry had a placeholder up while the engine looked; with nothing to say, it is removed.
+    deleted = await fake.log.wait_for("chat.delete", lambda c: c.params["channel"] == "D3", count=2)
+    assert len(deleted) == 2
 
 
 async def test_bad_signature_is_rejected(fake, slack) -> None:

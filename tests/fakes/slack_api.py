@@ -50,10 +50,12 @@ class FakeSlack(FakeServer):
     # --- the Web API ---
     async def _handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
+        # Slack takes arguments as a JSON body, a form, or the query string (slack_sdk uses all three).
+        params: dict[str, Any] = dict(request.query)
         if request.content_type == "application/json":
-            params = await request.json()
+            params.update(await request.json())
         else:
-            params = dict(await request.post())
+            params.update(await request.post())
         call = Call(method, params)
         headers: dict[str, str] = {}
         token = self.app_token if method == "apps.connections.open" else self.bot_token
