@@ -1,0 +1,207 @@
+"""Serving throughput and latency: naive one-at-a-time generation vs the batching scheduler vs the
+batching scheduler with int8 quantisation, side by side in one run.
+
+For each level of concurrent conversations every conversation sends one message at once; the table
+gives replies/s, generated tokens/s, p50/p99 latency and p50 time to first streamed token, plus the
+speed-up over naive at the same concurrency; a PNG plot is written. Quality: mean per-token NLL of
+reference replies from held-out chitchat conversations under each variant (int8 must stay within
+tolerance of the unquantised model).
+
+    python benchmarks/serving.py                               # the default model, 1/8/32/128
+    python benchmarks/serving.py --levels 1 8 32 --greedy      # single candidate, greedy decoding
+    python benchmarks/serving.py --model models/<version> --out runs/serving.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from core.model import resolve_model_dir
+from core.scoring import Reranker, length_normalised_logprob, repetition_penalty
+from core.settings import CoreSettings
+from core.transformers_backend import BatchingConfig, DecodingConfig, TransformersBackend
+from core.types import Role, Turn
+
+PROMPTS = [
+    "hi! how are you doing today?",
+    "what did you do this weekend?",
+    "do you have any pets?",
+    "what kind of music do you like?",
+    "i just got back from a trip to the mountains",
+    "what's your favourite food?",
+    "i have an exam tomorrow and i'm nervous",
+    "do you like watching movies?",
+]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+async def run_level(backend: TransformersBackend, n: int) -> dict:
+    latencies, first_tokens, tokens = [], [], 0
+
+    async def one(i: int) -> None:
+        nonlocal tokens
+        started = time.perf_counter()
+        first: list[float] = []
+
+        def on_partial(text: str) -> None:
+            if not first and text:
+                first.append(time.perf_counter() - started)
+
+        candidates = await backend.generate([Turn(Role.USER, PROMPTS[i % len(PROMPTS)])], on_partial)
+        latencies.append(time.perf_counter() - started)
+        first_tokens.append(first[0] if first else latencies[-1])
+        tokens += backend.count_tokens(candidates[0].text) + 1 if candidates else 0
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    wall = time.perf_counter() - started
+    return {
+        "replies_s": n / wall,
+        "tokens_s": tokens / wall,
+        "p50": statistics.median(latencies),
+        "p99": pct(latencies, 0.99),
+        "ttft": statistics.median(first_tokens),
+    }
+
+
+def reference_nll(backend: TransformersBackend, pairs: list[tuple[str, str]]) -> float:
+    """Mean NLL per token of the reference reply given its context, under the served model."""
+    tok, model = backend.tokenizer, backend.model
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for context, reply in pairs:
+            prompt = tok.apply_chat_template(
+                [{"role": "user", "content": context}], add_generation_prompt=True
+            )
+            prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+            target = tok(reply, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            ids = torch.tensor([(prompt + target)[-backend.max_context :]])
+            logits = model(input_ids=ids).logits[0, -len(target) - 1 : -1].float()
+            total += torch.nn.functional.cross_entropy(logits, torch.tensor(target), reduction="sum").item()
+            count += len(target)
+    return total / count
+
+
+def eval_pairs(limit: int) -> list[tuple[str, str]]:
+    try:
+        import chitchat_dataset
+    except ImportError:
+        return [(a, b) for a, b in zip(PROMPTS, PROMPTS[1:], strict=False)]
+    pairs = []
+    for conv in list(chitchat_dataset.Dataset().values())[-400:]:
+        runs = [" ".join(m["text"] for m in run) for run in conv["messages"]]
+        pairs += [(a, b) for a, b in zip(runs, runs[1:], strict=False) if a.strip() and b.strip()]
+    return pairs[:limit]
+
+
+def plot(results: dict[str, dict[int, dict]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, by_level in results.items():
+        levels = sorted(by_level)
+        left.plot(levels, [by_level[n]["replies_s"] for n in levels], marker="o", label=name)
+        right.plot(levels, [by_level[n]["p99"] for n in levels], marker="o", label=name)
+    for ax, title in ((left, "throughput (replies/s)"), (right, "p99 latency (s)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent conversations")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    left.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+
+
+async def main(args: argparse.Namespace) -> None:
+    settings = CoreSettings()
+    model_dir = resolve_model_dir(args.model or settings.model_path)
+    if args.greedy:
+        decoding = DecodingConfig(max_new_tokens=args.max_new_tokens, num_beams=1, num_candidates=1)
+    else:
+        decoding = DecodingConfig(
+            max_new_tokens=args.max_new_tokens,
+            num_beams=settings.num_beams,
+            num_candidates=settings.num_candidates,
+        )
+    reranker = Reranker([length_normalised_logprob(), repetition_penalty()])
+    top = max(args.levels)
+    variants = {
+        "naive": dict(batching=BatchingConfig(max_batch=1, max_wait_s=0, max_queue=10_000)),
+        "batched": dict(batching=BatchingConfig(max_batch=args.max_batch, max_wait_s=0.01, max_queue=10_000)),
+        "batched+int8": dict(
+            batching=BatchingConfig(max_batch=args.max_batch, max_wait_s=0.01, max_queue=10_000),
+            quantize="int8",
+        ),
+    }
+    pairs = eval_pairs(args.eval_pairs)
+    results: dict[str, dict[int, dict]] = {}
+    quality: dict[str, float] = {}
+    print(f"model {model_dir.name}, {decoding}, levels {args.levels}, {torch.get_num_threads()} threads")
+    for name, options in variants.items():
+        backend = TransformersBackend(model_dir, reranker, decoding, **options)
+        await backend.generate([Turn(Role.USER, "warm up")])
+        quality[name] = reference_nll(backend, pairs)
+        results[name] = {}
+        for n in args.levels:
+            if name == "naive" and n > args.naive_max:
+                continue  # one at a time at 128 takes minutes and only confirms the line
+            results[name][n] = await run_level(backend, n)
+            r = results[name][n]
+            print(f"  {name:13s} {n:4d} conv  {r['replies_s']:6.2f} replies/s  {r['tokens_s']:7.1f} tok/s  "
+                  f"p50 {r['p50']:.2f}s  p99 {r['p99']:.2f}s  ttft {r['ttft']:.2f}s", flush=True)  # fmt: skip
+        await backend.aclose()
+    print()
+    print("| variant | conversations | replies/s | tokens/s | p50 s | p99 s | TTFT p50 s | vs naive |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, by_level in results.items():
+        for n, r in sorted(by_level.items()):
+            base = results["naive"].get(n)
+            ratio = f"{r['replies_s'] / base['replies_s']:.1f}x" if base else "–"
+            cells = [
+                name,
+                n,
+                f"{r['replies_s']:.2f}",
+                f"{r['tokens_s']:.0f}",
+                f"{r['p50']:.2f}",
+                f"{r['p99']:.2f}",
+            ]
+            print("| " + " | ".join(map(str, [*cells, f"{r['ttft']:.2f}", ratio])) + " |")
+    print()
+    base_nll = quality["naive"]
+    for name, nll in quality.items():
+        change = (nll / base_nll - 1) * 100
+        print(f"quality {name:13s}: reference NLL {nll:.4f} nats/token ({change:+.2f}% vs unquantised)")
+    plot(results, Path(args.out))
+    print(f"plot: {args.out}; top level {top}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", help="model directory or registry (default: MODEL_PATH)")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--naive-max", type=int, default=32, help="skip naive above this many conversations")
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=30)
+    parser.add_argument(
+        "--greedy", action="store_true", help="one greedy candidate instead of the beam search"
+    )
+    parser.add_argument("--eval-pairs", type=int, default=200)
+    parser.add_argument("--out", default="runs/serving.png")
+    asyncio.run(main(parser.parse_args()))
