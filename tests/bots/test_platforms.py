@@ -21,6 +21,16 @@ from tests.fakes.telegram_api import FakeTelegram
 TG_TOKEN, SLACK_TOKEN, SLACK_SECRET, DISCORD_TOKEN = "111:tg-secret", "xoxb-sl", "sl-signing", "dc-token"
 
 
+def test_credentials_come_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TG_TOKEN)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", SLACK_TOKEN)
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-1")
+    monkeypatch.delenv("DISCORD_BOT_TOKEN", raising=False)
+    settings = Settings()
+    assert check_only(settings, None) == ["telegram", "slack"]
+    assert settings.slack_app_token is not None and "xapp-1" not in repr(settings)  # masked
+
+
 def test_only_selects_one_configured_platform() -> None:
     settings = Settings(telegram_bot_token=TG_TOKEN, discord_bot_token=DISCORD_TOKEN)
     assert check_only(settings, None) == ["telegram", "discord"]
