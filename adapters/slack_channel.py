@@ -113,7 +113,13 @@ class SlackChannel:
                 AsyncRateLimitErrorRetryHandler(max_retry_count=config.rate_limit_retries),
             ],
         )
-        self.app = AsyncApp(client=client, signing_secret=config.signing_secret or "unused-in-socket-mode")
+        socket_mode = config.app_token is not None
+        # Socket Mode needs no request signatures: the connection itself is authenticated.
+        self.app = AsyncApp(
+            client=client,
+            signing_secret=config.signing_secret or "",
+            request_verification_enabled=not socket_mode,
+        )
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
         self.app.action(re.compile(f"^{ACTION_PREFIX}"))(self._on_button)

@@ -28,7 +28,7 @@ from telegram import (
     ReplyParameters,
     Update,
 )
-from telegram.constants import ChatAction, ChatType, MessageLimit, ParseMode
+from telegram.constants import ChatAction, ChatType, InlineKeyboardButtonLimit, MessageLimit, ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 PLATFORM = "telegram"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+POLL_READ_MARGIN_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +100,8 @@ def _thread(thread_id: int | None) -> str | None:
 def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
     rows = []
     for button in reply.buttons:
-        if len(button.action.encode()) > 64:  # Telegram's callback_data limit
-            log.warning("button %r dropped: its action is longer than 64 bytes", button.label)
+        if len(button.action.encode()) > InlineKeyboardButtonLimit.MAX_CALLBACK_DATA:
+            log.warning("button %r dropped: its action is too long for callback data", button.label)
             continue
         rows.append([InlineKeyboardButton(button.label, callback_data=button.action)])
     return InlineKeyboardMarkup(rows) if rows else None
@@ -127,7 +128,8 @@ class TelegramChannel:
                 )
             )
             .concurrent_updates(config.concurrency)
-            .get_updates_read_timeout(config.poll_timeout_s + 5)
+            # the server holds a poll for poll_timeout_s; give the HTTP read a little longer
+            .get_updates_read_timeout(config.poll_timeout_s + POLL_READ_MARGIN_S)
         )
         if config.mode == "webhook":
             builder = builder.updater(None)
