@@ -64,6 +64,15 @@ async def test_private_message_gets_typing_disclosure_button_and_answer(fake, ch
     assert answer.params["text"].strip() and "reply_parameters" not in answer.params
 
 
+async def test_update_delivered_again_by_polling_is_answered_once(fake, channel) -> None:
+    update = await fake.push(fake.message("/help", chat_id=508, user_id=508))
+    await fake.log.wait_for("sendMessage", lambda c: c.params["chat_id"] == 508)
+    await fake.redeliver(update)  # as after a restart that never confirmed the offset
+    await fake.push(fake.message("/reset", chat_id=508, user_id=508))
+    await fake.log.wait_for("sendMessage", lambda c: c.params["text"] == texts.RESET)
+    assert sum("/forget" in t for t in texts_to(fake, 508)) == 1
+
+
 async def test_button_press_round_trip_reaches_the_engine(fake, channel) -> None:
     await fake.push(fake.message("hi", chat_id=502, user_id=502))
     disclosure = (await fake.log.wait_for("sendMessage", count=2))[0]

@@ -27,6 +27,7 @@ class FakeTelegram(FakeServer):
         super().__init__()
         self.token, self.bot_id, self.username = token, bot_id, username
         self.updates: list[dict[str, Any]] = []
+        self._redeliveries: list[dict[str, Any]] = []
         self.blocked: set[int] = set()
         self._failures: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self._update_ids = itertools.count(100)
@@ -45,6 +46,12 @@ class FakeTelegram(FakeServer):
             self.updates.append(update)
             self._new_update.notify_all()
         return update
+
+    async def redeliver(self, update: dict[str, Any]) -> None:
+        """Deliver an update again, as Telegram does when a bot stopped before confirming it."""
+        async with self._new_update:
+            self._redeliveries.append(update)
+            self._new_update.notify_all()
 
     def message(
         self,
@@ -152,11 +159,13 @@ class FakeTelegram(FakeServer):
         async with self._new_update:
             try:
                 await asyncio.wait_for(
-                    self._new_update.wait_for(lambda: bool(self.updates)), float(params.get("timeout") or 0)
+                    self._new_update.wait_for(lambda: bool(self.updates or self._redeliveries)),
+                    float(params.get("timeout") or 0),
                 )
             except TimeoutError:
                 pass
-        return self.updates[: int(params.get("limit") or 100)]
+        again, self._redeliveries = self._redeliveries, []
+        return again + self.updates[: int(params.get("limit") or 100)]
 
     async def _true(self, params: dict[str, Any]) -> bool:
         return True
