@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from bots.sessions import Session, SessionStore
 from core.agents import Agent, AgentDirectory
+from core.rate_limit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ class WebLogin:
         roles: frozenset[str],
         cookie_secure: bool = False,
         on_login: Callable[[Agent], Awaitable[None]] | None = None,
+        max_failures: int = 5,
+        failure_window_s: int = 900,
     ) -> None:
         self.agents = agents
         self.sessions = sessions
@@ -46,6 +49,10 @@ class WebLogin:
         self.on_login = on_login
         name = self.area.strip("/").replace("/", "_")
         self.cookie, self.csrf_cookie = f"{name}_session", f"{name}_login_csrf"
+        # Failed logins per username and per client address; over the limit, logins wait out the window.
+        self.failures = RateLimiter(
+            sessions.redis, sessions.prefix, f"login:{name}", max_failures, failure_window_s
+        )
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -96,9 +103,15 @@ class WebLogin:
         if not expected or not secrets.compare_digest(expected, str(form.get("csrf", ""))):
             return await self.login_page(request, "The form expired; please try again.", status=403)
         username, password = str(form.get("username", "")).strip().lower(), str(form.get("password", ""))
+        subjects = [f"user:{username}", f"ip:{request.client.host if request.client else '-'}"]
+        if any([await self.failures.exceeded(s) for s in subjects]):
+            log.warning("login to %s refused: too many failures", self.area)
+            return await self.login_page(request, "Too many failed attempts. Try again later.", status=429)
         agent = await self.agents.verify(username, password)
         if agent is None or agent.role not in self.roles:
             log.info("failed login to %s", self.area)
+            for subject in subjects:
+                await self.failures.hit(subject)
             return await self.login_page(request, "Wrong username or password.", status=401)
         session = await self.sessions.create(agent.username, agent.role)
         response = RedirectResponse(self.area, status_code=303)

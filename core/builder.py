@@ -12,28 +12,37 @@ from redis.asyncio import Redis
 from core import metrics
 from core.agents import AgentDirectory
 from core.chatlog import ChatLog
-from core.engine import DialogueEngine, EngineConfig
+from core.engine import DialogueEngine, EngineConfig, Limits
 from core.escalation import EscalationPolicy
 from core.handoff import HandoffService
 from core.model import ModelBackend
 from core.model_reload import ReloadingBackend
 from core.openai_backend import OpenAIBackend, OpenAIConfig
 from core.outbox import Outbox
+from core.rate_limit import RateLimiter
 from core.redis_client import connect
 from core.redis_server import local_redis
-from core.scoring import Reranker, blocklist, length_normalised_logprob, repetition_penalty
+from core.safety import SafetyFilter
+from core.scoring import Reranker, length_normalised_logprob, repetition_penalty
 from core.settings import CoreSettings
 from core.store import ContextStore
 
 log = logging.getLogger(__name__)
 
 
+def safety_from(settings: CoreSettings) -> SafetyFilter:
+    return SafetyFilter(settings.safety_rules, settings.blocklist)
+
+
 def reranker_from(settings: CoreSettings) -> Reranker:
+    def vetoed(category: str) -> None:
+        metrics.SAFETY.labels("output", category).inc()
+
     return Reranker(
         [
             length_normalised_logprob(settings.length_penalty_alpha),
             repetition_penalty(settings.repetition_weight),
-            blocklist(settings.blocklist),
+            safety_from(settings).score_fn(on_veto=vetoed),
         ]
     )
 
@@ -151,6 +160,25 @@ async def build_engine(
             chatlog = chatlog_from(settings, redis)
             handoff = HandoffService(store, agents, Outbox(), settings.handoff_no_agent_wait_s, chatlog)
             metrics.MODEL.info({"version": backend.version})
-            yield DialogueEngine(store, backend, config, handoff, escalation_from(settings), chatlog)
+            limits = Limits(
+                RateLimiter(redis, settings.redis_key_prefix, "user", settings.user_messages_per_minute, 60),
+                RateLimiter(
+                    redis,
+                    settings.redis_key_prefix,
+                    "conversation",
+                    settings.conversation_messages_per_minute,
+                    60,
+                ),
+            )
+            yield DialogueEngine(
+                store,
+                backend,
+                config,
+                handoff,
+                escalation_from(settings),
+                chatlog,
+                safety_from(settings),
+                limits,
+            )
     finally:
         await backend.aclose()

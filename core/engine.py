@@ -20,6 +20,8 @@ from core.chatlog import FEEDBACK_VALUES, ChatLog
 from core.escalation import Escalation, EscalationPolicy, Reason
 from core.handoff import CONTINUE_WITH_BOT_ACTION, LEAVE_MESSAGE_ACTION, HandoffService
 from core.model import ModelBackend, ModelBusyError
+from core.rate_limit import RateLimiter
+from core.safety import SafetyFilter
 from core.store import ContextStore
 from core.streaming import PartialPump
 from core.text_input import clean_user_text, parse_command
@@ -29,6 +31,12 @@ log = logging.getLogger(__name__)
 
 HUMAN_ACTION = "human"
 FEEDBACK_ACTION = "feedback"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    per_user: RateLimiter
+    per_conversation: RateLimiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,8 @@ class DialogueEngine:
         handoff: HandoffService | None = None,
         escalation: EscalationPolicy | None = None,
         chatlog: ChatLog | None = None,
+        safety: SafetyFilter | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -58,6 +68,8 @@ class DialogueEngine:
         self.handoff = handoff
         self.escalation = escalation
         self.chatlog = chatlog
+        self.safety = safety
+        self.limits = limits
         # One lock per live conversation keeps its turns in order; entries vanish when unused.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._commands: dict[str, Callable[[IncomingMessage], Awaitable[list[Reply]]]] = {
@@ -116,6 +128,9 @@ class DialogueEngine:
             return [Reply(texts.EMPTY)]
         if len(text) > self.config.max_message_chars:
             return [Reply(texts.TOO_LONG.format(length=len(text), limit=self.config.max_message_chars))]
+        limited = await self._rate_limited(message)
+        if limited:
+            return [limited]
         command = parse_command(text)
         if command is not None:
             name, _args = command
@@ -138,6 +153,11 @@ class DialogueEngine:
                 await self.handoff.record_user_message(cid, user_turn)
             return []
 
+        if self.safety and (category := self.safety.check(text)):
+            metrics.SAFETY.labels("input", category).inc()
+            log.info("unsafe input (%s) in conversation %s", category, cid)
+            return [Reply(texts.UNSAFE_INPUT, metadata={"safety": category})]
+
         replies: list[Reply] = []
         if "greeted" not in state.fields:
             replies.append(self._disclosure())
@@ -151,6 +171,17 @@ class DialogueEngine:
         if escalation:
             return replies + await self._escalate(message, escalation, candidates)
         return [*replies, reply]
+
+    async def _rate_limited(self, message: IncomingMessage) -> Reply | None:
+        if self.limits is None:
+            return None
+        if not await self.limits.per_user.hit(f"{message.platform}:{message.user_id}"):
+            metrics.RATE_LIMITED.labels("user").inc()
+            return Reply(texts.RATE_LIMITED, metadata={"rate_limited": "user"})
+        if not await self.limits.per_conversation.hit(message.conversation_id):
+            metrics.RATE_LIMITED.labels("conversation").inc()
+            return Reply(texts.RATE_LIMITED, metadata={"rate_limited": "conversation"})
+        return None
 
     # --- escalation ---
     async def _escalation_before_reply(

@@ -23,3 +23,9 @@ HANDOFF_WAIT_SECONDS = Histogram(
 FEEDBACK = Counter("chatbot_feedback_total", "Thumbs up/down from users.", ["value"])
 ERRORS = Counter("chatbot_errors_total", "Errors, by where they happened.", ["kind"])
 MODEL = Info("chatbot_model", "The model version being served.")
+SAFETY = Counter(
+    "chatbot_safety_blocked_total",
+    "Unsafe user messages and model candidates stopped.",
+    ["direction", "category"],
+)
+RATE_LIMITED = Counter("chatbot_rate_limited_total", "Messages refused by a rate limit.", ["scope"])

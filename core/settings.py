@@ -18,6 +18,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from core.safety import DEFAULT_RULES
+
 
 class CoreSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
@@ -94,6 +96,16 @@ class CoreSettings(BaseSettings):
     )
     blocklist: list[str] = Field(
         default_factory=list, description="Words or phrases a reply must not contain (case-insensitive)."
+    )
+
+    # --- safety and limits ---
+    safety_rules: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_RULES.items()},
+        description="Category → regexes: matching input gets a fixed reply, matching output is never sent.",
+    )
+    user_messages_per_minute: int = Field(20, ge=0, description="Per-user message limit (0: none).")
+    conversation_messages_per_minute: int = Field(
+        30, ge=0, description="Per-conversation message limit (0: none)."
     )
 
     # --- conversation ---

@@ -150,3 +150,12 @@ async def test_handoff_round_trip_in_the_browser(site) -> None:
         await user.press("#text", "Enter")
         await user.wait_for_function(f"document.querySelectorAll('.msg.bot').length > {before}")
         await browser.close()
+
+
+async def test_repeated_failed_logins_are_throttled(site) -> None:
+    url, _ = site
+    async with httpx.AsyncClient(base_url=url) as client:
+        statuses = [(await login(client, "ada", f"wrong-{i}")).status_code for i in range(6)]
+        assert statuses == [401] * 5 + [429]
+        blocked = await login(client, "ada", "correct horse")  # even the right password waits now
+        assert blocked.status_code == 429 and "Too many failed attempts" in blocked.text
