@@ -125,9 +125,13 @@ class SlackChannel:
         self.app.action(re.compile(f"^{ACTION_PREFIX}"))(self._on_button)
         self.app.command(re.compile(r"^/(" + "|".join(BOT_COMMANDS) + r")$"))(self._on_command)
         self._socket: AsyncSocketModeHandler | None = None
+        self._http: aiohttp.ClientSession | None = None
 
     # --- lifecycle ---
     async def start(self) -> None:
+        # One pooled HTTP session for the Web API; without it slack_sdk opens a connection per call.
+        self._http = aiohttp.ClientSession()
+        self.app.client.session = self._http
         if self.config.app_token:
             self._socket = AsyncSocketModeHandler(self.app, self.config.app_token)
             await self._socket.connect_async()
@@ -136,6 +140,9 @@ class SlackChannel:
     async def stop(self) -> None:
         if self._socket:
             await self._socket.close_async()
+        if self._http:
+            await self._http.close()
+            self.app.client.session = None
 
     def routes(self) -> list[Route]:
         """The Events API endpoint (events, button presses, slash commands) in HTTP mode."""
