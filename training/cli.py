@@ -198,5 +198,61 @@ def run_all(
     registry.register(c["register"])
 
 
+# --- continuous improvement: chat logs -> training data -> candidate -> gate (docs/improvement.md) ---
+import json
+
+from training.export import ExportConfig, run_export
+from training.gate import GateConfig, run_gate
+from training.retrain import RetrainConfig, parse_every, run_every, run_retrain
+
+
+@app.command(epilog=_epilog(ExportConfig))
+def export(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Stream the chat log into training JSONL (gold replies, thumbs labels, corrections) with counts."""
+    run_export(load_config(ExportConfig, config, set_))
+
+
+@app.command(epilog=_epilog(RetrainConfig) + "\n\n" + _epilog(GateConfig))
+def retrain(
+    config: ConfigOpt = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", "-s", metavar="KEY=VALUE", help="Override a field (gate.KEY=VALUE: the gate's)."
+        ),
+    ] = None,
+    every: Annotated[
+        str | None,
+        typer.Option(metavar="DURATION", help="Run now, then every DURATION (30m, 24h, 7d) as a worker job."),
+    ] = None,
+) -> None:
+    """Export new logs, fine-tune the current model on them with replay, evaluate, gate, register."""
+    sets = set_ or []
+    gate_sets = [s.removeprefix("gate.") for s in sets if s.startswith("gate.")]
+    cfg = load_config(RetrainConfig, config, [s for s in sets if not s.startswith("gate.")])
+    gate_cfg = load_config(GateConfig, config, gate_sets)
+    if every:
+        run_every(lambda: run_retrain(cfg, gate_cfg, command_line()), parse_every(every))
+    else:
+        run_retrain(cfg, gate_cfg, command_line())
+
+
+@app.command(epilog=_epilog(GateConfig))
+def gate(
+    candidate: Annotated[str, typer.Option(help="Candidate model directory.")],
+    current: Annotated[str | None, typer.Option(help="Model to beat (default: registry's current).")] = None,
+    models_dir: Annotated[str, typer.Option(help="Registry root.")] = "models",
+    out: Annotated[str | None, typer.Option(help="Write the decision here as JSON.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Compare a candidate with the current model: test split, regression set, safety checks."""
+    cur = current or str(Path(models_dir) / (registry.current(models_dir) or ""))
+    result = run_gate(candidate, cur, load_config(GateConfig, config, set_))
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2))
+    typer.echo(f"gate: {result['decision']}: {result['reason']}")
+
+
 if __name__ == "__main__":
     app()
