@@ -1,6 +1,8 @@
 """The local web chat as a channel: a WebSocket speaking small JSON frames.
 
-Client → server: ``{"id": "<client message id>", "text": "..."}`` or ``{"id": ..., "action": "human"}``.
+Client → server: ``{"id": "<client message id>", "text": "..."}`` or ``{"id": ..., "action": "human"}``;
+``"resent": true`` marks a frame sent again because no answer came (after a reconnect): if it was
+answered already, the answer is sent again instead of nothing.
 Server → client: ``{"type": "typing"}``, ``{"type": "partial", "text"}`` (the reply so far, while the
 model generates), ``{"type": "reply", "text", "buttons": [{label, action}], "meta"}`` (final),
 ``{"type": "error", "error": "..."}``. The page keeps a random client id in localStorage; that is the
@@ -95,7 +97,15 @@ class WebChatChannel:
             return
         event_id = str(frame.get("id") or uuid.uuid4())[:128]
         await ws.send_json({"type": "typing"})
-        message = IncomingMessage(PLATFORM, cid, client, text, event_id=f"{client}:{event_id}", action=action)
+        message = IncomingMessage(
+            PLATFORM,
+            cid,
+            client,
+            text,
+            event_id=f"{client}:{event_id}",
+            action=action,
+            resent=bool(frame.get("resent")),
+        )
 
         async def partial(so_far: str) -> None:
             await ws.send_json({"type": "partial", "text": so_far})

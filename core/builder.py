@@ -151,6 +151,7 @@ async def build_engine(
                 dedupe_ttl_s=settings.dedupe_ttl_s,
             )
             config = EngineConfig(
+                heartbeat_ttl_s=settings.heartbeat_ttl_s,
                 feedback_buttons=settings.feedback_buttons and settings.chatlog_enabled,
                 bot_name=settings.bot_name,
                 max_message_chars=settings.max_message_chars,
@@ -170,15 +171,12 @@ async def build_engine(
                     60,
                 ),
             )
-            yield DialogueEngine(
-                store,
-                backend,
-                config,
-                handoff,
-                escalation_from(settings),
-                chatlog,
-                safety_from(settings),
-                limits,
-            )
+            escalation, safety = escalation_from(settings), safety_from(settings)
+            engine = DialogueEngine(store, backend, config, handoff, escalation, chatlog, safety, limits)
+            await engine.start()
+            try:
+                yield engine
+            finally:
+                await engine.drain(settings.shutdown_grace_s)
     finally:
         await backend.aclose()

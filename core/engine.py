@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from core import log_context, metrics, texts
 from core.channel import StreamSink
@@ -48,6 +49,8 @@ class EngineConfig:
     candidates_in_metadata: int = 3
     #: 👍/👎 buttons under bot replies (needs the chat log, which records the feedback)
     feedback_buttons: bool = True
+    #: a process silent this long is taken for dead and its unfinished events are re-handled
+    heartbeat_ttl_s: int = 10
 
 
 class DialogueEngine:
@@ -70,6 +73,12 @@ class DialogueEngine:
         self.chatlog = chatlog
         self.safety = safety
         self.limits = limits
+        #: this process, for event claims: a killed process's claims can be taken over
+        self.instance = uuid.uuid4().hex[:12]
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._heartbeat: asyncio.Task | None = None
         # One lock per live conversation keeps its turns in order; entries vanish when unused.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._commands: dict[str, Callable[[IncomingMessage], Awaitable[list[Reply]]]] = {
@@ -90,10 +99,14 @@ class DialogueEngine:
         """
         claimed = False
         log_context.bind(message.conversation_id, message.event_id)
+        self._in_flight += 1
         try:
             if message.event_id:
-                if not await self.store.claim_event(message.platform, message.event_id):
-                    log.info("duplicate event %s on %s ignored", message.event_id, message.platform)
+                claim = await self.store.claim_event(message.platform, message.event_id, self.instance)
+                if not claim:
+                    log.info("duplicate event %s on %s", message.event_id, message.platform)
+                    if claim.done and message.resent:  # the client never saw the answer: repeat it
+                        return [Reply.from_dict(r) for r in claim.replies or []]
                     return []
                 claimed = True
             metrics.MESSAGES_IN.labels(message.platform).inc()
@@ -101,6 +114,10 @@ class DialogueEngine:
             with metrics.ENGINE_SECONDS.time():
                 async with lock:
                     replies = await self._handle(message, stream, stream_interval_s)
+            if claimed:
+                await self.store.complete_event(
+                    message.platform, message.event_id or "", [r.to_dict() for r in replies]
+                )
             metrics.MESSAGES_OUT.labels(message.platform).inc(len(replies))
             return replies
         except ModelBusyError:
@@ -117,6 +134,38 @@ class DialogueEngine:
                 except Exception:
                     log.warning("could not release event %s", message.event_id)
             return [Reply(texts.APOLOGY, metadata={"error": True})]
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    # --- lifecycle ---
+    async def start(self) -> None:
+        """Start heart-beating, so other processes know this one's event claims are live."""
+        await self.store.heartbeat(self.instance, self.config.heartbeat_ttl_s)
+        self._heartbeat = asyncio.create_task(self._beat())
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_ttl_s / 3)
+            try:
+                await self.store.heartbeat(self.instance, self.config.heartbeat_ttl_s)
+            except Exception as error:
+                log.warning("heartbeat failed: %s", error)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait for messages in flight to finish (graceful shutdown); False if some were still running."""
+        if self._heartbeat:
+            self._heartbeat.cancel()
+        if not self._in_flight:
+            return True
+        self._idle.clear()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            log.warning("%d messages still in flight at shutdown", self._in_flight)
+            return False
 
     async def _handle(
         self, message: IncomingMessage, stream: StreamSink | None = None, stream_interval_s: float = 0.0
@@ -141,12 +190,25 @@ class DialogueEngine:
 
         cid = message.conversation_id
         state = await self.store.state(cid)
-        user_turn = Turn(Role.USER, text, message.timestamp, self.backend.count_tokens(text))
-        if self.chatlog:
-            ref = await self.chatlog.turn(cid, message.platform, message.user_id, user_turn)
-            user_turn = Turn(user_turn.role, user_turn.text, user_turn.timestamp, user_turn.tokens, ref)
-        # Keep the user's turn before generating: a crash mid-generation loses no message.
-        await self.store.append(cid, message.platform, message.user_id, user_turn)
+        history = await self.store.history(cid)
+        event = message.event_id or ""
+        kept = next(
+            (t for t in reversed(history) if event and t.event == event and t.role == Role.USER), None
+        )
+        if kept is not None:  # re-handled after a crash: the turn was kept the first time
+            user_turn = kept
+            after = history[history.index(kept) + 1 :]
+            if after and after[0].role == Role.ASSISTANT:  # ... and answered: repeat, don't answer twice
+                return [Reply(after[0].text, self._feedback_buttons(after[0].ref), {"ref": after[0].ref})]
+            history = history[: history.index(kept) + 1]
+        else:
+            user_turn = Turn(Role.USER, text, message.timestamp, self.backend.count_tokens(text), event=event)
+            if self.chatlog:
+                ref = await self.chatlog.turn(cid, message.platform, message.user_id, user_turn)
+                user_turn = replace(user_turn, ref=ref)
+            # Keep the user's turn before generating: a crash mid-generation loses no message.
+            await self.store.append(cid, message.platform, message.user_id, user_turn)
+            history.append(user_turn)
         if state.mode != Mode.BOT:
             # A person holds or will hold this conversation: the turn is kept and shown to them.
             if self.handoff:
@@ -162,7 +224,6 @@ class DialogueEngine:
         if "greeted" not in state.fields:
             replies.append(self._disclosure())
             await self.store.update_state(cid, greeted="1")
-        history = await self.store.history(cid)
         escalation = await self._escalation_before_reply(message, text, state.fields, history)
         if escalation:
             return replies + await self._escalate(message, escalation)
@@ -306,7 +367,7 @@ class DialogueEngine:
             ref = await self.chatlog.turn(
                 cid, message.platform, message.user_id, bot_turn, self.backend.version, candidates, elapsed
             )
-            bot_turn = Turn(bot_turn.role, bot_turn.text, bot_turn.timestamp, bot_turn.tokens, ref)
+            bot_turn = replace(bot_turn, ref=ref)
             meta["ref"] = ref
         await self.store.append(cid, message.platform, message.user_id, bot_turn)
         return Reply(best.text, self._feedback_buttons(ref), meta), candidates

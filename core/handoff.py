@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from redis.asyncio import Redis
 
@@ -269,7 +269,7 @@ class HandoffService:
         platform, user = state.fields.get("platform", ""), state.fields.get("user", "")
         if self.chatlog:
             ref = await self.chatlog.turn(cid, platform, user, turn)
-            turn = Turn(turn.role, turn.text, turn.timestamp, turn.tokens, ref)
+            turn = replace(turn, ref=ref)
         await self.store.append(cid, platform, user, turn)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(self.transcript_key(cid), json.dumps(turn.to_dict()))

@@ -108,6 +108,15 @@ class CoreSettings(BaseSettings):
         30, ge=0, description="Per-conversation message limit (0: none)."
     )
 
+    heartbeat_ttl_s: int = Field(
+        10,
+        ge=2,
+        description="A process silent this long is taken for dead; its unfinished messages are redone.",
+    )
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="On SIGTERM, wait this long for messages in flight."
+    )
+
     # --- conversation ---
     max_message_chars: int = Field(4000, ge=1, description="Longer user messages are refused with a notice.")
     bot_name: str = Field("Chatbot", description="The assistant's name in greetings.")

@@ -4,7 +4,8 @@ Keys (all under the configured prefix):
   conv:{cid}:turns   list of JSON turns, capped by turn count and token budget
   conv:{cid}:state   hash: mode, user, platform and whatever the handoff records
   user:{platform}:{uid}:convs   set of the user's conversation ids, so /forget can find them all
-  event:{platform}:{event_id}   short-lived marker that makes redelivered events no-ops
+  event:{platform}:{event_id}   who handles an event, then its replies: redeliveries are not re-answered
+  instance:{id}   heartbeat of a running process (its event claims die with it)
 Every write refreshes the idle TTL of the conversation's keys in the same atomic step.
 """
 
@@ -49,6 +50,27 @@ return n - drop
 """
 
 
+# Replace the claim only if it still holds the value we saw (no other process took it meanwhile).
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class EventClaim:
+    claimed: bool
+    #: a redelivery of an event already answered; ``replies`` are what was answered
+    done: bool = False
+    replies: list[dict] | None = None
+
+    def __bool__(self) -> bool:
+        return self.claimed
+
+
 @dataclass(frozen=True, slots=True)
 class ConversationState:
     mode: Mode
@@ -74,6 +96,7 @@ class ContextStore:
         self.ttl_s = ttl_s
         self.dedupe_ttl_s = dedupe_ttl_s
         self._append = redis.register_script(_APPEND)
+        self._take_over = redis.register_script(_TAKE_OVER)
 
     # --- keys ---
     def turns_key(self, cid: str) -> str:
@@ -128,10 +151,37 @@ class ContextStore:
         await self.update_state(cid, mode=str(mode), **fields)
 
     # --- dedupe ---
-    async def claim_event(self, platform: str, event_id: str) -> bool:
-        """True the first time an event id is seen; False for a redelivery."""
-        return bool(
-            await self.redis.set(self._event(platform, event_id), b"1", nx=True, ex=self.dedupe_ttl_s)
+    # An event key holds "p:<instance>" while that process handles it, then "d:<replies JSON>".
+    # A claim held by a process that stopped heart-beating (killed) may be taken over, so a
+    # redelivery after a crash is answered instead of being dropped as a duplicate.
+
+    def _instance(self, instance: str) -> str:
+        return f"{self.prefix}instance:{instance}"
+
+    async def heartbeat(self, instance: str, ttl_s: int) -> None:
+        await self.redis.set(self._instance(instance), b"1", ex=ttl_s)
+
+    async def claim_event(self, platform: str, event_id: str, instance: str = "-") -> EventClaim:
+        """Claim an event for this process; tells a first delivery from a redelivery (and its state)."""
+        key = self._event(platform, event_id)
+        if await self.redis.set(key, f"p:{instance}", nx=True, ex=self.dedupe_ttl_s):
+            return EventClaim(True)
+        current = await self.redis.get(key)
+        if current is None:  # expired in between: try once more
+            return EventClaim(bool(await self.redis.set(key, f"p:{instance}", nx=True, ex=self.dedupe_ttl_s)))
+        value = current.decode()
+        if value.startswith("d:"):
+            return EventClaim(False, done=True, replies=json.loads(value[2:]))
+        holder = value[2:]
+        if holder != instance and not await self.redis.exists(self._instance(holder)):
+            taken = await self._take_over(keys=[key], args=[value, f"p:{instance}", self.dedupe_ttl_s])
+            return EventClaim(bool(taken))
+        return EventClaim(False)
+
+    async def complete_event(self, platform: str, event_id: str, replies: list[dict]) -> None:
+        """Mark an event answered, keeping its replies for a client that re-sends it."""
+        await self.redis.set(
+            self._event(platform, event_id), "d:" + json.dumps(replies), ex=self.dedupe_ttl_s
         )
 
     async def release_event(self, platform: str, event_id: str) -> None:

@@ -54,6 +54,8 @@ class IncomingMessage:
     timestamp: float = field(default_factory=time.time)
     #: a quick-reply button the user pressed, instead of (or with) text
     action: str | None = None
+    #: the client sends this event again because it never saw the answer: repeat the answer
+    resent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,15 @@ class Reply:
     buttons: list[Button] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        buttons = [{"label": b.label, "action": b.action} for b in self.buttons]
+        return {"text": self.text, "buttons": buttons, "metadata": self.metadata}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Reply:
+        buttons = [Button(b["label"], b["action"]) for b in data.get("buttons", [])]
+        return cls(data["text"], buttons, dict(data.get("metadata", {})))
+
 
 @dataclass(frozen=True, slots=True)
 class Turn:
@@ -83,11 +94,15 @@ class Turn:
     tokens: int = 0
     #: the turn's id in the chat log, which feedback and corrections refer to ("" if not logged)
     ref: str = ""
+    #: the platform event that brought a user's turn (so a re-handled event is not kept twice)
+    event: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = {"role": str(self.role), "text": self.text, "ts": self.timestamp, "tokens": self.tokens}
         if self.ref:
             data["ref"] = self.ref
+        if self.event:
+            data["event"] = self.event
         return data
 
     @classmethod
@@ -98,6 +113,7 @@ class Turn:
             float(data.get("ts", 0.0)),
             int(data.get("tokens", 0)),
             str(data.get("ref", "")),
+            str(data.get("event", "")),
         )
 
 

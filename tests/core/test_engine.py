@@ -211,3 +211,40 @@ async def test_streaming_sends_growing_partials_then_the_final_reply(store, tiny
     assert all(final.startswith(p) or p.startswith(final[: len(p)]) for p in partials)
     assert len(partials[-1]) <= len(final) + 1
     await greedy.aclose()
+
+
+async def test_a_resent_message_gets_the_stored_answer_and_a_redelivery_nothing(engine) -> None:
+    first = await engine.handle(msg("hello", event="evt-r"))
+    assert await engine.handle(msg("hello", event="evt-r")) == []  # platform redelivery: answered once
+    again = await engine.handle(msg("hello", event="evt-r", resent=True))  # client never saw it
+    assert [r.text for r in again] == [r.text for r in first]
+
+
+async def test_drain_waits_for_messages_in_flight(store, backend) -> None:
+    release = asyncio.Event()
+
+    class Held(RecordingBackend):
+        async def generate(self, history):
+            await release.wait()
+            return await self.inner.generate(history)
+
+    engine = DialogueEngine(store, Held(backend))
+    task = asyncio.create_task(engine.handle(msg("hello")))
+    await asyncio.sleep(0.05)
+    assert not await engine.drain(0.05)  # still running
+    release.set()
+    assert await engine.drain(5) and (await task)[-1].text
+
+
+async def test_an_event_re_handled_after_a_crash_is_kept_and_answered_once(engine, store, redis) -> None:
+    # A process died after keeping the user's turn: its claim is stale (no heartbeat), the turn is there.
+    await store.append("web:c1", "web", "u1", Turn(Role.USER, "hello", tokens=1, event="evt-crash"))
+    await redis.set("e:event:web:evt-crash", "p:dead-process")
+    replies = await engine.handle(msg("hello", event="evt-crash"))
+    history = await store.history("web:c1")
+    assert [t.role for t in history] == [Role.USER, Role.ASSISTANT] and replies[-1].text == history[1].text
+    # It died again after answering but before marking the event done: the answer is repeated, not redone.
+    await redis.set("e:event:web:evt-crash", "p:dead-process")
+    again = await engine.handle(msg("hello", event="evt-crash"))
+    assert [r.text for r in again] == [history[1].text]
+    assert len(await store.history("web:c1")) == 2

@@ -57,6 +57,7 @@ async def test_state_defaults_to_bot_and_records_mode_changes(store: ContextStor
 
 
 async def test_redelivered_event_is_claimed_once_and_release_allows_retry(store: ContextStore) -> None:
+    await store.heartbeat("-", 30)
     assert await store.claim_event("telegram", "42")
     assert not await store.claim_event("telegram", "42")
     assert await store.claim_event("slack", "42")  # ids are per platform
@@ -92,3 +93,17 @@ async def test_forget_leaves_nothing_about_the_user(store: ContextStore, redis) 
             leftovers.append(key)
     assert leftovers == []
     assert [t.text for t in await store.history("tg:999")] == ["someone else"]
+
+
+async def test_claims_of_a_dead_process_are_taken_over_and_answers_are_kept(
+    store: ContextStore, redis
+) -> None:
+    await store.heartbeat("alive", 30)
+    assert await store.claim_event("web", "e1", "alive")
+    assert not await store.claim_event("web", "e1", "other")  # its holder is alive: a duplicate
+    assert await store.claim_event("web", "e2", "dead")  # "dead" never heart-beats
+    taken = await store.claim_event("web", "e2", "alive")
+    assert taken and await redis.get("t:event:web:e2") == b"p:alive"
+    await store.complete_event("web", "e1", [{"text": "hi", "buttons": [], "metadata": {}}])
+    again = await store.claim_event("web", "e1", "other")
+    assert not again and again.done and again.replies[0]["text"] == "hi"
