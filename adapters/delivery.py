@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from core.outbox import PermanentDeliveryError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -37,8 +39,9 @@ class Permanent:
     reason: str
 
 
-class UndeliverableError(RuntimeError):
-    """A proactive message could not be delivered; the caller (the handoff outbox) reports it."""
+class UndeliverableError(PermanentDeliveryError):
+    """A proactive message could not be delivered (after this module's own retries); the caller (the
+    handoff outbox) reports it instead of retrying again."""
 
 
 #: ``None`` means "not a delivery problem": the error is a bug and propagates.

@@ -67,7 +67,7 @@ async def serve(settings: Settings, open_browser: bool = False, only: str | None
             async with running([*channels, *([desk] if desk else [])]):
                 log.info("platforms running: %s", ", ".join(c.platform for c in channels) or "none")
                 await serving
-                # SIGTERM: the server took no new events; let those in flight finish while channels still send.
+                # SIGTERM: no new events come in; finish those in flight while channels can still send.
                 await engine.drain(settings.shutdown_grace_s)
         finally:
             sweeper.cancel()

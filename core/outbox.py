@@ -19,6 +19,10 @@ class DeliveryError(RuntimeError):
     """A message could not be delivered after every retry."""
 
 
+class PermanentDeliveryError(RuntimeError):
+    """A channel's verdict that retrying is pointless (the user blocked the bot, the chat is gone)."""
+
+
 class Outbox:
     def __init__(self, attempts: int = 3, backoff_s: float = 0.5) -> None:
         self.attempts = attempts
@@ -37,6 +41,8 @@ class Outbox:
             try:
                 await channel.send(conversation_id, reply)
                 return
+            except PermanentDeliveryError as error:
+                raise DeliveryError(f"cannot deliver to {platform}: {error}") from error
             except Exception as error:
                 log.warning(
                     "delivery to %s failed (attempt %d/%d): %s", platform, attempt, self.attempts, error

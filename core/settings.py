@@ -22,7 +22,10 @@ from core.safety import DEFAULT_RULES
 
 
 class CoreSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # Empty variables count as unset (compose passes `${TOKEN:-}` through as "").
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     # --- memory (Redis) ---
     redis_url: str | None = Field(

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from redis.asyncio import Redis
 
 from core.redis_client import connect
@@ -17,6 +18,8 @@ from tests.tiny_model import build_tiny_model
 for _var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
     os.environ.pop(_var, None)
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+# Tiny test models are bound by per-op overhead: extra threads only fight over two busy cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ def test_redis_persists_with_aof_on_a_volume_and_has_a_healthcheck(compose) -> N
 
 def test_bot_runs_chatbot_against_compose_redis(compose) -> None:
     bot = compose["services"]["bot"]
-    assert bot["command"] == ["chatbot", "run"]
+    assert bot["command"] == ["chatbot", "run", "--only", "web"]
     assert bot["environment"]["REDIS_URL"].startswith("redis://redis:")
     assert bot["depends_on"]["redis"]["condition"] == "service_healthy"
 
@@ -55,3 +55,18 @@ def test_vllm_profile_wires_a_bot_to_the_model_server() -> None:
     env = services["bot-vllm"]["environment"]
     assert env["MODEL_BACKEND"] == "openai" and env["OPENAI_BASE_URL"] == "http://vllm:8000/v1"
     assert services["bot-vllm"]["depends_on"]["vllm"]["condition"] == "service_healthy"
+
+
+def test_platform_profiles_run_one_platform_each_on_the_shared_redis() -> None:
+    out = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"),
+         "--profile", "telegram", "--profile", "slack", "--profile", "discord", "config"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    services = yaml.safe_load(out.stdout)["services"]
+    for platform in ("telegram", "slack", "discord"):
+        service = services[platform]
+        assert service["command"] == ["chatbot", "run", "--only", platform]
+        assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+        assert f"{platform.upper()}_BOT_TOKEN" in service["environment"]
+    assert services["bot"]["command"] == ["chatbot", "run", "--only", "web"]

@@ -10,7 +10,7 @@ import pytest
 from core import texts
 from core.agents import AgentDirectory
 from core.handoff import CONTINUE_WITH_BOT_ACTION, HandoffError, HandoffService
-from core.outbox import DeliveryError, Outbox
+from core.outbox import DeliveryError, Outbox, PermanentDeliveryError
 from core.store import ContextStore
 from core.types import Mode, Reply, Role, Turn
 
@@ -179,3 +179,20 @@ async def test_state_survives_a_new_service_instance(setup, redis) -> None:
     entries = {e.conversation_id: e for e in await fresh.queue()}
     assert entries["web:c1"].agent == "ada" and entries["web:c2"].mode == Mode.QUEUED
     assert [t.text for t in await fresh.transcript("web:c2")] == ["help me (web:c2)"]
+
+
+async def test_a_permanent_delivery_failure_is_not_retried(setup) -> None:
+    store, handoff, channel = setup
+    await start(store, handoff, "web:c1")
+    await handoff.claim("web:c1", "ada")
+
+    attempts = []
+
+    async def blocked(conversation_id, reply):
+        attempts.append(reply.text)
+        raise PermanentDeliveryError("bot was blocked by the user")
+
+    channel.send = blocked
+    with pytest.raises(DeliveryError, match="blocked"):
+        await handoff.agent_reply("web:c1", "ada", "hello?")
+    assert attempts == ["hello?"]
