@@ -20,7 +20,7 @@ from training.config import load_config
 from training.export import user_hash
 from training.gate import GateConfig
 from training.preference import batched_logps, encode_completion, train_preference
-from training.retrain import RetrainConfig, parse_every, run_every
+from training.retrain import RetrainConfig, clean_base, parse_every, run_every
 
 from .test_export import HOURS, PREFIX, drive, engine_over
 
@@ -149,6 +149,28 @@ def test_retrain_end_to_end_gate_forget_and_rollback(trained, redis_server) -> N
     assert rolled.exit_code == 0 and registry.current(models) == (v1 if served == v2 else base)
     backend = TransformersBackend(models, Reranker([]), DecodingConfig(max_new_tokens=4))
     assert backend.version == registry.current(models)
+
+
+def test_forget_walks_back_to_the_newest_version_without_those_users(tmp_path) -> None:
+    def version(name: str, parent: str | None, *users: str) -> None:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+        if parent is not None:
+            convs = [{"cid": f"web:{u}", "user_hash": user_hash("web", u), "version": name} for u in users]
+            lineage = {"parent": parent, "log_until": "1-0", "conversations": convs}
+            (tmp_path / name / "trained_on.json").write_text(json.dumps(lineage))
+
+    version("base", None)
+    version("v1", "base", "ann")
+    version("v2", "v1", "ann", "bob")
+    version("v3", "v2", "ann", "bob", "cy")
+    assert clean_base(tmp_path, "v3", set()) == ("v3", [])
+    assert clean_base(tmp_path, "v3", {user_hash("web", "cy")}) == ("v2", ["v3"])
+    assert clean_base(tmp_path, "v3", {user_hash("web", "bob")}) == ("v1", ["v3", "v2"])
+    assert clean_base(tmp_path, "v3", {user_hash("web", "ann"), user_hash("web", "x")})[0] == "base"
+    (tmp_path / "v1" / "config.json").unlink()  # an ancestor deleted by hand: refuse, don't guess
+    with pytest.raises(RuntimeError, match="/forget"):
+        clean_base(tmp_path, "v3", {user_hash("web", "bob")})
 
 
 def test_shipped_config_loads_and_rejects_unknown_methods() -> None:
