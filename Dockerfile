@@ -13,7 +13,9 @@ COPY core core
 COPY adapters adapters
 COPY bots bots
 COPY training training
-RUN pip install ".[telegram,slack,discord]"
+# The bots need the platform SDKs; the retrain worker adds the training extra.
+ARG EXTRAS=telegram,slack,discord
+RUN pip install ".[${EXTRAS}]"
 
 COPY models models
 RUN useradd --create-home chatbot && mkdir -p var && chown chatbot var

@@ -11,7 +11,7 @@ import uvicorn
 from adapters.webchat_channel import WebChatChannel
 from bots.admin import AdminDashboard
 from bots.agent_console import AgentConsole
-from bots.handoff_worker import sweep_forever
+from bots.housekeeping import replay_spool_forever, sweep_forever
 from bots.platforms import WEB, build_channels, check_only, redact_secrets_in_logs, running, slack_agent_desk
 from bots.sessions import SessionStore
 from bots.settings import Settings
@@ -48,6 +48,9 @@ async def serve(settings: Settings, open_browser: bool = False, only: str | None
         routes += [route for channel in channels for route in channel.routes()]  # webhooks, Slack events
         app = create_web_app(routes)
         sweeper = asyncio.create_task(sweep_forever(handoff, settings.handoff_sweep_interval_s))
+        replayer = asyncio.create_task(
+            replay_spool_forever(engine, handoff.outbox, settings.spool_replay_interval_s)
+        )
         config = uvicorn.Config(
             app, host=settings.web_host, port=settings.web_port, log_level="warning", lifespan="off"
         )
@@ -71,4 +74,5 @@ async def serve(settings: Settings, open_browser: bool = False, only: str | None
                 await engine.drain(settings.shutdown_grace_s)
         finally:
             sweeper.cancel()
+            replayer.cancel()
             server.should_exit = True

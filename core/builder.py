@@ -25,6 +25,7 @@ from core.redis_server import local_redis
 from core.safety import SafetyFilter
 from core.scoring import Reranker, length_normalised_logprob, repetition_penalty
 from core.settings import CoreSettings
+from core.spool import Spool
 from core.store import ContextStore
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,10 @@ async def build_engine(
                 ),
             )
             escalation, safety = escalation_from(settings), safety_from(settings)
-            engine = DialogueEngine(store, backend, config, handoff, escalation, chatlog, safety, limits)
+            spool = Spool(settings.spool_path)
+            engine = DialogueEngine(
+                store, backend, config, handoff, escalation, chatlog, safety, limits, spool
+            )
             await engine.start()
             try:
                 yield engine

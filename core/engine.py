@@ -15,6 +15,9 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from core import log_context, metrics, texts
 from core.channel import StreamSink
 from core.chatlog import FEEDBACK_VALUES, ChatLog
@@ -23,6 +26,7 @@ from core.handoff import CONTINUE_WITH_BOT_ACTION, LEAVE_MESSAGE_ACTION, Handoff
 from core.model import ModelBackend, ModelBusyError
 from core.rate_limit import RateLimiter
 from core.safety import SafetyFilter
+from core.spool import Spool
 from core.store import ContextStore
 from core.streaming import PartialPump
 from core.text_input import clean_user_text, parse_command
@@ -64,6 +68,7 @@ class DialogueEngine:
         chatlog: ChatLog | None = None,
         safety: SafetyFilter | None = None,
         limits: Limits | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -73,6 +78,7 @@ class DialogueEngine:
         self.chatlog = chatlog
         self.safety = safety
         self.limits = limits
+        self.spool = spool
         #: this process, for event claims: a killed process's claims can be taken over
         self.instance = uuid.uuid4().hex[:12]
         self._in_flight = 0
@@ -120,6 +126,14 @@ class DialogueEngine:
                 )
             metrics.MESSAGES_OUT.labels(message.platform).inc(len(replies))
             return replies
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            # Memory is unreachable: keep the message locally, answer it when Redis is back.
+            metrics.ERRORS.labels("redis").inc()
+            log.warning("redis unavailable (%s); message parked", type(error).__name__)
+            if self.spool is not None and not (message.event_id or "").endswith(":spooled"):
+                await self.spool.park(message)
+                return [Reply(texts.UNAVAILABLE_KEPT, metadata={"unavailable": True})]
+            return [Reply(texts.UNAVAILABLE, metadata={"unavailable": True})]
         except ModelBusyError:
             # Back-pressure: the message is kept, the user is asked to retry; no growing queue.
             metrics.ERRORS.labels("busy").inc()

@@ -72,7 +72,7 @@ class HandoffService:
         self.outbox = outbox or Outbox()
         self.no_agent_wait_s = no_agent_wait_s
         p = store.prefix
-        self.queue_key, self.log_key, self.gold_key = f"{p}handoff:queue", f"{p}handoff:log", f"{p}gold"
+        self.queue_key, self.log_key = f"{p}handoff:queue", f"{p}handoff:log"
         self.events_channel = f"{p}handoff:events"
         self._request = self.redis.register_script(lua.REQUEST)
         self._claim = self.redis.register_script(lua.CLAIM)
@@ -252,7 +252,8 @@ class HandoffService:
         await self._notify(cid, texts.BOT_BACK)
 
     async def agent_reply(self, cid: str, agent: str, text: str) -> None:
-        """Keep the agent's turn (history, transcript, gold example), then deliver it to the user.
+        """Keep the agent's turn (history, transcript, and the chat log, where retraining finds it as a
+        gold reply for its context), then deliver it to the user.
 
         Raises HandoffError if the agent does not hold the conversation, DeliveryError if the user's
         platform could not be reached after retries (the message stays recorded).
@@ -264,7 +265,6 @@ class HandoffService:
         if state.mode != Mode.AGENT or state.fields.get("agent") != agent:
             raise HandoffError(_ERRORS[-3] if state.mode == Mode.AGENT else _ERRORS[-1])
         now = time.time()
-        context = [t.to_dict() for t in await self.store.history(cid)]
         turn = Turn(Role.AGENT, text, now, len(text.split()))
         platform, user = state.fields.get("platform", ""), state.fields.get("user", "")
         if self.chatlog:
@@ -273,10 +273,6 @@ class HandoffService:
         await self.store.append(cid, platform, user, turn)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(self.transcript_key(cid), json.dumps(turn.to_dict()))
-            # An agent's reply is a gold example for the context it answered (used by retraining).
-            pipe.xadd(
-                self.gold_key, {"cid": cid, "agent": agent, "context": json.dumps(context), "reply": text}
-            )
             if "first_reply_at" not in state.fields:
                 pipe.hset(self.store.state_key(cid), "first_reply_at", now)
                 claimed = float(state.fields.get("claimed_at", now))

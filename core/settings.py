@@ -111,6 +111,10 @@ class CoreSettings(BaseSettings):
         30, ge=0, description="Per-conversation message limit (0: none)."
     )
 
+    spool_path: str = Field(
+        "var/spool.jsonl", description="Local file keeping messages that arrive while Redis is unreachable."
+    )
+    spool_replay_interval_s: float = Field(5.0, gt=0, description="How often kept messages are retried.")
     heartbeat_ttl_s: int = Field(
         10,
         ge=2,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 
 from core import texts
 from core.agents import AgentDirectory
+from core.chatlog import ChatLog
 from core.handoff import CONTINUE_WITH_BOT_ACTION, HandoffError, HandoffService
 from core.outbox import DeliveryError, Outbox, PermanentDeliveryError
 from core.store import ContextStore
@@ -140,16 +140,22 @@ async def test_delivery_is_retried_then_surfaced_but_the_reply_is_kept(setup) ->
     assert [t.text for t in await handoff.transcript("web:c1")][-1] == "never arrives"
 
 
-async def test_agent_replies_are_gold_examples_and_metrics_are_recorded(setup, redis) -> None:
-    store, handoff, _ = setup
+async def test_agent_replies_are_logged_as_gold_and_metrics_are_recorded(redis) -> None:
+    store = ContextStore(redis, prefix="h:")
+    agents = AgentDirectory(redis, "h:")
+    await agents.add("ada", "correct horse", "Ada")
+    chatlog = ChatLog(redis, "h:")
+    outbox = Outbox()
+    outbox.register(RecordingChannel())
+    handoff = HandoffService(store, agents, outbox, chatlog=chatlog)
     await start(store, handoff, "web:c1")
     await handoff.claim("web:c1", "ada")
-    await handoff.agent_reply("web:c1", "ada", "gold answer")
+    await handoff.agent_reply("web:c1", "ada", "gold answer, mail me at ada@example.com")
     await handoff.agent_reply("web:c1", "ada", "second answer")
     await handoff.resolve("web:c1", "ada")
-    gold = await redis.xrange("h:gold")
-    assert [g[1][b"reply"] for g in gold] == [b"gold answer", b"second answer"]
-    assert json.loads(gold[0][1][b"context"])[0]["text"] == "help me (web:c1)"
+    agent_turns = [f async for _, f in chatlog.entries() if f.get("role") == "agent"]
+    assert [f["text"] for f in agent_turns] == ["gold answer, mail me at <EMAIL>", "second answer"]
+    assert not await redis.exists("h:gold")  # no second, unscrubbed copy anywhere
     kinds = [e[1][b"type"] for e in await redis.xrange("h:handoff:log")]
     assert kinds == [b"requested", b"claimed", b"first_reply", b"resolved"]
 

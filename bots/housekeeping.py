@@ -1,11 +1,14 @@
-"""Background duties of a bot process: tell users who waited too long for an agent; trim the chat log."""
+"""Background duties of a bot process: tell users who waited too long for an agent, trim the chat
+log, answer messages kept while Redis was unreachable."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from core.engine import DialogueEngine
 from core.handoff import HandoffService
+from core.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -27,3 +30,18 @@ async def sweep_forever(handoff: HandoffService, interval_s: float, trim_every: 
             log.exception("housekeeping failed; retrying next interval")
         rounds += 1
         await asyncio.sleep(interval_s)
+
+
+async def replay_spool_forever(engine: DialogueEngine, outbox: Outbox, interval_s: float) -> None:
+    """Answer messages parked while Redis was unreachable, once it is back."""
+    if engine.spool is None:
+        return
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            if len(engine.spool):
+                answered = await engine.spool.replay(engine.handle, outbox.deliver)
+                if answered:
+                    log.info("answered %d messages kept during a Redis outage", answered)
+        except Exception:
+            log.exception("spool replay failed; retrying next interval")
