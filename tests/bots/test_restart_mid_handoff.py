@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import sys
+import tempfile
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,21 +22,25 @@ pytestmark = pytest.mark.slow
 
 
 async def start_bot(env: dict[str, str], port: int) -> asyncio.subprocess.Process:
+    """``chatbot run`` as a child process; its log goes to a file (a full pipe would block it)."""
+    fd, name = tempfile.mkstemp(prefix="bot-", suffix=".log")
+    log_path = Path(name)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bots.cli", "run", "--port", str(port),
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=fd,
     )  # fmt: skip
+    os.close(fd)  # the child has its own copy
     async with httpx.AsyncClient() as client:
         for _ in range(600):
             if proc.returncode is not None:
-                raise RuntimeError((await proc.stderr.read()).decode())
+                raise RuntimeError(await asyncio.to_thread(log_path.read_text))
             try:
                 if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
                     return proc
             except httpx.TransportError:
                 await asyncio.sleep(0.1)
     proc.kill()
-    raise TimeoutError("bot did not start")
+    raise TimeoutError(f"bot did not start: {(await asyncio.to_thread(log_path.read_text))[-2000:]}")
 
 
 async def frames_until(ws, predicate, limit: int = 10) -> dict:
