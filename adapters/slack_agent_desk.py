@@ -17,7 +17,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -27,6 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.routing import Route
 
 from adapters.markup import to_slack_mrkdwn
+from adapters.slack_http import events_endpoint
 from core.handoff import HandoffError, HandoffService
 from core.outbox import DeliveryError
 
@@ -84,7 +84,7 @@ class SlackAgentDesk:
         self._bot_user: str | None = None
 
     def routes(self) -> list[Route]:
-        return [Route(self.config.events_path, AsyncSlackRequestHandler(self.app).handle, methods=["POST"])]
+        return [Route(self.config.events_path, events_endpoint(self.app), methods=["POST"])]
 
     async def start(self) -> None:
         self._bot_user = (await self.app.client.auth_test())["user_id"]

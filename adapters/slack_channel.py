@@ -19,7 +19,6 @@ from typing import Any
 
 import aiohttp
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -33,7 +32,9 @@ from adapters.addressing import parse_conversation_id
 from adapters.commands import BOT_COMMANDS
 from adapters.delivery import Delivery, Permanent, RetryPolicy, Transient
 from adapters.markup import to_slack_mrkdwn
+from adapters.slack_http import events_endpoint
 from adapters.splitting import split_rendered
+from adapters.streaming import StreamedMessage, ask_engine
 from core.channel import OnNewMessage
 from core.types import IncomingMessage, Reply, conversation_id
 
@@ -58,6 +59,10 @@ class SlackConfig:
     placeholder_after_s: float = 0.3
     rate_limit_retries: int = 5
     retry: RetryPolicy = RetryPolicy(chat_interval_s=1.0)
+    #: edit the answer into the placeholder as the model writes it
+    stream: bool = True
+    #: chat.update is a tier-3 method (about 50 a minute); once a second per message stays well inside
+    stream_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.app_token and not self.signing_secret:
@@ -78,6 +83,12 @@ def classify(error: BaseException) -> Transient | Permanent | None:
     if isinstance(error, aiohttp.ClientError | asyncio.TimeoutError):
         return Transient()
     return None
+
+
+def first_part(text: str) -> str:
+    """What a message can show of a partial reply: the rest would go to further messages at the end."""
+    chunks = split_rendered(text, SECTION_LIMIT, to_slack_mrkdwn)
+    return chunks[0] if chunks else ""
 
 
 def blocks(text: str, reply: Reply | None) -> list[dict[str, Any]]:
@@ -148,8 +159,7 @@ class SlackChannel:
         """The Events API endpoint (events, button presses, slash commands) in HTTP mode."""
         if self.config.app_token:
             return []
-        handler = AsyncSlackRequestHandler(self.app)
-        return [Route(self.config.events_path, handler.handle, methods=["POST"])]
+        return [Route(self.config.events_path, events_endpoint(self.app), methods=["POST"])]
 
     # --- outgoing ---
     async def send(self, conversation_id: str, reply: Reply) -> None:
@@ -158,17 +168,21 @@ class SlackChannel:
         Raises ``UndeliverableError`` when it cannot arrive, so the handoff outbox can tell the agent.
         """
         dest = parse_conversation_id(conversation_id, PLATFORM)
-        await self._post_replies(dest.chat_id, dest.thread_id, [reply], placeholder=None, strict=True)
+        await self._post_replies(dest.chat_id, dest.thread_id, [reply], streamed=None, strict=True)
 
     async def _post_replies(
         self,
         channel: str,
         thread_ts: str | None,
         replies: list[Reply],
-        placeholder: str | None,
+        streamed: StreamedMessage[str] | None,
         strict: bool = False,
     ) -> None:
+        """Post the replies; the first part takes over the placeholder or streamed message, if any."""
         client = self.app.client
+        if not replies and streamed is not None:
+            # Nothing to say (a redelivery, or a person holds the conversation): remove the "…".
+            await streamed.discard()
         for reply in replies:
             chunks = split_rendered(reply.text, SECTION_LIMIT, to_slack_mrkdwn)
             for index, chunk in enumerate(chunks):
@@ -176,40 +190,55 @@ class SlackChannel:
                     "text": chunk,
                     "blocks": blocks(chunk, reply if index == len(chunks) - 1 else None),
                 }
-                if placeholder:  # the first part replaces the "…" placeholder
-                    call = functools.partial(client.chat_update, channel=channel, ts=placeholder, **message)
-                    placeholder = None
-                else:
-                    call = functools.partial(
-                        client.chat_postMessage, channel=channel, thread_ts=thread_ts, **message
+                call = functools.partial(
+                    client.chat_postMessage, channel=channel, thread_ts=thread_ts, **message
+                )
+                if streamed is not None:
+                    await streamed.deliver_first(
+                        lambda ts, message=message: self.delivery.send(
+                            channel,
+                            functools.partial(client.chat_update, channel=channel, ts=ts, **message),
+                            strict=True,
+                        ),
+                        lambda call=call: self.delivery.send(channel, call, strict),
                     )
-                await self.delivery.send(channel, call, strict)
-        if placeholder:  # nothing to say (a redelivery, or a person holds the conversation)
-            await self.delivery.send(
-                channel, functools.partial(client.chat_delete, channel=channel, ts=placeholder)
+                    streamed = None
+                else:
+                    await self.delivery.send(channel, call, strict)
+
+    def _streamed_message(self, channel: str, thread_ts: str | None) -> StreamedMessage[str]:
+        client = self.app.client
+
+        async def post(text: str) -> str:
+            # The placeholder and partials go straight to the Web API, not through ``delivery``: one
+            # that failed is not retried, the answer follows whole instead.
+            posted = await client.chat_postMessage(
+                channel=channel, thread_ts=thread_ts, text=text, blocks=blocks(text, None)
             )
+            return posted["ts"]
+
+        async def edit(ts: str, text: str) -> None:
+            await client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks(text, None))
+
+        async def delete(ts: str) -> None:
+            await self.delivery.send(channel, functools.partial(client.chat_delete, channel=channel, ts=ts))
+
+        return StreamedMessage(PLATFORM, post, edit, delete, self.config.stream_interval_s, first_part)
 
     async def _answer(self, channel: str, thread_ts: str | None, message: IncomingMessage) -> None:
-        work: asyncio.Future[list[Reply]] = asyncio.ensure_future(self.on_new_message(message))
-        placeholder = await self._placeholder_if_slow(channel, thread_ts, work)
-        await self._post_replies(channel, thread_ts, await work, placeholder)
-
-    async def _placeholder_if_slow(
-        self, channel: str, thread_ts: str | None, work: Awaitable[Any]
-    ) -> str | None:
-        done, _ = await asyncio.wait({asyncio.ensure_future(work)}, timeout=self.config.placeholder_after_s)
-        if done:
-            return None
-        posted = await self.delivery.send(
-            channel,
-            functools.partial(
-                self.app.client.chat_postMessage,
-                channel=channel,
-                thread_ts=thread_ts,
-                text=self.config.placeholder_text,
-            ),
+        streamed = self._streamed_message(channel, thread_ts)
+        # The placeholder is the streamed message's first text: partials (when streaming is on) and
+        # then the answer replace it.
+        work = asyncio.ensure_future(
+            ask_engine(self.on_new_message, message, streamed if self.config.stream else None)
         )
-        return posted["ts"] if posted else None
+        await self._placeholder_if_slow(streamed, work)
+        await self._post_replies(channel, thread_ts, await work, streamed)
+
+    async def _placeholder_if_slow(self, streamed: StreamedMessage[str], work: Awaitable[Any]) -> None:
+        done, _ = await asyncio.wait({asyncio.ensure_future(work)}, timeout=self.config.placeholder_after_s)
+        if not done:
+            await streamed.placeholder(to_slack_mrkdwn(self.config.placeholder_text))
 
     # --- incoming ---
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any], context: Any) -> None:

@@ -16,6 +16,7 @@ import logging
 import re
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -31,6 +32,31 @@ _CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 class ChannelUnavailableError(RuntimeError):
     """No open connection to deliver to; the caller keeps the message and retries later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    id: str
+    text: str
+    action: str | None
+    resent: bool
+
+
+def parse_frame(raw: str) -> Frame | str:
+    """A client frame, or the error to send back for a malformed one."""
+    try:
+        frame = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
+        return "frames must be JSON objects"
+    if not isinstance(frame, dict):
+        return "frames must be JSON objects"
+    text, action = frame.get("text", ""), frame.get("action")
+    if not isinstance(text, str) or (action is not None and not isinstance(action, str)):
+        return "`text` and `action` must be strings"
+    frame_id = frame.get("id")
+    if not isinstance(frame_id, str | int) or isinstance(frame_id, bool) or not str(frame_id):
+        frame_id = uuid.uuid4().hex
+    return Frame(str(frame_id)[:128], text, action, frame.get("resent") is True)
 
 
 def reply_frame(reply: Reply) -> dict:
@@ -83,28 +109,19 @@ class WebChatChannel:
                 del self._sockets[cid]
 
     async def _on_frame(self, ws: WebSocket, cid: str, client: str, raw: str) -> None:
-        try:
-            frame = json.loads(raw)
-        except json.JSONDecodeError:
-            await ws.send_json({"type": "error", "error": "frames must be JSON objects"})
+        parsed = parse_frame(raw)
+        if isinstance(parsed, str):
+            await ws.send_json({"type": "error", "error": parsed})
             return
-        if not isinstance(frame, dict):
-            await ws.send_json({"type": "error", "error": "frames must be JSON objects"})
-            return
-        text, action = frame.get("text", ""), frame.get("action")
-        if not isinstance(text, str) or (action is not None and not isinstance(action, str)):
-            await ws.send_json({"type": "error", "error": "`text` and `action` must be strings"})
-            return
-        event_id = str(frame.get("id") or uuid.uuid4())[:128]
         await ws.send_json({"type": "typing"})
         message = IncomingMessage(
             PLATFORM,
             cid,
             client,
-            text,
-            event_id=f"{client}:{event_id}",
-            action=action,
-            resent=bool(frame.get("resent")),
+            parsed.text,
+            event_id=f"{client}:{parsed.id}",
+            action=parsed.action,
+            resent=parsed.resent,
         )
 
         async def partial(so_far: str) -> None:

@@ -132,3 +132,10 @@ async def test_a_second_agent_cannot_take_or_answer_a_claimed_thread(world) -> N
     await asyncio.sleep(0.1)
     assert not tg.log.of("sendMessage", lambda c: c.params["text"] == "me too")
     assert (await store.state("telegram:78")).fields["agent"] == "slack-uagent1"
+
+
+async def test_a_malformed_body_is_a_clear_400_not_a_server_error(world) -> None:
+    _, slack, http, _ = world
+    body = "{not json"
+    response = await http.post(PATH, content=body, headers=slack.signed_headers(body))
+    assert response.status_code == 400 and "malformed" in response.text
