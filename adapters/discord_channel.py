@@ -26,6 +26,7 @@ from adapters.commands import BOT_COMMANDS
 from adapters.delivery import Delivery, Permanent, RetryPolicy, Transient
 from adapters.markup import to_discord_markdown
 from adapters.splitting import split_rendered
+from adapters.streaming import StreamedMessage, ask_engine
 from core.channel import OnNewMessage
 from core.types import IncomingMessage, Reply, conversation_id
 
@@ -51,6 +52,10 @@ class DiscordConfig:
     view_ttl_s: float = 900.0
     ready_timeout_s: float = 30.0
     retry: RetryPolicy = RetryPolicy()
+    #: edit the answer into one message as the model writes it
+    stream: bool = True
+    #: Discord allows 5 edits per 5 s in a channel; once a second leaves room for other messages
+    stream_interval_s: float = 1.0
 
 
 def classify(error: BaseException) -> Transient | Permanent | None:
@@ -63,6 +68,12 @@ def classify(error: BaseException) -> Transient | Permanent | None:
     if isinstance(error, aiohttp.ClientError | asyncio.TimeoutError | OSError):
         return Transient()
     return None
+
+
+def first_part(text: str) -> str:
+    """What a message can show of a partial reply: the rest would go to further messages at the end."""
+    chunks = split_rendered(text, MESSAGE_LIMIT, to_discord_markdown)
+    return chunks[0] if chunks else ""
 
 
 def button_view(reply: Reply, ttl_s: float) -> discord.ui.View | None:
@@ -149,12 +160,26 @@ class DiscordChannel:
         dest = parse_conversation_id(conversation_id, PLATFORM)
         await self._send_reply(self.client.get_partial_messageable(int(dest.chat_id)), reply, strict=True)
 
+    async def _send_replies(
+        self,
+        target: discord.abc.Messageable,
+        replies: list[Reply],
+        reference: discord.Message | None = None,
+        streamed: StreamedMessage[discord.Message] | None = None,
+    ) -> None:
+        """Send the engine's replies; the first part takes over the streamed message, if any."""
+        if not replies and streamed is not None:  # nothing to say after all: no partial left behind
+            await streamed.discard()
+        for index, reply in enumerate(replies):
+            await self._send_reply(target, reply, reference, streamed=streamed if index == 0 else None)
+
     async def _send_reply(
         self,
         target: discord.abc.Messageable,
         reply: Reply,
         reference: discord.Message | None = None,
         strict: bool = False,
+        streamed: StreamedMessage[discord.Message] | None = None,
     ) -> None:
         chunks = split_rendered(reply.text, MESSAGE_LIMIT, to_discord_markdown)
         chat = str(getattr(target, "id", "-"))
@@ -162,9 +187,39 @@ class DiscordChannel:
             last = index == len(chunks) - 1
             view = button_view(reply, self.config.view_ttl_s) if last else None
             kwargs: dict = {"view": view} if view else {}
+            send_kwargs = dict(kwargs)
             if reference is not None and index == 0:
-                kwargs["reference"] = reference.to_reference(fail_if_not_exists=False)
-            await self.delivery.send(chat, functools.partial(target.send, chunk, **kwargs), strict)
+                send_kwargs["reference"] = reference.to_reference(fail_if_not_exists=False)
+            call = functools.partial(target.send, chunk, **send_kwargs)
+            if streamed is not None and index == 0:
+                # The streamed message was posted with the reference; an edit keeps it.
+                await streamed.deliver_first(
+                    lambda message, chunk=chunk, kwargs=kwargs: self.delivery.send(
+                        chat, functools.partial(message.edit, content=chunk, **kwargs), strict=True
+                    ),
+                    lambda call=call: self.delivery.send(chat, call, strict),
+                )
+            else:
+                await self.delivery.send(chat, call, strict)
+
+    def _streamed_message(
+        self, target: discord.abc.Messageable, reference: discord.Message | None
+    ) -> StreamedMessage[discord.Message]:
+        chat = str(getattr(target, "id", "-"))
+
+        async def post(text: str) -> discord.Message:
+            # Partials go straight to the API, not through ``delivery``: a partial that failed is not
+            # retried, the answer follows whole instead.
+            kwargs = {"reference": reference.to_reference(fail_if_not_exists=False)} if reference else {}
+            return await target.send(text, **kwargs)
+
+        async def edit(message: discord.Message, text: str) -> None:
+            await message.edit(content=text)
+
+        async def delete(message: discord.Message) -> None:
+            await self.delivery.send(chat, message.delete)
+
+        return StreamedMessage(PLATFORM, post, edit, delete, self.config.stream_interval_s, first_part)
 
     async def _followup(self, interaction: discord.Interaction, reply: Reply) -> None:
         for index, chunk in enumerate(
@@ -218,9 +273,12 @@ class DiscordChannel:
             event_id=str(message.id),
             timestamp=message.created_at.timestamp(),
         )
-        replies = await self._typing_while(message.channel, self.on_new_message(incoming))
-        for reply in replies:
-            await self._send_reply(message.channel, reply, message if is_group else None)
+        reference = message if is_group else None
+        streamed = self._streamed_message(message.channel, reference) if self.config.stream else None
+        replies = await self._typing_while(
+            message.channel, ask_engine(self.on_new_message, incoming, streamed)
+        )
+        await self._send_replies(message.channel, replies, reference, streamed)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         custom_id = (interaction.data or {}).get("custom_id", "")
@@ -242,8 +300,8 @@ class DiscordChannel:
             event_id=str(interaction.id),
             action=custom_id.removeprefix(ACTION_PREFIX),
         )
-        for reply in await self.on_new_message(incoming):
-            await self._send_reply(channel, reply)  # type: ignore[arg-type]
+        # A button press never generates (actions are answered by the engine's rules): no streaming.
+        await self._send_replies(channel, await self.on_new_message(incoming))  # type: ignore[arg-type]
 
     def _command_callback(self, name: str):
         async def command(interaction: discord.Interaction) -> None:

@@ -44,6 +44,7 @@ from adapters.commands import BOT_COMMANDS
 from adapters.delivery import Delivery, Permanent, RetryPolicy, Transient
 from adapters.markup import to_telegram_html
 from adapters.splitting import split_rendered
+from adapters.streaming import StreamedMessage, ask_engine
 from core.channel import OnNewMessage
 from core.types import IncomingMessage, Reply, conversation_id
 
@@ -71,6 +72,10 @@ class TelegramConfig:
     max_rate_per_s: float = 30.0
     group_max_rate_per_min: float = 20.0
     retry: RetryPolicy = RetryPolicy(chat_interval_s=1.0)
+    #: edit the answer into one message as the model writes it
+    stream: bool = True
+    #: Telegram allows editing one message about once a second
+    stream_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode == "webhook" and not (self.webhook_url and self.webhook_secret):
@@ -95,6 +100,17 @@ def classify(error: BaseException) -> Transient | Permanent | None:
 
 def _thread(thread_id: int | None) -> str | None:
     return str(thread_id) if thread_id else None
+
+
+def is_not_modified(error: BadRequest) -> bool:
+    """Telegram refuses an edit that changes nothing; the message already says what we wanted."""
+    return "message is not modified" in error.message.lower()
+
+
+def first_part(text: str) -> str:
+    """What a message can show of a partial reply: the rest would go to further messages at the end."""
+    chunks = split_rendered(text, MessageLimit.MAX_TEXT_LENGTH, to_telegram_html)
+    return chunks[0] if chunks else ""
 
 
 def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
@@ -195,6 +211,22 @@ class TelegramChannel:
         thread_id = int(dest.thread_id) if dest.thread_id else None
         await self._send_reply(int(dest.chat_id), thread_id, reply, strict=True)
 
+    async def _send_replies(
+        self,
+        chat_id: int,
+        thread_id: int | None,
+        replies: list[Reply],
+        reply_to: int | None = None,
+        streamed: StreamedMessage[int] | None = None,
+    ) -> None:
+        """Send the engine's replies; the first part takes over the streamed message, if any."""
+        if not replies and streamed is not None:  # nothing to say after all: no partial left behind
+            await streamed.discard()
+        for index, reply in enumerate(replies):
+            await self._send_reply(
+                chat_id, thread_id, reply, reply_to, streamed=streamed if index == 0 else None
+            )
+
     async def _send_reply(
         self,
         chat_id: int,
@@ -202,10 +234,13 @@ class TelegramChannel:
         reply: Reply,
         reply_to: int | None = None,
         strict: bool = False,
+        streamed: StreamedMessage[int] | None = None,
     ) -> None:
         chunks = split_rendered(reply.text, MessageLimit.MAX_TEXT_LENGTH, to_telegram_html)
         markup = keyboard(reply)
+        chat = str(chat_id)
         for index, chunk in enumerate(chunks):
+            part_markup = markup if index == len(chunks) - 1 else None  # buttons under the last part
             call = functools.partial(
                 self.app.bot.send_message,
                 chat_id,
@@ -217,9 +252,56 @@ class TelegramChannel:
                     if reply_to and index == 0
                     else None
                 ),
-                reply_markup=markup if index == len(chunks) - 1 else None,  # buttons under the last part
+                reply_markup=part_markup,
             )
-            await self.delivery.send(str(chat_id), call, strict)
+            if streamed is not None and index == 0:
+                edit = functools.partial(self._edit, chat_id, text=chunk, reply_markup=part_markup)
+                await streamed.deliver_first(
+                    lambda message_id, edit=edit: self.delivery.send(
+                        chat, functools.partial(edit, message_id), strict=True
+                    ),
+                    lambda call=call: self.delivery.send(chat, call, strict),
+                )
+            else:
+                await self.delivery.send(chat, call, strict)
+
+    async def _edit(
+        self, chat_id: int, message_id: int, text: str, reply_markup: InlineKeyboardMarkup | None = None
+    ) -> None:
+        try:
+            await self.app.bot.edit_message_text(
+                text, chat_id, message_id, parse_mode=ParseMode.HTML, reply_markup=reply_markup
+            )
+        except BadRequest as error:
+            if not is_not_modified(error):
+                raise
+
+    def _streamed_message(
+        self, chat_id: int, thread_id: int | None, reply_to: int | None
+    ) -> StreamedMessage[int]:
+        async def post(text: str) -> int:
+            # Partials go straight to the Bot API, not through ``delivery``: a partial that failed is
+            # not retried, the answer follows whole instead.
+            message = await self.app.bot.send_message(
+                chat_id,
+                text,
+                parse_mode=ParseMode.HTML,
+                message_thread_id=thread_id,
+                reply_parameters=(
+                    ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+                ),
+            )
+            return message.message_id
+
+        async def edit(message_id: int, text: str) -> None:
+            await self._edit(chat_id, message_id, text)
+
+        async def delete(message_id: int) -> None:
+            await self.delivery.send(
+                str(chat_id), functools.partial(self.app.bot.delete_message, chat_id, message_id)
+            )
+
+        return StreamedMessage(PLATFORM, post, edit, delete, self.config.stream_interval_s, first_part)
 
     async def _typing_while(
         self, chat_id: int, thread_id: int | None, work: Awaitable[list[Reply]]
@@ -289,11 +371,13 @@ class TelegramChannel:
             event_id=str(update.update_id),
             timestamp=message.date.timestamp(),
         )
-        replies = await self._typing_while(message.chat.id, thread_id, self.on_new_message(incoming))
-        for reply in replies:
-            await self._send_reply(
-                message.chat.id, thread_id, reply, message.message_id if is_group else None
-            )
+        reply_to = message.message_id if is_group else None
+        streamed = (
+            self._streamed_message(message.chat.id, thread_id, reply_to) if self.config.stream else None
+        )
+        work = ask_engine(self.on_new_message, incoming, streamed)
+        replies = await self._typing_while(message.chat.id, thread_id, work)
+        await self._send_replies(message.chat.id, thread_id, replies, reply_to, streamed)
 
     async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
@@ -315,9 +399,9 @@ class TelegramChannel:
         incoming = IncomingMessage(
             PLATFORM, cid, str(user.id), "", event_id=str(update.update_id), action=query.data
         )
+        # A button press never generates (actions are answered by the engine's rules): no streaming.
         replies = await self._typing_while(message.chat.id, thread_id, self.on_new_message(incoming))
-        for reply in replies:
-            await self._send_reply(message.chat.id, thread_id, reply)
+        await self._send_replies(message.chat.id, thread_id, replies)
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         # A handler bug must not stop the bot; PTB passes errors here instead of raising.

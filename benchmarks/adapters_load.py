@@ -139,6 +139,7 @@ async def telegram(engine: DialogueEngine, tally: Tally, users: int) -> AsyncIte
             max_rate_per_s=1e6,
             group_max_rate_per_min=1e6,
             retry=NO_PACING,
+            stream=False,  # whole answers: a streamed one adds edits the tally would count as replies
         )
         channel = TelegramChannel(timed(engine, tally, lambda cid: cid.split(":")[1]), config)
         await channel.start()
@@ -161,7 +162,7 @@ async def slack(engine: DialogueEngine, tally: Tally, users: int) -> AsyncIterat
     token, secret = "xoxb-bench", "bench-secret"
     async with FakeSlack(token, secret) as fake:
         config = SlackConfig(
-            bot_token=token, signing_secret=secret, api_url=f"{fake.url}/api/", retry=NO_PACING
+            bot_token=token, signing_secret=secret, api_url=f"{fake.url}/api/", retry=NO_PACING, stream=False
         )
 
         def chat_of(call: Call) -> str | None:  # the placeholder is typing, not a reply
@@ -214,7 +215,7 @@ async def discord(engine: DialogueEngine, tally: Tally, users: int) -> AsyncIter
 
         fake.log.listeners.append(tally.on_call(chat_of))
         config = DiscordConfig(
-            token=token, api_url=fake.api_url, gateway_url=fake.gateway_url, retry=NO_PACING
+            token=token, api_url=fake.api_url, gateway_url=fake.gateway_url, retry=NO_PACING, stream=False
         )
         channel = DiscordChannel(timed(engine, tally, lambda cid: cid.split(":")[1]), config)
         await channel.start()

@@ -83,6 +83,8 @@ def build_channel(name: str, settings: Settings, on_new_message: OnNewMessage) -
                 max_rate_per_s=settings.telegram_max_rate_per_s,
                 group_max_rate_per_min=settings.telegram_group_max_rate_per_min,
                 retry=_policy(settings, settings.telegram_chat_interval_s),
+                stream=settings.telegram_stream,
+                stream_interval_s=settings.telegram_stream_interval_s,
             ),
         )
     if name == "slack":
@@ -100,6 +102,8 @@ def build_channel(name: str, settings: Settings, on_new_message: OnNewMessage) -
                 placeholder_after_s=settings.slack_placeholder_after_s,
                 rate_limit_retries=settings.delivery_max_attempts,
                 retry=_policy(settings, settings.slack_chat_interval_s),
+                stream=settings.slack_stream,
+                stream_interval_s=settings.slack_stream_interval_s,
             ),
         )
     if name == "discord":
@@ -115,6 +119,8 @@ def build_channel(name: str, settings: Settings, on_new_message: OnNewMessage) -
                 shard_count=settings.discord_shard_count,
                 sync_commands=settings.discord_sync_commands,
                 retry=_policy(settings, 0.0),  # discord.py paces per route bucket itself
+                stream=settings.discord_stream,
+                stream_interval_s=settings.discord_stream_interval_s,
             ),
         )
     raise ValueError(f"unknown platform {name!r}; choose from {', '.join(PLATFORMS)}")

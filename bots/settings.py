@@ -49,6 +49,12 @@ class Settings(CoreSettings):
     telegram_chat_interval_s: float = Field(
         1.0, ge=0, description="Minimum gap between messages to one chat."
     )
+    telegram_stream: bool = Field(
+        True, description="Stream answers: send the text so far, then edit the message as it grows."
+    )
+    telegram_stream_interval_s: float = Field(
+        1.0, gt=0, description="Minimum gap between edits of a streamed message (Telegram: ~1/s)."
+    )
     slack_bot_token: SecretStr | None = Field(None, description="Slack bot token (xoxb-…).")
     slack_signing_secret: SecretStr | None = Field(
         None, description="Slack signing secret: verifies HTTP events (Basic Information page)."
@@ -66,6 +72,12 @@ class Settings(CoreSettings):
     )
     slack_chat_interval_s: float = Field(
         1.0, ge=0, description="Minimum gap between messages to one channel."
+    )
+    slack_stream: bool = Field(
+        True, description="Stream answers: edit the placeholder with the text so far as it grows."
+    )
+    slack_stream_interval_s: float = Field(
+        1.0, gt=0, description="Minimum gap between edits of a streamed message (chat.update is tier 3)."
     )
     slack_agent_bot_token: SecretStr | None = Field(
         None, description="Bot token of the agents' Slack app (handoffs as threads); unset: off."
@@ -90,6 +102,12 @@ class Settings(CoreSettings):
     discord_shard_count: int | None = Field(None, ge=1, description="Total shards across all bot processes.")
     discord_sync_commands: bool = Field(
         True, description="Register the slash commands with Discord at start (global commands)."
+    )
+    discord_stream: bool = Field(
+        True, description="Stream answers: send the text so far, then edit the message as it grows."
+    )
+    discord_stream_interval_s: float = Field(
+        1.0, gt=0, description="Minimum gap between edits of a streamed message (Discord: 5 per 5 s)."
     )
     delivery_max_attempts: int = Field(5, ge=1, description="Tries per outgoing platform message.")
     delivery_backoff_s: float = Field(0.5, gt=0, description="First retry delay on network errors (doubles).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -11,7 +12,8 @@ import pytest
 from adapters.delivery import RetryPolicy, UndeliverableError
 from adapters.discord_channel import DiscordChannel, DiscordConfig
 from core import texts
-from core.types import Button, Reply
+from core.types import Button, Reply, conversation_id
+from tests.adapters.conftest import STREAM_INTERVAL_S, Answered, assert_paced
 from tests.fakes.discord_api import APP_ID, BOT_ID, CHANNEL_ID, GUILD_ID, MESSAGE_CONTENT_INTENT, FakeDiscord
 
 TOKEN = "discord-test-token-do-not-log"
@@ -33,6 +35,7 @@ async def channel(fake, engine) -> AsyncIterator[DiscordChannel]:
         gateway_url=fake.gateway_url,
         ready_timeout_s=10,
         retry=RetryPolicy(max_attempts=3, backoff_s=0.05),
+        stream=False,  # streaming has tests of its own, at the end
     )
     channel = DiscordChannel(engine.handle, config)
     await channel.start()
@@ -148,3 +151,75 @@ async def test_a_shard_identifies_as_its_shard(fake, engine) -> None:
         assert not fake.log.of(f"PUT /applications/{APP_ID}/commands")
     finally:
         await channel.stop()
+
+
+# --- streaming: the answer is sent at the first partial, edited as it grows, then finished ---
+async def streaming_channel(fake: FakeDiscord, engine: Answered, stream: bool = True) -> DiscordChannel:
+    config = DiscordConfig(
+        token=TOKEN,
+        api_url=fake.api_url,
+        gateway_url=fake.gateway_url,
+        ready_timeout_s=10,
+        sync_commands=False,
+        retry=RetryPolicy(max_attempts=3, backoff_s=0.05),
+        stream=stream,
+        stream_interval_s=STREAM_INTERVAL_S,
+    )
+    channel = DiscordChannel(engine, config)
+    await channel.start()
+    return channel
+
+
+async def ask(fake: FakeDiscord, engine: Answered, channel_id: str) -> str:
+    """Send "hello there" in a greeted DM; the final reply's text once it is answered."""
+    await engine.greeted(conversation_id("discord", channel_id, None, "42", False))
+    await fake.dispatch("MESSAGE_CREATE", fake.message("hello there", channel_id=channel_id))
+    for _ in range(400):  # bounded wait for the engine's answer
+        if engine.returned:
+            break
+        await asyncio.sleep(0.025)
+    (answer,) = engine.returned[-1]
+    return answer.text
+
+
+async def test_streamed_answer_is_sent_edited_and_finished_as_the_final_reply(fake, streaming_engine) -> None:
+    channel = await streaming_channel(fake, streaming_engine)
+    try:
+        final = await ask(fake, streaming_engine, "9101")
+        posted = (await fake.log.wait_for("POST /channels/9101/messages"))[0]
+        edit = f"PATCH /channels/9101/messages/{posted.result['id']}"
+        await fake.log.wait_for(edit, lambda c: c.params["content"] == final)
+    finally:
+        await channel.stop()
+    assert len(fake.log.of("POST /channels/9101/messages")) == 1  # nothing sent beside it
+    edits = fake.log.of(edit)
+    assert len(edits) >= 2 and posted.params["content"] != final  # partials, then the final reply
+    assert fake.messages[posted.result["id"]]["content"] == final
+    assert_paced(edits, STREAM_INTERVAL_S)
+
+
+async def test_streaming_off_sends_the_answer_once_and_never_edits(fake, streaming_engine) -> None:
+    channel = await streaming_channel(fake, streaming_engine, stream=False)
+    try:
+        final = await ask(fake, streaming_engine, "9102")
+        (sent,) = await fake.log.wait_for("POST /channels/9102/messages")
+    finally:
+        await channel.stop()
+    assert sent.params["content"] == final
+    assert not any(c.method.startswith("PATCH") for c in fake.log.calls)
+
+
+async def test_failing_edits_still_deliver_the_answer_once(fake, streaming_engine) -> None:
+    for _ in range(20):  # every edit of the streamed message is refused
+        fake.fail_next("PATCH /channels/9103/messages/*", 403, message="Missing Permissions", code=50013)
+    channel = await streaming_channel(fake, streaming_engine)
+    try:
+        final = await ask(fake, streaming_engine, "9103")
+        partial, answer = await fake.log.wait_for("POST /channels/9103/messages", count=2)
+        (deleted,) = await fake.log.wait_for(f"DELETE /channels/9103/messages/{partial.result['id']}")
+    finally:
+        await channel.stop()
+    assert answer.params["content"] == final  # sent anew when the edit failed, the stale partial gone
+    assert [m["content"] for m in fake.messages.values() if m["channel_id"] == "9103"] == [final]
+    edit = f"PATCH /channels/9103/messages/{partial.result['id']}"
+    assert fake.log.of(edit, ok_only=False) and not fake.log.of(edit)

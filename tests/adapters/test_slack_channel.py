@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -12,7 +13,9 @@ from adapters.delivery import RetryPolicy, UndeliverableError
 from adapters.slack_channel import SlackChannel, SlackConfig
 from bots.web import create_web_app
 from core import texts
-from core.types import Button, Reply
+from core.channel import OnNewMessage
+from core.types import Button, Reply, conversation_id
+from tests.adapters.conftest import STREAM_INTERVAL_S, Answered, assert_paced
 from tests.fakes.slack_api import FakeSlack
 
 BOT_TOKEN, SECRET = "xoxb-test-token-do-not-log", "signing-secret-for-tests"
@@ -25,21 +28,33 @@ async def fake() -> AsyncIterator[FakeSlack]:
         yield server
 
 
-@pytest.fixture
-async def slack(fake, engine) -> AsyncIterator[tuple[SlackChannel, httpx.AsyncClient]]:
+@asynccontextmanager
+async def running(
+    fake: FakeSlack, on_new_message: OnNewMessage, **overrides
+) -> AsyncIterator[tuple[SlackChannel, httpx.AsyncClient]]:
     config = SlackConfig(
         bot_token=BOT_TOKEN,
         signing_secret=SECRET,
         api_url=f"{fake.url}/api/",
         placeholder_after_s=0.0,
         retry=RetryPolicy(max_attempts=4, backoff_s=0.05),
+        **overrides,
     )
-    channel = SlackChannel(engine.handle, config)
+    channel = SlackChannel(on_new_message, config)
     await channel.start()
     app = create_web_app(channel.routes())
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bot") as http:
-        yield channel, http
-    await channel.stop()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bot") as http:
+            yield channel, http
+    finally:
+        await channel.stop()
+
+
+@pytest.fixture
+async def slack(fake, engine) -> AsyncIterator[tuple[SlackChannel, httpx.AsyncClient]]:
+    # Streaming has tests of its own, at the end.
+    async with running(fake, engine.handle, stream=False) as started:
+        yield started
 
 
 def posted_texts(fake: FakeSlack, channel: str) -> list[str]:
@@ -169,3 +184,55 @@ async def test_socket_mode_acks_envelopes_and_answers_a_retry_once(engine) -> No
             assert sum("/forget" in t for t in posted_texts(fake, "D6")) == 1
         finally:
             await channel.stop()
+
+
+# --- streaming: the placeholder (or first partial) is edited as the answer grows, then finished ---
+async def ask(fake: FakeSlack, http: httpx.AsyncClient, engine: Answered, channel: str) -> str:
+    """Send "hello there" in a greeted DM; the final reply's text once it is answered."""
+    await engine.greeted(conversation_id("slack", channel, None, "U1", False))
+    assert (await fake.deliver(http, PATH, fake.dm("hello there", channel=channel))).status_code == 200
+    for _ in range(400):  # bounded wait for the engine's answer
+        if engine.returned:
+            break
+        await asyncio.sleep(0.025)
+    (answer,) = engine.returned[-1]
+    return answer.text
+
+
+def in_channel(channel: str):
+    return lambda c: c.params["channel"] == channel
+
+
+async def test_streamed_answer_is_sent_edited_and_finished_as_the_final_reply(fake, streaming_engine) -> None:
+    async with running(fake, streaming_engine, stream_interval_s=STREAM_INTERVAL_S) as (_, http):
+        final = await ask(fake, http, streaming_engine, "D21")
+        await fake.log.wait_for("chat.update", lambda c: c.params["text"] == final)
+    (posted,) = fake.log.of("chat.postMessage", in_channel("D21"))  # the placeholder or first partial
+    ts = posted.result["ts"]
+    edits = fake.log.of("chat.update", lambda c: c.params["ts"] == ts, ok_only=False)
+    partials = [e for e in edits[:-1] if e.params["text"] != final]
+    assert partials, "no partial text was shown before the answer"
+    assert fake.messages[("D21", ts)]["text"] == final
+    assert_paced(edits, STREAM_INTERVAL_S)
+
+
+async def test_streaming_off_edits_the_placeholder_once_into_the_answer(fake, streaming_engine) -> None:
+    async with running(fake, streaming_engine, stream=False) as (_, http):
+        final = await ask(fake, http, streaming_engine, "D22")
+        (update,) = await fake.log.wait_for("chat.update", in_channel("D22"))
+    (placeholder,) = fake.log.of("chat.postMessage", in_channel("D22"))
+    assert placeholder.params["text"] == "…" and update.params["text"] == final
+    assert len(fake.log.of("chat.update", ok_only=False)) == 1  # no partials
+
+
+async def test_failing_edits_still_deliver_the_answer_once(fake, streaming_engine) -> None:
+    for _ in range(20):  # every edit of the streamed message is refused
+        fake.fail_next("chat.update", 200, error="cant_update_message")
+    async with running(fake, streaming_engine, stream_interval_s=STREAM_INTERVAL_S) as (_, http):
+        final = await ask(fake, http, streaming_engine, "D23")
+        first, answer = await fake.log.wait_for("chat.postMessage", in_channel("D23"), count=2)
+        (deleted,) = await fake.log.wait_for("chat.delete", in_channel("D23"))
+    assert answer.params["text"] == final  # sent anew when the edit failed, the stale message gone
+    assert deleted.params["ts"] == first.result["ts"]
+    assert [m["text"] for (channel, _), m in fake.messages.items() if channel == "D23"] == [final]
+    assert fake.log.of("chat.update", ok_only=False) and not fake.log.of("chat.update")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -13,7 +13,8 @@ from adapters.delivery import RetryPolicy, UndeliverableError
 from adapters.telegram_channel import SECRET_HEADER, TelegramChannel, TelegramConfig
 from bots.web import create_web_app
 from core import texts
-from core.types import Button, Reply
+from core.types import Button, Reply, conversation_id
+from tests.adapters.conftest import STREAM_INTERVAL_S, Answered, assert_paced
 from tests.fakes.telegram_api import FakeTelegram
 
 TOKEN = "123456:TEST-token-do-not-log"
@@ -27,6 +28,7 @@ async def fake() -> AsyncIterator[FakeTelegram]:
 
 
 def config(fake: FakeTelegram, **overrides) -> TelegramConfig:
+    overrides.setdefault("stream", False)  # streaming has tests of its own, at the end
     return TelegramConfig(token=TOKEN, api_url=fake.url, poll_timeout_s=1, retry=FAST, **overrides)
 
 
@@ -193,3 +195,75 @@ async def test_webhook_checks_the_secret_and_answers_a_redelivery_once(fake, web
     await fake.log.wait_for("sendMessage", lambda c: c.params["text"] == texts.RESET)
     await asyncio.sleep(0)
     assert sum("/forget" in t for t in texts_to(fake, 601)) == 1
+
+
+# --- streaming: the answer is sent at the first partial, edited as it grows, then finished ---
+@pytest.fixture
+async def streaming(fake, streaming_engine) -> AsyncIterator[Callable[..., Awaitable[TelegramChannel]]]:
+    channels: list[TelegramChannel] = []
+
+    async def start(**overrides) -> TelegramChannel:
+        overrides.setdefault("stream", True)
+        channel = TelegramChannel(
+            streaming_engine, config(fake, stream_interval_s=STREAM_INTERVAL_S, **overrides)
+        )
+        await channel.start()
+        channels.append(channel)
+        return channel
+
+    yield start
+    for channel in channels:
+        await channel.stop()
+
+
+async def ask(fake: FakeTelegram, engine: Answered, chat_id: int) -> str:
+    """Send "hello there" in a greeted private chat; the final reply's text once it is answered."""
+    await engine.greeted(conversation_id("telegram", str(chat_id), None, str(chat_id), False))
+    await fake.push(fake.message("hello there", chat_id=chat_id, user_id=chat_id))
+    for _ in range(400):  # bounded wait for the engine's answer
+        if engine.returned:
+            break
+        await asyncio.sleep(0.025)
+    (answer,) = engine.returned[-1]
+    return answer.text
+
+
+def in_chat(chat_id: int):
+    return lambda c: int(c.params["chat_id"]) == chat_id
+
+
+async def test_streamed_answer_is_sent_edited_and_finished_as_the_final_reply(
+    fake, streaming, streaming_engine
+) -> None:
+    await streaming()
+    final = await ask(fake, streaming_engine, 701)
+    # The last call on the message puts the final reply in; "not modified" if the last partial had it.
+    await fake.log.wait_for("editMessageText", lambda c: fake._shown_text(c.params) == final, ok_only=False)
+    (posted,) = fake.log.of("sendMessage", in_chat(701))  # one message, nothing sent beside it
+    message_id = posted.result["message_id"]
+    edits = fake.log.of("editMessageText", lambda c: c.params["message_id"] == message_id, ok_only=False)
+    assert len(edits) >= 2 and fake.log.of("editMessageText")  # partials, then the final reply
+    assert posted.params["text"] != final  # the first partial, not the answer
+    assert fake.messages[(701, message_id)]["text"] == final
+    assert_paced(edits, STREAM_INTERVAL_S)
+
+
+async def test_streaming_off_sends_the_answer_once_and_never_edits(fake, streaming, streaming_engine) -> None:
+    await streaming(stream=False)
+    final = await ask(fake, streaming_engine, 702)
+    (sent,) = await fake.log.wait_for("sendMessage", in_chat(702))
+    assert sent.params["text"] == final
+    assert fake.log.of("editMessageText", ok_only=False) == []
+
+
+async def test_failing_edits_still_deliver_the_answer_once(fake, streaming, streaming_engine) -> None:
+    for _ in range(20):  # every edit of the streamed message is refused
+        fake.fail_next("editMessageText", 400, "Bad Request: message can't be edited")
+    await streaming()
+    final = await ask(fake, streaming_engine, 703)
+    partial, answer = await fake.log.wait_for("sendMessage", in_chat(703), count=2)
+    assert fake._shown_text(answer.params) == final  # sent anew when the edit failed ...
+    (deleted,) = await fake.log.wait_for("deleteMessage", in_chat(703))
+    assert deleted.params["message_id"] == partial.result["message_id"]  # ... and the stale partial gone
+    assert [m["text"] for (chat, _), m in fake.messages.items() if chat == 703] == [final]
+    assert fake.log.of("editMessageText", ok_only=False) and not fake.log.of("editMessageText")

@@ -10,7 +10,7 @@ import socket
 import httpx
 import pytest
 
-from bots.platforms import PlatformNotConfiguredError, RedactSecrets, check_only
+from bots.platforms import PlatformNotConfiguredError, RedactSecrets, build_channels, check_only
 from bots.runner import serve
 from bots.settings import Settings
 from core import texts
@@ -40,6 +40,23 @@ def test_only_selects_one_configured_platform() -> None:
         check_only(settings, "slack")
     with pytest.raises(ValueError, match="unknown platform"):
         check_only(settings, "irc")
+
+
+async def test_streaming_settings_reach_each_platform(monkeypatch) -> None:
+    monkeypatch.setenv("TELEGRAM_STREAM", "false")
+    monkeypatch.setenv("SLACK_STREAM_INTERVAL_S", "2.5")
+    settings = Settings(
+        telegram_bot_token=TG_TOKEN, slack_bot_token=SLACK_TOKEN, slack_signing_secret=SLACK_SECRET,
+        discord_bot_token=DISCORD_TOKEN, discord_stream_interval_s=1.5,
+    )  # fmt: skip
+
+    async def on_new_message(message, stream=None, stream_interval_s=0.0):
+        return []
+
+    configs = {c.platform: c.config for c in build_channels(settings, on_new_message)}  # type: ignore[attr-defined]
+    assert (configs["telegram"].stream, configs["telegram"].stream_interval_s) == (False, 1.0)
+    assert (configs["slack"].stream, configs["slack"].stream_interval_s) == (True, 2.5)
+    assert (configs["discord"].stream, configs["discord"].stream_interval_s) == (True, 1.5)
 
 
 def test_secrets_are_redacted_from_messages_and_tracebacks() -> None:

@@ -5,11 +5,14 @@ token and intents, READY then GUILD_CREATE, heartbeats ACKed, and dispatches pus
 (MESSAGE_CREATE, INTERACTION_CREATE). Message content is blanked unless the MESSAGE_CONTENT intent
 was identified with (DMs and messages mentioning the bot keep theirs), as Discord does.
 REST: the calls a bot makes, recorded; 429s carry ``retry_after`` and the headers Discord sends.
+Messages the bot posted are kept (``messages``): PATCH edits one and answers with the whole message,
+DELETE removes it; an unknown one gets 404 "Unknown Message" (code 10008).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import itertools
 import json
 from datetime import UTC, datetime
@@ -36,6 +39,8 @@ class FakeDiscord(FakeServer):
         self.identified = asyncio.Event()
         self.intents = 0
         self.missing_channels: set[str] = set()
+        #: the bot's messages as the channel shows them now, by message id
+        self.messages: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self._ids = snowflakes()
         self._seq = itertools.count(1)
@@ -185,9 +190,21 @@ class FakeDiscord(FakeServer):
             **extra,
         }
 
-    def fail_next(self, route: str, status: int, retry_after: float = 1.0) -> None:
-        body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
+    def fail_next(
+        self, route: str, status: int, retry_after: float = 1.0, message: str = "", code: int = 0
+    ) -> None:
+        """Answer the next call of ``route`` (a glob: ``PATCH /channels/1/messages/*``) with an error:
+        a rate limit for 429, else ``message`` and Discord's JSON error ``code``."""
+        body: dict[str, Any] = {"message": message, "code": code}
+        if status == 429:
+            body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
         self._failures.setdefault(route, []).append((status, body))
+
+    def _failure(self, route: str) -> tuple[int, dict[str, Any]] | None:
+        for pattern, queued in self._failures.items():
+            if queued and fnmatch.fnmatchcase(route, pattern):
+                return queued.pop(0)
+        return None
 
     # --- gateway ---
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
@@ -251,11 +268,18 @@ class FakeDiscord(FakeServer):
         token_free = parts[0] in ("interactions", "webhooks")  # authorised by the interaction token
         if not token_free and request.headers.get("Authorization") != f"Bot {self.token}":
             status, result = 401, {"message": "401: Unauthorized", "code": 0}
-        elif self._failures.get(route):
-            status, result = self._failures[route].pop(0)
-            ratelimit["X-RateLimit-Remaining"] = "0"
+        elif failure := self._failure(route):
+            status, result = failure
+            if status == 429:  # other errors leave the bucket alone (discord.py would wait it out)
+                ratelimit["X-RateLimit-Remaining"] = "0"
         elif parts[0] == "channels" and parts[1] in self.missing_channels:
             status, result = 404, {"message": "Unknown Channel", "code": 10003}
+        elif (
+            self._is_message(parts)
+            and request.method in ("PATCH", "DELETE")
+            and parts[3] not in self.messages
+        ):
+            status, result = 404, {"message": "Unknown Message", "code": 10008}
         else:
             status, result = 200, self._answer(request.method, parts, body)
         call.status, call.result = status, result
@@ -295,11 +319,24 @@ class FakeDiscord(FakeServer):
                 },
                 "resource": {"type": body.get("type")},
             }
+        if self._is_message(parts) and method == "PATCH":
+            message = self.messages[parts[3]]
+            message.update({k: v for k, v in body.items() if k in ("content", "components")})
+            message["edited_timestamp"] = datetime.now(UTC).isoformat()
+            return dict(message)  # a snapshot: the call log keeps what this call returned
+        if self._is_message(parts) and method == "DELETE":
+            del self.messages[parts[3]]
+            return None
         if parts[-1] == "typing" or method == "DELETE":
             return None
         if method == "POST" and (parts[0] == "webhooks" or parts[-1] == "messages"):
             return self._sent_message(parts[1] if parts[0] == "channels" else "9001", body)
         return {}
+
+    @staticmethod
+    def _is_message(parts: list[str]) -> bool:
+        """``channels/{channel}/messages/{message}``"""
+        return len(parts) == 4 and parts[0] == "channels" and parts[2] == "messages"
 
     def _sent_message(self, channel_id: str, body: dict[str, Any]) -> dict[str, Any]:
         message = {
@@ -322,4 +359,5 @@ class FakeDiscord(FakeServer):
         }
         if body.get("message_reference"):
             message["message_reference"] = body["message_reference"]
-        return message
+        self.messages[message["id"]] = message
+        return dict(message)

@@ -1,7 +1,9 @@
 """A fake Slack: the Web API (https://api.slack.com/web) on 127.0.0.1, and the Events API side.
 
 Web API: ``POST /api/<method>`` with a bearer token, answering ``{"ok": ...}`` (HTTP 200 even for
-errors such as ``channel_not_found``; HTTP 429 with ``Retry-After`` when rate limited).
+errors such as ``channel_not_found``; HTTP 429 with ``Retry-After`` when rate limited). Messages the
+bot posted are kept (``messages``): ``chat.update`` and ``chat.delete`` of an unknown one answer
+``message_not_found``.
 Socket Mode: ``apps.connections.open`` (app-level token) hands out a WebSocket URL; the socket
 says ``hello``, carries ``events_api`` envelopes and takes ``{"envelope_id"}`` acknowledgements.
 Events API: signed requests (``X-Slack-Signature: v0=hmac_sha256(secret, "v0:ts:body")``) carrying
@@ -35,7 +37,9 @@ class FakeSlack(FakeServer):
         self.sockets: list[web.WebSocketResponse] = []
         self.socket_ready = asyncio.Event()
         self.missing_channels: set[str] = set()
-        self._failures: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        #: the bot's messages as the channel shows them now, by (channel, ts)
+        self.messages: dict[tuple[str, str], dict[str, Any]] = {}
+        self._failures: dict[str, list[tuple[int, dict[str, str], str | None]]] = {}
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
         self.app.router.add_post("/api/{method}", self._handle)
@@ -44,8 +48,11 @@ class FakeSlack(FakeServer):
     def next_ts(self) -> str:
         return f"{int(time.time())}.{next(self._ts):06d}"
 
-    def fail_next(self, method: str, status: int, headers: dict[str, str] | None = None) -> None:
-        self._failures.setdefault(method, []).append((status, headers or {}))
+    def fail_next(
+        self, method: str, status: int, headers: dict[str, str] | None = None, error: str | None = None
+    ) -> None:
+        """Fail the next call of ``method``: HTTP ``status``, and ``error`` (else one fitting it)."""
+        self._failures.setdefault(method, []).append((status, headers or {}, error))
 
     # --- the Web API ---
     async def _handle(self, request: web.Request) -> web.Response:
@@ -62,14 +69,18 @@ class FakeSlack(FakeServer):
         if request.headers.get("Authorization") != f"Bearer {token}":
             status, body = 200, {"ok": False, "error": "invalid_auth"}
         elif self._failures.get(method):
-            status, headers = self._failures[method].pop(0)
-            body = {"ok": False, "error": "ratelimited" if status == 429 else "internal_error"}
+            status, headers, error = self._failures[method].pop(0)
+            body = {"ok": False, "error": error or ("ratelimited" if status == 429 else "internal_error")}
         elif params.get("channel") in self.missing_channels:
             status, body = 200, {"ok": False, "error": "channel_not_found"}
         else:
             handler = getattr(self, "_api_" + method.replace(".", "_"), None)
             if handler is None:
                 status, body = 404, {"ok": False, "error": "unknown_method"}
+            elif method in ("chat.update", "chat.delete") and (
+                (params.get("channel"), params.get("ts")) not in self.messages
+            ):
+                status, body = 200, {"ok": False, "error": "message_not_found"}
             else:
                 status, body = 200, {"ok": True, **handler(params)}
         call.status = status if body["ok"] else max(status, 400)  # failed calls are not "successful"
@@ -103,25 +114,23 @@ class FakeSlack(FakeServer):
         }
         if params.get("thread_ts"):
             message["thread_ts"] = params["thread_ts"]
-        return {"channel": params["channel"], "ts": ts, "message": message}
+        self.messages[(params["channel"], ts)] = message
+        # a snapshot: the call log keeps what this call returned
+        return {"channel": params["channel"], "ts": ts, "message": dict(message)}
 
     def _api_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
-        message = {
-            "type": "message",
-            "user": BOT_USER,
-            "bot_id": BOT_ID,
-            "ts": params["ts"],
-            "text": params.get("text"),
-            "blocks": params.get("blocks") or [],
-        }
+        message = self.messages[(params["channel"], params["ts"])]
+        message.update(text=params.get("text"), blocks=params.get("blocks") or [])
+        message["edited"] = {"user": BOT_USER, "ts": self.next_ts()}
         return {
             "channel": params["channel"],
             "ts": params["ts"],
             "text": params.get("text"),
-            "message": message,
+            "message": dict(message),
         }
 
     def _api_chat_delete(self, params: dict[str, Any]) -> dict[str, Any]:
+        del self.messages[(params["channel"], params["ts"])]
         return {"channel": params["channel"], "ts": params["ts"]}
 
     # --- Socket Mode ---

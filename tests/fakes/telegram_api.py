@@ -3,6 +3,8 @@
 Serves ``/bot<token>/<method>`` with the ``{"ok": ..., "result": ...}`` envelope, long-polls
 ``getUpdates`` over a queue of updates the test pushes, and records every call. Errors follow the
 docs: 401 for a wrong token, 429 with ``parameters.retry_after``, 403 for a user who blocked the bot.
+Messages the bot sent are kept (``messages``), so ``editMessageText`` and ``deleteMessage`` behave as
+Telegram's do: 400 for a message that is not there, or for an edit that changes nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ from tests.fakes.recorder import Call, FakeServer
 _TEXT_FIELDS = {"text", "secret_token", "url", "callback_query_id"}
 
 
+class ApiError(Exception):
+    """An error answer of the Bot API, raised by a method's handler."""
+
+    def __init__(self, status: int, description: str) -> None:
+        super().__init__(description)
+        self.status, self.description = status, description
+
+
 class FakeTelegram(FakeServer):
     def __init__(self, token: str, bot_id: int = 7000, username: str = "tiny_test_bot") -> None:
         super().__init__()
@@ -29,6 +39,8 @@ class FakeTelegram(FakeServer):
         self.updates: list[dict[str, Any]] = []
         self._redeliveries: list[dict[str, Any]] = []
         self.blocked: set[int] = set()
+        #: the bot's messages as the chat shows them now, by (chat id, message id)
+        self.messages: dict[tuple[int, int], dict[str, Any]] = {}
         self._failures: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self._update_ids = itertools.count(100)
         self._message_ids = itertools.count(1)
@@ -137,8 +149,12 @@ class FakeTelegram(FakeServer):
             if handler is None:
                 status, body = 404, {"ok": False, "error_code": 404, "description": "Not Found"}
             else:
-                status, body = 200, {"ok": True, "result": await handler(params)}
-                call.result = body["result"]
+                try:
+                    status, body = 200, {"ok": True, "result": await handler(params)}
+                    call.result = body["result"]
+                except ApiError as error:
+                    status = error.status
+                    body = {"ok": False, "error_code": error.status, "description": error.description}
         call.status = status
         if method != "getUpdates" or body.get("result"):  # empty polls are noise
             await self.log.record(call)
@@ -173,6 +189,12 @@ class FakeTelegram(FakeServer):
     _api_deleteWebhook = _api_setWebhook = _api_setMyCommands = _true
     _api_sendChatAction = _api_answerCallbackQuery = _true
 
+    @staticmethod
+    def _shown_text(params: dict[str, Any]) -> str:
+        if params.get("parse_mode") == "HTML":  # Telegram stores the text after parsing entities
+            return html.unescape(re.sub(r"<[^>]+>", "", params["text"]))
+        return params["text"]
+
     async def _api_sendMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = int(params["chat_id"])
         message: dict[str, Any] = {
@@ -180,12 +202,38 @@ class FakeTelegram(FakeServer):
             "date": int(time.time()),
             "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
             "from": self.bot_user(),
-            "text": params["text"],
+            "text": self._shown_text(params),
         }
-        if params.get("parse_mode") == "HTML":  # Telegram stores the text after parsing entities
-            message["text"] = html.unescape(re.sub(r"<[^>]+>", "", params["text"]))
         if params.get("reply_markup"):
             message["reply_markup"] = params["reply_markup"]
         if params.get("message_thread_id"):
             message.update(message_thread_id=int(params["message_thread_id"]), is_topic_message=True)
+        self.messages[(chat_id, message["message_id"])] = message
+        return dict(message)  # a snapshot: the call log keeps what this call returned
+
+    def _kept(self, params: dict[str, Any], action: str) -> dict[str, Any]:
+        message = self.messages.get((int(params["chat_id"]), int(params["message_id"])))
+        if message is None:
+            raise ApiError(400, f"Bad Request: message to {action} not found")
         return message
+
+    async def _api_editMessageText(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = self._kept(params, "edit")
+        text, markup = self._shown_text(params), params.get("reply_markup")
+        if text == message["text"] and markup == message.get("reply_markup"):
+            raise ApiError(
+                400,
+                "Bad Request: message is not modified: specified new message content and reply markup"
+                " are exactly the same as a current content and reply markup of the message",
+            )
+        message.update(text=text, edit_date=int(time.time()))
+        if markup:
+            message["reply_markup"] = markup
+        else:  # an edit without reply_markup removes the keyboard
+            message.pop("reply_markup", None)
+        return dict(message)
+
+    async def _api_deleteMessage(self, params: dict[str, Any]) -> bool:
+        self._kept(params, "delete")
+        del self.messages[(int(params["chat_id"]), int(params["message_id"]))]
+        return True
