@@ -301,7 +301,12 @@ class TelegramChannel:
                 str(chat_id), functools.partial(self.app.bot.delete_message, chat_id, message_id)
             )
 
-        return StreamedMessage(PLATFORM, post, edit, delete, self.config.stream_interval_s, first_part)
+        interval_s = self.config.stream_interval_s
+        if chat_id < 0:
+            # Groups: PTB's limiter counts every call into the group against the per-minute budget,
+            # edits too; edits any faster would only queue there and hold up the answer behind them.
+            interval_s = max(interval_s, 60.0 / self.config.group_max_rate_per_min)
+        return StreamedMessage(PLATFORM, post, edit, delete, interval_s, first_part)
 
     async def _typing_while(
         self, chat_id: int, thread_id: int | None, work: Awaitable[list[Reply]]

@@ -248,6 +248,33 @@ async def test_streamed_answer_is_sent_edited_and_finished_as_the_final_reply(
     assert_paced(edits, STREAM_INTERVAL_S)
 
 
+async def test_streaming_into_a_group_keeps_within_its_per_minute_budget(
+    fake, streaming, streaming_engine
+) -> None:
+    await streaming(group_max_rate_per_min=600)  # 10 calls a second into one group: edits 0.1 s apart
+    group, mention = -100701, "@" + fake.username
+    await streaming_engine.greeted(conversation_id("telegram", str(group), None, "11", True))
+    update = fake.message(
+        f"{mention} hello there",
+        chat_id=group,
+        user_id=11,
+        chat_type="supergroup",
+        entities=[{"type": "mention", "offset": 0, "length": len(mention)}],
+    )
+    await fake.push(update)
+    (posted,) = await fake.log.wait_for("sendMessage", in_chat(group))
+    assert posted.params["reply_parameters"]["message_id"] == update["message"]["message_id"]
+    for _ in range(400):  # bounded wait for the engine's answer
+        if streaming_engine.returned:
+            break
+        await asyncio.sleep(0.025)
+    final = streaming_engine.returned[-1][0].text
+    await fake.log.wait_for("editMessageText", lambda c: fake._shown_text(c.params) == final, ok_only=False)
+    edits = fake.log.of("editMessageText", in_chat(group), ok_only=False)
+    assert edits and fake.messages[(group, posted.result["message_id"])]["text"] == final
+    assert_paced(edits, 0.1)
+
+
 async def test_streaming_off_sends_the_answer_once_and_never_edits(fake, streaming, streaming_engine) -> None:
     await streaming(stream=False)
     final = await ask(fake, streaming_engine, 702)
