@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from bots.admin_cli import app as admin_app
 from bots.agents_cli import app as agents_app
 from bots.logs import setup_logging
 from bots.settings import get_settings
@@ -92,6 +93,7 @@ def config(
 
 
 app.add_typer(agents_app, name="agents")
+app.add_typer(admin_app, name="admin")
 
 try:
     from training.cli import app as train_app

@@ -105,7 +105,7 @@ class ContextStore:
     def state_key(self, cid: str) -> str:
         return f"{self.prefix}conv:{cid}:state"
 
-    def _convs(self, platform: str, user_id: str) -> str:
+    def user_key(self, platform: str, user_id: str) -> str:
         return f"{self.prefix}user:{platform}:{user_id}:convs"
 
     def _event(self, platform: str, event_id: str) -> str:
@@ -114,7 +114,7 @@ class ContextStore:
     # --- history ---
     async def append(self, cid: str, platform: str, user_id: str, turn: Turn) -> int:
         """Append one turn atomically; returns how many turns are kept after trimming."""
-        keys = [self.turns_key(cid), self.state_key(cid), self._convs(platform, user_id)]
+        keys = [self.turns_key(cid), self.state_key(cid), self.user_key(platform, user_id)]
         args = [
             json.dumps(turn.to_dict()),
             self.max_turns,
@@ -191,7 +191,7 @@ class ContextStore:
     # --- forget ---
     async def forget_user(self, platform: str, user_id: str) -> list[str]:
         """Erase every conversation of this user on this platform; returns their ids."""
-        convs_key = self._convs(platform, user_id)
+        convs_key = self.user_key(platform, user_id)
         cids = [c.decode() for c in await self.redis.smembers(convs_key)]
         keys = [convs_key] + [k for cid in cids for k in (self.turns_key(cid), self.state_key(cid))]
         await self.redis.delete(*keys)
