@@ -27,6 +27,7 @@ import typer
 from training import registry
 from training.clean import CleanConfig, run_clean
 from training.config import fields_help, load_config
+from training.counterfactual import BiasConfig, markdown, run_bias
 from training.evaluate import EvaluateConfig, run_evaluate
 from training.finetune import FinetuneConfig, run_finetune
 from training.gather import GatherConfig, run_gather
@@ -256,3 +257,9 @@ def gate(
 
 if __name__ == "__main__":
     app()
+
+
+@app.command(epilog=_epilog(BiasConfig))
+def bias(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Counterfactual prompts (names, genders, dialects): reply scores and safety blocks per group."""
+    typer.echo(markdown(run_bias(load_config(BiasConfig, config, set_))))
