@@ -3,12 +3,16 @@ it into the first part of the final replies.
 
 The engine hands the text so far to ``StreamedMessage.partial`` (its ``StreamSink``) at most every
 ``interval_s``; platforms limit how often one message may be edited, so every edit of the message,
-the final one included, is also kept ``interval_s`` after the previous edit. (Not after the post: a
-placeholder answered at once is finished at once.) Partials are best
-effort: the first failure stops the streaming and the answer is delivered whole at the end. The
-final replies then go out with ``deliver_first`` (the first part, into the streamed message when
-there is one) and the adapter's usual sends for the rest; an edit that fails there falls back to a
-new message and the stale partial is deleted, so the answer arrives exactly once.
+the final one included, is also kept ``interval_s`` after the previous edit (not after the post: a
+placeholder answered at once is finished at once). Partials are best effort: the first failure
+stops the streaming and the answer is delivered whole at the end. The final replies then go out
+with ``deliver_first`` (the first part, into the streamed message when there is one) and the
+adapter's usual sends for the rest; an edit that fails there falls back to a new message and the
+stale partial is deleted, so the answer arrives exactly once.
+
+The streamed message always becomes the first part of the final replies, whatever they are, so
+their order is kept and no partial is left behind: on a conversation's first turn that is the
+engine's disclosure (the answer follows it), after a late handoff it is the handoff notice.
 
 Each adapter supplies the three SDK calls (post, edit, delete) and its rendering; this module owns
 the order, the pacing and the failure handling, the same way on every platform.

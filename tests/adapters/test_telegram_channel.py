@@ -248,6 +248,19 @@ async def test_streamed_answer_is_sent_edited_and_finished_as_the_final_reply(
     assert_paced(edits, STREAM_INTERVAL_S)
 
 
+async def test_a_first_answer_streams_into_the_disclosure_and_follows_it(
+    fake, streaming, streaming_engine
+) -> None:
+    await streaming()
+    await fake.push(fake.message("hello there", chat_id=704, user_id=704))  # not greeted yet
+    streamed, answer = await fake.log.wait_for("sendMessage", in_chat(704), count=2)
+    disclosure, final = streaming_engine.returned[-1]
+    (finished,) = fake.log.of("editMessageText", lambda c: c.params["text"] == disclosure.text)
+    assert finished.params["message_id"] == streamed.result["message_id"]  # order kept: disclosure first
+    assert finished.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "human"
+    assert answer.params["text"] == final.text and answer.at > finished.at
+
+
 async def test_streaming_into_a_group_keeps_within_its_per_minute_budget(
     fake, streaming, streaming_engine
 ) -> None:
