@@ -194,8 +194,11 @@ class TelegramChannel:
         if not hmac.compare_digest(given, str(self.config.webhook_secret).encode()):
             return Response("wrong secret token", status_code=403)
         try:
-            update = Update.de_json(json.loads(await request.body()), self.app.bot)
-        except (ValueError, TypeError, KeyError):
+            data = json.loads(await request.body())
+            if not isinstance(data, dict):  # PTB assumes an object; a bare number crashed it (fuzzing)
+                raise TypeError("an update is a JSON object")
+            update = Update.de_json(data, self.app.bot)
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
             return Response("not an update", status_code=400)
         # Acknowledge at once; the application's queue handles the update concurrently.
         await self.app.update_queue.put(update)

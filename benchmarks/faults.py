@@ -160,7 +160,8 @@ async def telegram_storm(model_dir: Path, users: int) -> dict:
         async with FakeTelegram(token) as fake:
             retry = RetryPolicy(max_attempts=8, backoff_s=0.05, max_backoff_s=1.0, chat_interval_s=0.0)
             channel = TelegramChannel(
-                engine.handle, TelegramConfig(token=token, api_url=fake.url, poll_timeout_s=1, retry=retry)
+                engine.handle,
+                TelegramConfig(token=token, api_url=fake.url, poll_timeout_s=1, retry=retry, stream=False),
             )
             await channel.start()
             rng = random.Random(1)

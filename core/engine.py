@@ -352,7 +352,16 @@ class DialogueEngine:
         pump = None
         if stream is not None and getattr(self.backend, "supports_streaming", False):
             pump = PartialPump(stream, stream_interval_s)
-            generation = self.backend.generate(history, pump.push)  # type: ignore[call-arg]
+            safety = self.safety
+
+            def push(text: str) -> None:
+                # A partial is shown before re-ranking can veto it: stop streaming at the first unsafe one.
+                if pump.stopped or (safety and safety.check(text)):
+                    pump.stopped = True
+                    return
+                pump.push(text)
+
+            generation = self.backend.generate(history, push)  # type: ignore[call-arg]
         else:
             generation = self.backend.generate(history)
         try:

@@ -21,6 +21,8 @@ class PartialPump:
         self.send = send
         self.min_interval_s = min_interval_s
         self._latest: str | None = None
+        #: set once a partial was judged unsafe: nothing more is streamed, the final reply decides
+        self.stopped = False
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run())
         self.sent = 0

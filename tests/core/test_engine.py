@@ -248,3 +248,23 @@ async def test_an_event_re_handled_after_a_crash_is_kept_and_answered_once(engin
     again = await engine.handle(msg("hello", event="evt-crash"))
     assert [r.text for r in again] == [history[1].text]
     assert len(await store.history("web:c1")) == 2
+
+
+async def test_an_unsafe_partial_stops_the_stream(store, tiny_model_dir) -> None:
+    from core.safety import SafetyFilter
+
+    greedy = TransformersBackend(
+        tiny_model_dir,
+        Reranker([length_normalised_logprob(0.6)]),
+        DecodingConfig(max_new_tokens=10, num_beams=1, num_candidates=1, no_repeat_ngram_size=0),
+    )
+    # Everything but the user's own words counts as unsafe here, so every partial is.
+    engine = DialogueEngine(store, greedy, safety=SafetyFilter({"test": [r"^(?!hello there)"]}))
+    partials: list[str] = []
+
+    async def sink(text: str) -> None:
+        partials.append(text)
+
+    await engine.handle(msg("hello there"), stream=sink)
+    assert partials == []
+    await greedy.aclose()
