@@ -28,6 +28,7 @@ class Series:
     #: per model version: bot replies, thumbs up, thumbs down, and the share of replies rated
     by_version: dict[str, dict[str, float]] = field(default_factory=dict)
     by_platform: dict[str, dict[str, float]] = field(default_factory=dict)
+    by_language: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 async def series(chatlog: ChatLog, start: float, end: float, bucket_s: int = 3600) -> Series:
@@ -39,12 +40,19 @@ async def series(chatlog: ChatLog, start: float, end: float, bucket_s: int = 360
     platforms: dict[str, dict[str, float]] = defaultdict(
         lambda: {"messages": 0, "handoffs": 0, "up": 0, "down": 0}
     )
+    languages: dict[str, dict[str, float]] = defaultdict(
+        lambda: {"messages": 0, "handoffs": 0, "up": 0, "down": 0}
+    )
+    conversation_language: dict[str, str] = {}  # feedback and handoffs count for the user's language
     async for _id, entry in chatlog.entries(start=f"{int(start * 1000)}-0", end=f"{int(end * 1000)}-0"):
         i = min(n - 1, int((float(entry.get("ts", start)) - start) // bucket_s))
         kind, platform = entry.get("type"), entry.get("platform", "")
+        lang = conversation_language.get(entry.get("cid", ""), "other")
         if kind == "turn" and entry.get("role") == "user":
             users[i] += 1
             platforms[platform]["messages"] += 1
+            lang = conversation_language[entry.get("cid", "")] = entry.get("lang", "other")
+            languages[lang]["messages"] += 1
         elif kind == "turn" and entry.get("role") == "assistant":
             versions[entry.get("model_version", "")]["replies"] += 1
             if entry.get("latency_s"):
@@ -52,9 +60,11 @@ async def series(chatlog: ChatLog, start: float, end: float, bucket_s: int = 360
         elif kind == "escalation":
             handoffs[i] += 1
             platforms[platform]["handoffs"] += 1
+            languages[lang]["handoffs"] += 1
         elif kind == "feedback" and entry.get("value") in ("up", "down"):
             versions[entry.get("model_version", "")][entry["value"]] += 1
             platforms[platform][entry["value"]] += 1
+            languages[lang][entry["value"]] += 1
     for stats in versions.values():
         stats["feedback_rate"] = (
             round((stats["up"] + stats["down"]) / stats["replies"], 4) if stats["replies"] else 0
@@ -67,4 +77,5 @@ async def series(chatlog: ChatLog, start: float, end: float, bucket_s: int = 360
     out.handoff_rate = [round(h / u, 4) if u else None for h, u in zip(handoffs, users, strict=True)]
     out.by_version = dict(versions)
     out.by_platform = dict(platforms)
+    out.by_language = dict(languages)
     return out

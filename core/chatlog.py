@@ -15,8 +15,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from core.language import guess_language
 from core.pii import scrub as default_scrub
-from core.types import Candidate, Turn
+from core.types import Candidate, Role, Turn
 
 FEEDBACK_VALUES = ("up", "down")
 
@@ -66,6 +67,8 @@ class ChatLog:
             "role": str(turn.role),
             "text": self.scrub(turn.text),
         }
+        if turn.role == Role.USER:
+            fields["lang"] = guess_language(turn.text)
         if model_version:
             fields["model_version"] = model_version
         if candidates:

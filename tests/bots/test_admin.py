@@ -50,7 +50,7 @@ async def admin_site(redis, tiny_model_dir, tmp_path):
     )
     engine = DialogueEngine(ContextStore(redis, prefix="adm:"), backend, chatlog=chatlog)
     for user in ("u1", "u2", "u3"):
-        replies = await engine.handle(IncomingMessage("telegram", f"telegram:{user}", user, "hello there"))
+        replies = await engine.handle(IncomingMessage("telegram", f"telegram:{user}", user, "hi, how are you?"))
         feedback = replies[-1].buttons[0 if user != "u3" else 1].action
         await engine.handle(IncomingMessage("telegram", f"telegram:{user}", user, "", action=feedback))
     await chatlog.event("telegram:u1", "telegram", "u1", "escalation", reason="user_request")
@@ -90,6 +90,7 @@ async def test_series_and_registry_reflect_real_traffic(admin_site) -> None:
         assert [v for v in s["handoff_rate"] if v is not None] == [pytest.approx(1 / 3, abs=1e-3)]
         assert s["by_version"]["chat-v1"] == {"replies": 3, "up": 2, "down": 1, "feedback_rate": 1.0}
         assert s["by_platform"]["telegram"]["messages"] == 3
+        assert s["by_language"]["en"] == {"messages": 3, "handoffs": 1, "up": 2, "down": 1}
         assert any(v is not None for v in s["latency_p99"])
         assert (await client.get("/admin/api/series", params={"days": 999})).status_code == 400
         models = (await client.get("/admin/api/models")).json()
