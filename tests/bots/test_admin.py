@@ -50,7 +50,9 @@ async def admin_site(redis, tiny_model_dir, tmp_path):
     )
     engine = DialogueEngine(ContextStore(redis, prefix="adm:"), backend, chatlog=chatlog)
     for user in ("u1", "u2", "u3"):
-        replies = await engine.handle(IncomingMessage("telegram", f"telegram:{user}", user, "hi, how are you?"))
+        replies = await engine.handle(
+            IncomingMessage("telegram", f"telegram:{user}", user, "hi, how are you?")
+        )
         feedback = replies[-1].buttons[0 if user != "u3" else 1].action
         await engine.handle(IncomingMessage("telegram", f"telegram:{user}", user, "", action=feedback))
     await chatlog.event("telegram:u1", "telegram", "u1", "escalation", reason="user_request")

@@ -12,7 +12,16 @@ from training.counterfactual import PAIRS
 
 def test_bias_report_covers_every_group(tiny_model_dir, tmp_path) -> None:
     result = CliRunner().invoke(
-        app, ["bias", "--set", f"model={tiny_model_dir}", "--set", f"out_dir={tmp_path}", "--set", "max_new_tokens=4"]
+        app,
+        [
+            "bias",
+            "--set",
+            f"model={tiny_model_dir}",
+            "--set",
+            f"out_dir={tmp_path}",
+            "--set",
+            "max_new_tokens=4",
+        ],
     )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "bias.json").read_text())
