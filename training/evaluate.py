@@ -99,8 +99,9 @@ def token_bytes(tok) -> list[int]:
 
 def dialogue_pairs(
     encoded: list[Encoded], texts: list[list[str]], n: int, seed: int
-) -> list[tuple[Encoded, str]]:
-    """(context, reference) pairs: every turn that answers the other speaker, sampled to ``n``."""
+) -> list[tuple[Encoded, str, str]]:
+    """(context, reference, previous turn) triples for every turn that answers the other speaker,
+    shuffled with ``seed`` and cut to ``n``; the reference speaker is always the assistant."""
     pairs = []
     for e, tx in zip(encoded, texts, strict=True):
         for i in range(1, len(e.turns)):
@@ -108,7 +109,7 @@ def dialogue_pairs(
                 ctx = Encoded(e.roles[:i], e.turns[:i], e.n_bytes[:i])
                 if ctx.roles[-1] == "assistant":  # the reference speaker plays the assistant
                     ctx = Encoded(
-                        [{"user": "assistant", "assistant": "user"}[r] for r in ctx.roles],
+                        [{"user": "assistant", "assistant": "user"}.get(r, r) for r in ctx.roles],
                         ctx.turns,
                         ctx.n_bytes,
                     )

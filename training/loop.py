@@ -155,11 +155,19 @@ def evaluate_loss(
     model.eval()
     n = len(x) if not args.eval_batches else min(len(x), args.eval_batches * args.batch_size)
     tot = torch.zeros(2, dtype=torch.float64)
-    for i in range(rank * args.batch_size, n, world * args.batch_size):
-        xb, yb = x[i : i + args.batch_size].to(device), y[i : i + args.batch_size].to(device)
+    # Every process runs the same number of forwards (FSDP gathers weights collectively); a process
+    # past the end scores a dummy batch that is not counted.
+    rounds = math.ceil(n / (world * args.batch_size))
+    for r in range(rounds):
+        i = (r * world + rank) * args.batch_size
+        real = i < n
+        sl = slice(i, min(i + args.batch_size, n)) if real else slice(0, 1)
+        xb, yb = x[sl].to(device), y[sl].to(device)
         with autocast_ctx(args.dtype, device):
-            tot[0] += token_loss_sum(model, xb, yb).item()
-        tot[1] += (yb[:, 1:] != IGNORE).sum().item()
+            ls = token_loss_sum(model, xb, yb).item()
+        if real:
+            tot[0] += ls
+            tot[1] += (yb[:, 1:] != IGNORE).sum().item()
     model.train()
     tot = _all_sum(tot, world)
     return float(tot[0] / max(1.0, float(tot[1])))
@@ -258,7 +266,7 @@ def train(
                 bar.update(1 if args.max_steps else int(state["elapsed"]) - bar.n)
             last = (step + 1) / args.max_steps >= 1 if args.max_steps else state["elapsed"] >= budget
             if args.eval_every and ((step + 1) % args.eval_every == 0 or last):
-                v = evaluate_loss(pmodel, *val_xy, args, device, rank, world)
+                v = evaluate_loss(unwrap(pmodel), *val_xy, args, device, rank, world)  # no DDP hooks
                 state["val"].append((step + 1, round(v, 5)))
                 if rank == 0:
                     bar.write(

@@ -43,6 +43,7 @@ class RegisterConfig:
     promote: bool = field(default=True, metadata={"help": "Make the new version current."})
     pretrain_dir: str = field(default="", metadata={"help": "Pretrain run directory (for the card)."})
     command: str = field(default="", metadata={"help": "Command that produced the model (for the card)."})
+    notes: str = field(default="", metadata={"help": "Free-text notes for the model card."})
 
 
 def current(models_dir: str | Path = "models") -> str | None:
@@ -248,6 +249,7 @@ def model_card(cfg: RegisterConfig, version: str, model, out: Path) -> str:
         cfg.command or "(command not recorded)",
         "```",
         "",
+        *([cfg.notes, ""] if cfg.notes else []),
         "## Limitations",
         "",
         "Small model trained on about 3 M tokens of crowd-sourced small talk: replies are short, generic "

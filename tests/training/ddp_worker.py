@@ -37,7 +37,8 @@ args = TrainArgs(
     lr=1e-2,
     fsdp=fsdp,
 )
+init = {k: v.detach().clone() for k, v in model.state_dict().items()}
 state = train(model, (x, y), (x[:16], y[:16]), args)
 if state["rank"] == 0:
     sd = state["state_dict"] if state["state_dict"] is not None else state["model"].state_dict()
-    torch.save({"weights": sd, "history": state["history"], "val": state["val"]}, out)
+    torch.save({"weights": sd, "init": init, "history": state["history"], "val": state["val"]}, out)

@@ -49,4 +49,4 @@ def test_two_processes_match_one(tmp_path, mode, single):
     assert single["val"][-1][1] == pytest.approx(multi["val"][-1][1], rel=1e-4)
     for name, w in single["weights"].items():
         torch.testing.assert_close(multi["weights"][name], w, rtol=1e-4, atol=1e-5, msg=name)
-    assert multi["history"][-1][1] < multi["history"][0][1]  # it did train
+    assert any(not torch.equal(w, multi["init"][k]) for k, w in multi["weights"].items())  # it did train
