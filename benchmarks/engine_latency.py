@@ -14,10 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextvars
+import os
 import statistics
 import tempfile
 import time
 from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `chatbot` does (see bots/cli.py)
 
 from core.builder import backend_from
 from core.engine import DialogueEngine
