@@ -17,7 +17,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from training import dedup, pii
+from core import pii
+from training import dedup
 from training.sources import Conversation, Turn, merge_consecutive
 from training.split import file_hash, split_conversations
 

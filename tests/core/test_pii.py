@@ -1,6 +1,6 @@
 import pytest
 
-from training.pii import luhn_ok, scrub, scrub_counts
+from core.pii import luhn_ok, scrub, scrub_counts
 
 
 @pytest.mark.parametrize(
