@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
+from percentiles import percentile  # noqa: E402 - benchmarks/ is the script's path
 
 from adapters.delivery import RetryPolicy  # noqa: E402
 from bots.web import create_web_app  # noqa: E402
@@ -269,17 +270,12 @@ async def run_platform(
     }
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def print_table(rows: list[dict]) -> None:
     header = ("platform", "msgs", "msg/s", "e2e p50", "e2e p99", "adapter p50", "adapter p99", "of it in p50")
     print("{:<10}{:>6}{:>8}{:>10}{:>10}{:>13}{:>13}{:>14}".format(*header))
     for r in rows:
-        e50, e99, a50, a99 = (1000 * pct(r[k], q) for k in ("e2e", "overhead") for q in (0.5, 0.99))
-        in50 = 1000 * pct(r["inbound"], 0.5)
+        e50, e99, a50, a99 = (1000 * percentile(r[k], q) for k in ("e2e", "overhead") for q in (0.5, 0.99))
+        in50 = 1000 * percentile(r["inbound"], 0.5)
         print(
             f"{r['platform']:<10}{r['messages']:>6}{r['rate']:>8.1f}{e50:>8.0f}ms{e99:>8.0f}ms"
             f"{a50:>11.1f}ms{a99:>11.1f}ms{in50:>12.1f}ms"

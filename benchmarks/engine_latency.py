@@ -22,6 +22,8 @@ from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `chatbot` does (see bots/cli.py)
 
+from percentiles import percentile  # noqa: E402 - benchmarks/ is the script's path
+
 from core.builder import backend_from
 from core.engine import DialogueEngine
 from core.redis_client import connect
@@ -53,11 +55,6 @@ class TimedStore:
                 _redis_seconds.get()[0] += time.perf_counter() - started
 
         return timed
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def one_request(engine: DialogueEngine, cid: str, text: str) -> tuple[float, float]:
@@ -114,7 +111,7 @@ async def main(args: argparse.Namespace) -> None:
                 p50 = statistics.median(totals)
                 share = sum(redis_times) / sum(totals)
                 print(
-                    f"{n:>5} {len(totals):>5} {p50 * 1000:>8.0f} {pct(totals, 0.99) * 1000:>8.0f} "
+                    f"{n:>5} {len(totals):>5} {p50 * 1000:>8.0f} {percentile(totals, 0.99) * 1000:>8.0f} "
                     f"{statistics.median(redis_times) * 1000:>13.2f} {share:>11.1%} {p50 / base_p50:>11.1f}x"
                 )
         finally:

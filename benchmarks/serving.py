@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import statistics
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `chatbot` does (see bots/cli.py)
 
 import torch
+from percentiles import percentile  # noqa: E402 - benchmarks/ is the script's path
 
 from core.model import resolve_model_dir
 from core.scoring import Reranker, length_normalised_logprob, repetition_penalty
@@ -42,11 +42,6 @@ PROMPTS = [
     "i have an exam tomorrow and i'm nervous",
     "do you like watching movies?",
 ]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
 async def run_level(backend: TransformersBackend, n: int) -> dict:
@@ -73,7 +68,7 @@ async def run_level(backend: TransformersBackend, n: int) -> dict:
         "replies_s": n / wall,
         "tokens_s": tokens / wall,
         "p50": statistics.median(latencies),
-        "p99": pct(latencies, 0.99),
+        "p99": percentile(latencies, 0.99),
         "ttft": statistics.median(first_tokens),
     }
 

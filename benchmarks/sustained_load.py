@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import statistics
 import sys
@@ -27,6 +26,8 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from percentiles import percentile  # noqa: E402 - benchmarks/ is the script's path
+
 from core.redis_server import EmbeddedRedis, free_port  # noqa: E402
 from tests.bots.test_restart_mid_handoff import start_bot  # noqa: E402
 
@@ -36,11 +37,6 @@ PROMPTS = [
     "do you like music?",
     "any plans for the weekend?",
 ]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)] if ordered else float("nan")
 
 
 async def step(url: str, rate: float, seconds: float, conversations: int, tag: str) -> dict:
@@ -81,7 +77,7 @@ async def step(url: str, rate: float, seconds: float, conversations: int, tag: s
         "answered": len(latencies),
         "missed": missed,
         "p50": p50,
-        "p99": pct(latencies, 0.99),
+        "p99": percentile(latencies, 0.99),
     }
 
 
