@@ -82,10 +82,13 @@ class AgentConsole:
         if isinstance(session, Response):
             return session
         await self.agents.set_presence(session.username, "online")
+        me = await self.agents.get(session.username)
         entries = [
             {"cid": e.conversation_id, "platform": e.platform, "user": e.user_id, "reason": e.reason,
-             "requested_at": e.requested_at, "priority": e.priority, "mode": str(e.mode), "agent": e.agent}
+             "requested_at": e.requested_at, "priority": e.priority, "mode": str(e.mode), "agent": e.agent,
+             "team": e.team}
             for e in await self.handoff.queue()
+            if me and (self.handoff.serves(me, e.team) or e.agent == me.username)  # routed to my teams
         ]  # fmt: skip
         today = await figures_since(self.handoff.redis, self.handoff.log_key, start_of_today())
         return JSONResponse({"queue": entries, "today": today.as_dict()})

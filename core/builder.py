@@ -153,6 +153,7 @@ async def build_engine(
             )
             config = EngineConfig(
                 heartbeat_ttl_s=settings.heartbeat_ttl_s,
+                team_routes=settings.handoff_team_routes,
                 feedback_buttons=settings.feedback_buttons and settings.chatlog_enabled,
                 bot_name=settings.bot_name,
                 max_message_chars=settings.max_message_chars,

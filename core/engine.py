@@ -12,8 +12,8 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -55,6 +55,8 @@ class EngineConfig:
     feedback_buttons: bool = True
     #: a process silent this long is taken for dead and its unfinished events are re-handled
     heartbeat_ttl_s: int = 10
+    #: escalation reason → team of agents it is routed to (e.g. "sensitive:payment_dispute": "billing")
+    team_routes: Mapping[str, str] = field(default_factory=dict)
 
 
 class DialogueEngine:
@@ -304,8 +306,9 @@ class DialogueEngine:
                 "escalation",
                 reason=escalation.reason,
             )
+        team = self.config.team_routes.get(escalation.reason, "")
         position = await self.handoff.request(
-            message.conversation_id, escalation.reason, escalation.priority, candidates=snapshot
+            message.conversation_id, escalation.reason, escalation.priority, team, candidates=snapshot
         )
         log.info("conversation %s handed off: %s", message.conversation_id, escalation.reason)
         replies = [Reply(escalation.fixed_reply)] if escalation.fixed_reply else []

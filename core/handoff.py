@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from core import handoff_scripts as lua
 from core import metrics, texts
-from core.agents import AgentDirectory
+from core.agents import Agent, AgentDirectory
 from core.chatlog import ChatLog
 from core.outbox import Outbox
 from core.store import ContextStore
@@ -217,10 +217,17 @@ class HandoffService:
             Turn.from_dict(json.loads(x)) for x in await self.redis.lrange(self.transcript_key(cid), 0, -1)
         ]
 
+    def serves(self, profile: Agent, entry_team: str) -> bool:
+        """Routing: a conversation routed to a team is for that team's agents (admins take any)."""
+        return not entry_team or entry_team in profile.teams or profile.role == "admin"
+
     async def claim(self, cid: str, agent: str) -> None:
         profile = await self.agents.get(agent)
         if profile is None:
             raise HandoffError(f"unknown agent {agent!r}")
+        team = (await self.store.state(cid)).fields.get("team", "")
+        if not self.serves(profile, team):
+            raise HandoffError(f"This conversation is routed to the {team} team.")
         keys = [self.store.state_key(cid), self.queue_key, self._convs(agent), self.log_key]
         now = time.time()
         self._check(int(await self._claim(keys=keys, args=[cid, agent, now, profile.max_concurrent])))
@@ -238,7 +245,7 @@ class HandoffService:
     async def transfer(self, cid: str, agent: str, to_agent: str) -> None:
         target = await self.agents.get(to_agent)
         if target is None:
-            raise HandoffError(f"unknown agent {to_agent!r}")
+            raise HandoffError(f"unknown agent {to_agent!r}")  # a transfer may cross teams on purpose
         keys = [self.store.state_key(cid), self._convs(agent), self._convs(to_agent)]
         self._check(int(await self._transfer(keys=keys, args=[cid, agent, to_agent, target.max_concurrent])))
         await self._publish("transferred", cid, agent=to_agent, previous=agent)

@@ -187,6 +187,10 @@ class CoreSettings(BaseSettings):
         0.0, ge=0, description="Also low confidence when best minus runner-up is under this (0: off)."
     )
     low_confidence_turns: int = Field(2, ge=1, description="Low-confidence turns in a row before a handoff.")
+    handoff_team_routes: dict[str, str] = Field(
+        default_factory=dict,
+        description='Escalation reason → agent team, e.g. {"sensitive:payment_dispute": "billing"}.',
+    )
     handoff_no_agent_wait_s: float = Field(
         300.0, gt=0, description="Wait for an agent before offering to leave a message or go back to the bot."
     )

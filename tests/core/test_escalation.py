@@ -7,7 +7,7 @@ import pytest
 from core import texts
 from core.agents import AgentDirectory
 from core.builder import escalation_from
-from core.engine import DialogueEngine
+from core.engine import DialogueEngine, EngineConfig
 from core.escalation import EscalationPolicy
 from core.handoff import HandoffService
 from core.scoring import Reranker, length_normalised_logprob
@@ -112,3 +112,15 @@ async def test_repeating_yourself_counts_as_frustration(redis, backend) -> None:
     await engine.handle(msg("where is my order?"))
     replies = await engine.handle(msg("WHERE IS MY ORDER"))
     assert replies[-1].metadata.get("handoff") == "frustration"
+
+
+async def test_escalations_are_routed_to_the_configured_team(redis, backend) -> None:
+    store = ContextStore(redis, prefix="x:")
+    handoff = HandoffService(store, AgentDirectory(redis, "x:"))
+    settings = CoreSettings(low_confidence_score=-1e9)
+    engine = DialogueEngine(
+        store, backend, EngineConfig(team_routes={"sensitive:payment_dispute": "billing"}), handoff,
+        escalation_from(settings),
+    )  # fmt: skip
+    await engine.handle(msg("I was charged twice!"))
+    assert (await handoff.queue())[0].team == "billing"

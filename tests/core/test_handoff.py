@@ -202,3 +202,17 @@ async def test_a_permanent_delivery_failure_is_not_retried(setup) -> None:
     with pytest.raises(DeliveryError, match="blocked"):
         await handoff.agent_reply("web:c1", "ada", "hello?")
     assert attempts == ["hello?"]
+
+
+async def test_routing_by_team(setup, redis) -> None:
+    store, handoff, _ = setup
+    agents = handoff.agents
+    await agents.add("bea", "billing pass", "Bea", teams=("billing",))
+    await agents.add("root", "admin password", "Root", role="admin")
+    await start(store, handoff, "web:money", "sensitive:payment_dispute", team="billing")
+    with pytest.raises(HandoffError, match="billing team"):
+        await handoff.claim("web:money", "ada")  # not in the billing team
+    await handoff.claim("web:money", "bea")
+    await handoff.transfer("web:money", "bea", "ada")  # a deliberate transfer may cross teams
+    await start(store, handoff, "web:money2", "sensitive:payment_dispute", team="billing")
+    await handoff.claim("web:money2", "root")  # admins take anything
