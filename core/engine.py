@@ -22,6 +22,7 @@ from core import log_context, metrics, texts
 from core.channel import StreamSink
 from core.chatlog import FEEDBACK_VALUES, ChatLog
 from core.escalation import Escalation, EscalationPolicy, Reason
+from core.escalator import Escalator
 from core.handoff import CONTINUE_WITH_BOT_ACTION, LEAVE_MESSAGE_ACTION, HandoffService
 from core.model import ModelBackend, ModelBusyError
 from core.rate_limit import RateLimiter
@@ -76,7 +77,9 @@ class DialogueEngine:
         self.backend = backend
         self.config = config or EngineConfig()
         self.handoff = handoff
-        self.escalation = escalation
+        self.escalator = (
+            Escalator(handoff, store, escalation, chatlog, self.config.team_routes) if handoff else None
+        )
         self.chatlog = chatlog
         self.safety = safety
         self.limits = limits
@@ -240,13 +243,15 @@ class DialogueEngine:
         if "greeted" not in state.fields:
             replies.append(self._disclosure())
             await self.store.update_state(cid, greeted="1")
-        escalation = await self._escalation_before_reply(message, text, state.fields, history)
+        escalation = self.escalator and await self.escalator.before_reply(
+            message, text, state.fields, history
+        )
         if escalation:
-            return replies + await self._escalate(message, escalation)
+            return replies + await self.escalator.escalate(message, escalation)
         reply, candidates = await self._generate(message, history, stream, stream_interval_s)
-        escalation = await self._escalation_after_reply(message, state.fields, candidates)
+        escalation = self.escalator and await self.escalator.after_reply(message, state.fields, candidates)
         if escalation:
-            return replies + await self._escalate(message, escalation, candidates)
+            return replies + await self.escalator.escalate(message, escalation, candidates)
         return [*replies, reply]
 
     async def _rate_limited(self, message: IncomingMessage) -> Reply | None:
@@ -259,61 +264,6 @@ class DialogueEngine:
             metrics.RATE_LIMITED.labels("conversation").inc()
             return Reply(texts.RATE_LIMITED, metadata={"rate_limited": "conversation"})
         return None
-
-    # --- escalation ---
-    async def _escalation_before_reply(
-        self, message: IncomingMessage, text: str, fields: dict[str, str], history: list[Turn]
-    ) -> Escalation | None:
-        if not (self.escalation and self.handoff):
-            return None
-        found = self.escalation.before_reply(text)
-        if found:
-            return found
-        earlier = [t.text for t in history[:-1] if t.role == Role.USER]
-        if self.escalation.frustration_signal(text, earlier):
-            count = int(fields.get("frustration", 0)) + 1
-            await self.store.update_state(message.conversation_id, frustration=str(count))
-            if count >= self.escalation.frustration_turns:
-                return Escalation(str(Reason.FRUSTRATION))
-        return None
-
-    async def _escalation_after_reply(
-        self, message: IncomingMessage, fields: dict[str, str], candidates: list[Candidate]
-    ) -> Escalation | None:
-        if not (self.escalation and self.handoff):
-            return None
-        if not self.escalation.low_confidence(candidates):
-            if fields.get("low_conf_streak", "0") != "0":
-                await self.store.update_state(message.conversation_id, low_conf_streak="0")
-            return None
-        streak = int(fields.get("low_conf_streak", 0)) + 1
-        await self.store.update_state(message.conversation_id, low_conf_streak=str(streak))
-        if streak >= self.escalation.low_confidence_turns:
-            return Escalation(str(Reason.LOW_CONFIDENCE))
-        return None
-
-    async def _escalate(
-        self, message: IncomingMessage, escalation: Escalation, candidates: list[Candidate] = ()
-    ) -> list[Reply]:
-        assert self.handoff is not None
-        snapshot = [{"text": c.text, "score": c.score, "logprob": c.logprob} for c in candidates]
-        metrics.HANDOFFS.labels(escalation.reason.split(":")[0]).inc()
-        if self.chatlog:
-            await self.chatlog.event(
-                message.conversation_id,
-                message.platform,
-                message.user_id,
-                "escalation",
-                reason=escalation.reason,
-            )
-        team = self.config.team_routes.get(escalation.reason, "")
-        position = await self.handoff.request(
-            message.conversation_id, escalation.reason, escalation.priority, team, candidates=snapshot
-        )
-        log.info("conversation %s handed off: %s", message.conversation_id, escalation.reason)
-        replies = [Reply(escalation.fixed_reply)] if escalation.fixed_reply else []
-        meta = {"handoff": escalation.reason, "position": position}
-        return [*replies, Reply(texts.QUEUED.format(position=position), metadata=meta)]
 
     async def _on_action(self, message: IncomingMessage) -> list[Reply]:
         action = message.action or ""
@@ -433,7 +383,7 @@ class DialogueEngine:
             await self.store.update_state(
                 message.conversation_id, user=message.user_id, platform=message.platform
             )
-            return await self._escalate(message, Escalation(str(Reason.USER_REQUEST)))
+            return await self.escalator.escalate(message, Escalation(str(Reason.USER_REQUEST)))
         await self.store.set_mode(
             message.conversation_id,
             Mode.QUEUED,
