@@ -199,6 +199,7 @@ def train(
         state = load_checkpoint(ckpt, pmodel, opt)
         if rank == 0:
             print(f"resumed from {ckpt} at step {state['step']}")
+    wall_before, session_start = state.get("wall", 0.0), time.perf_counter()  # wall time across resumes
     x, y = train_xy
     local_rows = args.batch_size * args.grad_accum
     gbatch = local_rows * world
@@ -273,6 +274,7 @@ def train(
                         f"step {step + 1}: train loss {loss:.4f}  val loss {v:.4f}  ppl {math.exp(v):.1f}"
                         f"  {tps:,.0f} tok/s"
                     )
+            state["wall"] = wall_before + time.perf_counter() - session_start
             if args.ckpt_every and ((step + 1) % args.ckpt_every == 0 or last):
                 save_checkpoint(ckpt, pmodel, opt, state, rank, world)
             if on_step:
