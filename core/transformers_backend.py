@@ -9,6 +9,7 @@ Generation runs in a single worker thread: torch releases the GIL, the event loo
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -76,7 +77,11 @@ class TransformersBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if quantize == "int8":  # dynamic int8 linear layers need float32 weights to start from
             model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
-            self.model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            with warnings.catch_warnings():  # torch announces a future replacement API; this one works
+                warnings.simplefilter("ignore", UserWarning)
+                self.model = torch.ao.quantization.quantize_dynamic(
+                    model, {torch.nn.Linear}, dtype=torch.qint8
+                )
         elif quantize == "none":
             self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=_DTYPES[dtype])
         else:
