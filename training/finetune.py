@@ -24,10 +24,8 @@ from training import manifest
 from training.chat_format import CHAT_TEMPLATE, ROLE_TOKENS, SPECIAL_TOKENS
 from training.data import DATA_VERSION, Specials, encode_conversations, pack, swap_roles, windows
 from training.generation import chat_generation_config
-from training.loop import TrainArgs, train
-from training.plots import loss_curve
+from training.loop import TrainArgs, save_final, train
 from training.split import file_hash, read_split
-from training.tokenizer import save_tokenizer
 
 
 @dataclass
@@ -136,26 +134,7 @@ def run_finetune(cfg: FinetuneConfig, force: bool = False) -> Path:
         if cfg.lora:
             out_model = out_model.merge_and_unload()  # export plain weights; serving needs no peft
         out_model.generation_config = chat_generation_config(tok)
-        out_model.save_pretrained(final, state_dict=state["state_dict"])
-        save_tokenizer(tok, final)
-        loss_curve(
-            state["history"], state["val"], Path(cfg.out_dir) / "loss.png", "fine-tune (assistant tokens)"
-        )
-        val = state["val"][-1][1] if state["val"] else float("nan")
-        manifest.write(
-            final,
-            key,
-            steps=state["step"],
-            tokens=state["tokens"],
-            train_seconds=state["elapsed"],
-            wall_seconds=state.get("wall", time.time() - t0),
-            val_loss=val,
-            val_ppl=math.exp(val),
-            lora=cfg.lora,
-            hardware=state["hardware"],
-            world_size=state["world_size"],
-            device=state["device"],
-            base=str(base),
-        )
+        title = "fine-tune (assistant tokens)"
+        val = save_final(state, out_model, tok, final, key, title, t0, lora=cfg.lora, base=str(base))
         print(f"finetune: saved {final} (assistant-token val loss {val:.4f}, ppl {math.exp(val):.1f})")
     return final

@@ -33,7 +33,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from training import manifest
 from training.data import IGNORE
+from training.plots import loss_curve
+from training.tokenizer import save_tokenizer
 
 
 @dataclass
@@ -298,3 +301,28 @@ def train(
     if rank == 0:
         (out / "history.json").write_text(json.dumps({k: state[k] for k in ("history", "val")}))
     return state | {"model": unwrap(pmodel)}
+
+
+def save_final(
+    state: dict, model: torch.nn.Module, tok, final: Path, key: dict, curve_title: str, t0: float, **facts
+) -> float:
+    """Write a finished run's model, tokenizer, loss curve and manifest; returns the last val loss."""
+    model.save_pretrained(final, state_dict=state["state_dict"])
+    save_tokenizer(tok, final)
+    loss_curve(state["history"], state["val"], final.parent / "loss.png", curve_title)
+    val = state["val"][-1][1] if state["val"] else float("nan")
+    manifest.write(
+        final,
+        key,
+        steps=state["step"],
+        tokens=state["tokens"],
+        train_seconds=state["elapsed"],
+        wall_seconds=state.get("wall", time.time() - t0),
+        val_loss=val,
+        val_ppl=math.exp(val),
+        hardware=state["hardware"],
+        world_size=state["world_size"],
+        device=state["device"],
+        **facts,
+    )
+    return val

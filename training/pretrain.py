@@ -21,11 +21,10 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 
 from training import manifest
 from training.data import Specials, encode_conversations, stream_blocks
-from training.loop import TrainArgs, train
-from training.plots import loss_curve
+from training.loop import TrainArgs, save_final, train
 from training.presets import get_preset, model_config
 from training.split import file_hash, read_split
-from training.tokenizer import save_tokenizer, tokenizer_dir
+from training.tokenizer import tokenizer_dir
 
 
 @dataclass
@@ -72,23 +71,7 @@ def run_pretrain(cfg: PretrainConfig, force: bool = False) -> Path:
     t0 = time.time()
     state = train(model, train_xy, val_xy, cfg)
     if state["rank"] == 0:
-        state["model"].save_pretrained(final, state_dict=state["state_dict"])
-        save_tokenizer(tok, final)
-        loss_curve(state["history"], state["val"], Path(cfg.out_dir) / "loss.png", f"pretrain ({cfg.preset})")
-        val = state["val"][-1][1] if state["val"] else float("nan")
-        manifest.write(
-            final,
-            key,
-            steps=state["step"],
-            tokens=state["tokens"],
-            train_seconds=state["elapsed"],
-            wall_seconds=state.get("wall", time.time() - t0),
-            val_loss=val,
-            val_ppl=math.exp(val),
-            params=n_params,
-            hardware=state["hardware"],
-            world_size=state["world_size"],
-            device=state["device"],
-        )
+        title = f"pretrain ({cfg.preset})"
+        val = save_final(state, state["model"], tok, final, key, title, t0, params=n_params)
         print(f"pretrain: saved {final} (val loss {val:.4f}, ppl {math.exp(val):.1f})")
     return final
