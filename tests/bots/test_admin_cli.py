@@ -5,31 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pytest
 from typer.testing import CliRunner
 
 from bots.cli import app
-from bots.settings import get_settings
 from core.chatlog import ChatLog
 from core.redis_client import connect
 from core.store import ContextStore
 from core.types import Role, Turn
-
-
-@pytest.fixture
-def cli_env(monkeypatch, redis_server):
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
-    monkeypatch.setenv("REDIS_KEY_PREFIX", "dr:")
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+from tests.bots.conftest import CLI_PREFIX
 
 
 def test_export_user_contains_their_data_and_nobody_elses(cli_env, redis_server, tmp_path) -> None:
     async def seed() -> None:
         redis = connect(redis_server.url)
         await redis.flushdb()
-        store, chatlog = ContextStore(redis, prefix="dr:"), ChatLog(redis, "dr:")
+        store, chatlog = ContextStore(redis, prefix=CLI_PREFIX), ChatLog(redis, CLI_PREFIX)
         for cid, user, text in (("tg:1", "1", "my parcel is late"), ("tg:2", "2", "someone else")):
             turn = Turn(Role.USER, text, tokens=3)
             await store.append(cid, "telegram", user, turn)

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from typer.testing import CliRunner
 
 from bots.cli import app
-from bots.settings import get_settings
 from core.agents import AgentDirectory
 from core.redis_client import connect
-
-
-@pytest.fixture
-def cli_env(monkeypatch, redis_server):
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
-    monkeypatch.setenv("REDIS_KEY_PREFIX", "cli:")
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+from tests.bots.conftest import CLI_PREFIX
 
 
 def test_add_then_list_then_login_works(cli_env, redis_server) -> None:
@@ -37,7 +27,7 @@ def test_add_then_list_then_login_works(cli_env, redis_server) -> None:
     async def verify():
         client = connect(redis_server.url)
         try:
-            return await AgentDirectory(client, "cli:").verify("ada", "s3cret-pass")
+            return await AgentDirectory(client, CLI_PREFIX).verify("ada", "s3cret-pass")
         finally:
             await client.aclose()
 
