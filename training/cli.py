@@ -84,7 +84,7 @@ def tokenizer(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = F
 
 @app.command(epilog=_epilog(PretrainConfig))
 def pretrain(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
-    """Pretrain a causal LM from scratch (resumes from out_dir/checkpoint.pt)."""
+    """Pretrain a causal LM from scratch, or continue one with --set init=DIR (resumes from a checkpoint)."""
     run_pretrain(load_config(PretrainConfig, config, set_), force=force)
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from training import manifest
 from training.data import Specials, encode_conversations, stream_blocks
@@ -32,6 +32,13 @@ class PretrainConfig(TrainArgs):
     SECTION = "pretrain"
     work_dir: str = field(default="data", metadata={"help": "Work directory (clean splits, tokenizer)."})
     preset: str = field(default="small", metadata={"help": "Model size preset: tiny, small, medium, large."})
+    init: str = field(
+        default="",
+        metadata={
+            "help": "Continue pretraining this model directory (same tokenizer) instead of random "
+            "weights; '' trains from scratch."
+        },
+    )
 
 
 def load_blocks(work_dir: str, split: str, ctx: int, tok) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,6 +56,12 @@ def load_blocks(work_dir: str, split: str, ctx: int, tok) -> tuple[torch.Tensor,
     return xy
 
 
+def check_same_tokenizer(data_tok, model_tok, where: str) -> None:
+    """Token ids of the cached data must mean the same thing to the model we continue."""
+    if data_tok.get_vocab() != model_tok.get_vocab():
+        raise ValueError(f"{where} was trained with a different tokenizer than the work directory's")
+
+
 def run_pretrain(cfg: PretrainConfig, force: bool = False) -> Path:
     final = Path(cfg.out_dir) / "final"
     tok_dir = tokenizer_dir(cfg.work_dir)
@@ -57,15 +70,25 @@ def run_pretrain(cfg: PretrainConfig, force: bool = False) -> Path:
         print(f"pretrain: {final} is up to date")
         return final
     tok = AutoTokenizer.from_pretrained(tok_dir)
+    if cfg.init:
+        check_same_tokenizer(tok, AutoTokenizer.from_pretrained(cfg.init), cfg.init)
+        key["init"] = file_hash(Path(cfg.init) / "model.safetensors")
     p = get_preset(cfg.preset)
     train_xy = load_blocks(cfg.work_dir, "train", p.context, tok)
     val_xy = load_blocks(cfg.work_dir, "val", p.context, tok)
     sp = Specials(tok)
     torch.manual_seed(cfg.seed)
-    model = LlamaForCausalLM(model_config(p, len(tok), sp.bos, sp.end, sp.pad))
+    if cfg.init:
+        # fp32 master weights whatever the checkpoint's storage dtype (the shipped model is bf16).
+        model = AutoModelForCausalLM.from_pretrained(cfg.init, dtype=torch.float32)
+        if model.config.max_position_embeddings < p.context:
+            raise ValueError(f"{cfg.init} has context {model.config.max_position_embeddings} < {p.context}")
+    else:
+        model = LlamaForCausalLM(model_config(p, len(tok), sp.bos, sp.end, sp.pad))
     n_params = sum(t.numel() for t in model.parameters())
+    start = f" from {cfg.init}" if cfg.init else ""
     print(
-        f"pretrain: {n_params / 1e6:.2f} M parameters, {train_xy[0].numel():,} train tokens "
+        f"pretrain: {n_params / 1e6:.2f} M parameters{start}, {train_xy[0].numel():,} train tokens "
         f"({len(train_xy[0])} blocks of {p.context})"
     )
     t0 = time.time()

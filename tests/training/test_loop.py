@@ -84,3 +84,13 @@ def test_time_budget_stops_training(tmp_path, tiny_model):
     )
     assert 0.03 * 60 <= state["elapsed"] < 0.03 * 60 + 5 and state["step"] > 1
     assert state["history"][-1][2] < state["history"][1][2]  # lr decayed with the clock
+
+
+def test_continued_pretraining_rejects_another_tokenizer(tok):
+    from training.chat_format import train_bpe
+    from training.pretrain import check_same_tokenizer
+
+    check_same_tokenizer(tok, tok, "same")
+    other = train_bpe(["completely different words here"] * 20, vocab_size=280, model_max_length=64)
+    with pytest.raises(ValueError, match="different tokenizer"):
+        check_same_tokenizer(tok, other, "models/x")

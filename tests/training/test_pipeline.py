@@ -42,6 +42,22 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     assert "already registered" in again.output
     assert [p.name for p in models.iterdir() if p.is_dir()] == [version]
 
+    # Continued pretraining starts from the registered weights, not from a random init.
+    more = runner.invoke(
+        app,
+        [
+            "pretrain", "-c", "training/configs/tiny.toml",
+            "--set", f"work_dir={tmp_path / 'data'}",
+            "--set", f"init={models / version}",
+            "--set", f"out_dir={tmp_path / 'runs' / 'more'}",
+            "--set", "max_steps=3",
+        ],
+    )  # fmt: skip
+    assert more.exit_code == 0, more.output + repr(more.exception)
+    first = json.loads((tmp_path / "runs" / "pretrain" / "history.json").read_text())["history"][0][1]
+    cont = json.loads((tmp_path / "runs" / "more" / "history.json").read_text())["history"][0][1]
+    assert cont < first - 1.0, (cont, first)
+
     from core.scoring import Reranker
     from core.transformers_backend import DecodingConfig, TransformersBackend
     from core.types import Role, Turn
