@@ -100,12 +100,12 @@ def dist_info() -> tuple[int, int, torch.device]:
 
 
 def autocast_ctx(dtype: str, device: torch.device):
-    if dtype == "bf16" and (device.type == "cuda" or _cpu_bf16_ok()):
+    if dtype == "bf16" and (device.type == "cuda" or cpu_bf16_ok()):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def _cpu_bf16_ok() -> bool:
+def cpu_bf16_ok() -> bool:
     # Without AVX512-BF16/AMX, bf16 matmuls are emulated and slower than fp32.
     checks = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(c() for c in checks if c is not None)

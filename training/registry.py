@@ -171,12 +171,19 @@ def model_card(cfg: RegisterConfig, version: str, model, out: Path) -> str:
     n_params = sum(p.numel() for p in model.parameters())
     c = model.config
     hw = (pt or ft).get("hardware") or hardware()
+    init = pt.get("key", {}).get("config", {}).get("init", "")
+    origin = (
+        f"trained by this project's `training/` pipeline, its pretraining continued from `{Path(init).name}` "
+        "(that version's card describes the earlier training)"
+        if init
+        else "trained from scratch by this project's `training/` pipeline"
+    )
     lines = [
         f"# {version}",
         "",
         f"A {n_params / 1e6:.1f} M-parameter Llama-style chat model ({c.num_hidden_layers} layers, width "
         f"{c.hidden_size}, {c.num_attention_heads} heads, context {c.max_position_embeddings}, vocabulary "
-        f"{c.vocab_size}, tied embeddings), trained from scratch by this project's `training/` pipeline. "
+        f"{c.vocab_size}, tied embeddings), {origin}. "
         f"Weights stored as {cfg.dtype} safetensors.",
         "",
         "## Data",

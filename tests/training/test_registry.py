@@ -102,3 +102,24 @@ def test_versions_are_immutable_and_reregistering_is_a_no_op(trained, tmp_path):
         reg(trained, tmp_path, "v1", seed=2)  # a version name never gets new weights
     with pytest.raises(FileNotFoundError):
         registry.promote("nope", tmp_path / "models")
+
+
+def test_card_names_the_version_pretraining_continued_from(trained, tmp_path):
+    from training import manifest
+
+    d, ev = trained(1)
+    pre = tmp_path / "pretrain"
+    config = {"init": "models/chitchat-small-20261129-170222", "lr": 1e-3}
+    manifest.write(pre / "final", {"config": config}, steps=3, tokens=12, train_seconds=60.0)
+    cfg = RegisterConfig(
+        model=str(d),
+        eval_dir=str(ev),
+        work_dir=str(tmp_path / "nodata"),
+        models_dir=str(tmp_path / "models"),
+        version="v1",
+        pretrain_dir=str(pre),
+    )
+    card = (registry.register(cfg) / "README.md").read_text()
+    assert "pretraining continued from `chitchat-small-20261129-170222`" in card
+    assert "from scratch" not in card
+    assert "from scratch" in (reg(trained, tmp_path, "v2") / "README.md").read_text()
