@@ -5,8 +5,11 @@ Client → server: ``{"id": "<client message id>", "text": "..."}`` or ``{"id": 
 answered already, the answer is sent again instead of nothing.
 Server → client: ``{"type": "typing"}``, ``{"type": "partial", "text"}`` (the reply so far, while the
 model generates), ``{"type": "reply", "text", "buttons": [{label, action}], "meta"}`` (final),
-``{"type": "error", "error": "..."}``. The page keeps a random client id in localStorage; that is the
-user and the conversation. Message ids make a resent frame (after a reconnect) a no-op.
+``{"type": "error", "error": "..."}``, and first on every (re)connect ``{"type": "history", "messages":
+[{"role": "user" | "assistant" | "agent", "text"}]}``: the conversation as the server keeps it, so a
+user who closed the page sees what an agent wrote meanwhile. The page keeps a random client id in
+localStorage; that is the user and the conversation. Message ids make a resent frame (after a
+reconnect) a no-op.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ import logging
 import re
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from core.channel import OnNewMessage
-from core.types import IncomingMessage, Reply, conversation_id
+from core.outbox import PermanentDeliveryError
+from core.types import IncomingMessage, Reply, Role, Turn, conversation_id
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +35,13 @@ PLATFORM = "web"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
-class ChannelUnavailableError(RuntimeError):
-    """No open connection to deliver to; the caller keeps the message and retries later."""
+History = Callable[[str], Awaitable[Sequence[Turn]]]
+_SHOWN = (Role.USER, Role.ASSISTANT, Role.AGENT)
+
+
+class ChannelUnavailableError(PermanentDeliveryError):
+    """No open page for this conversation: retrying now is pointless, and the message is not lost,
+    since the page shows the kept conversation when the user comes back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +81,17 @@ def reply_frame(reply: Reply) -> dict:
 class WebChatChannel:
     platform = PLATFORM
 
-    def __init__(self, on_new_message: OnNewMessage, path: str = "/ws/chat", stream: bool = True) -> None:
+    def __init__(
+        self,
+        on_new_message: OnNewMessage,
+        path: str = "/ws/chat",
+        stream: bool = True,
+        history: History | None = None,
+    ) -> None:
         self.on_new_message = on_new_message
         self.path = path
         self.stream = stream
+        self.history = history
         self._sockets: dict[str, set[WebSocket]] = defaultdict(set)
 
     def routes(self) -> list[WebSocketRoute]:
@@ -84,7 +101,9 @@ class WebChatChannel:
         """Push a reply to every open tab of this conversation (e.g. an agent's message)."""
         sockets = list(self._sockets.get(conversation_id, ()))
         if not sockets:
-            raise ChannelUnavailableError(f"no open web chat for {conversation_id}")
+            raise ChannelUnavailableError(
+                f"the user has no web chat open ({conversation_id}); they see it when they come back"
+            )
         for ws in sockets:
             await ws.send_json(reply_frame(reply))
 
@@ -98,6 +117,7 @@ class WebChatChannel:
         cid = conversation_id(PLATFORM, client)
         self._sockets[cid].add(ws)
         try:
+            await self._send_history(ws, cid)
             while True:
                 raw = await ws.receive_text()
                 await self._on_frame(ws, cid, client, raw)
@@ -107,6 +127,16 @@ class WebChatChannel:
             self._sockets[cid].discard(ws)
             if not self._sockets[cid]:
                 del self._sockets[cid]
+
+    async def _send_history(self, ws: WebSocket, cid: str) -> None:
+        """Always the first frame, empty when there is nothing to show: the page waits for it."""
+        turns: Sequence[Turn] = ()
+        try:
+            turns = await self.history(cid) if self.history else ()
+        except Exception as error:  # e.g. Redis down: chatting still works through the spool
+            log.warning("web chat history for %s unavailable: %s", cid, error)
+        messages = [{"role": str(t.role), "text": t.text} for t in turns if t.role in _SHOWN]
+        await ws.send_json({"type": "history", "messages": messages})
 
     async def _on_frame(self, ws: WebSocket, cid: str, client: str, raw: str) -> None:
         parsed = parse_frame(raw)

@@ -26,7 +26,7 @@ async def serve(settings: Settings, open_browser: bool = False, only: str | None
     redact_secrets_in_logs(settings)
     check_only(settings, only)  # a missing token fails before the model loads
     async with build_engine(settings) as engine:
-        webchat = WebChatChannel(engine.handle, stream=settings.web_stream)
+        webchat = WebChatChannel(engine.handle, stream=settings.web_stream, history=engine.store.history)
         channels = build_channels(settings, engine.handle, only)
         handoff = engine.handoff
         handoff.outbox.register(webchat)

@@ -29,10 +29,13 @@ async def chat(redis, tiny_model_dir):
 
 
 async def frames(ws, count: int, partials: list | None = None) -> list[dict]:
-    """The next ``count`` frames other than streamed partial replies (collected into ``partials``)."""
+    """The next ``count`` frames other than streamed partial replies (collected into ``partials``)
+    and the history frame that opens every connection."""
     out: list[dict] = []
     while len(out) < count:
         frame = json.loads(await ws.recv())
+        if frame["type"] == "history":
+            continue
         if frame["type"] == "partial":
             if partials is not None:
                 partials.append(frame)
@@ -104,3 +107,31 @@ async def test_proactive_send_reaches_every_open_tab_or_raises(chat) -> None:
         for tab in (tab1, tab2):
             (frame,) = await frames(tab, 1)
             assert frame["text"] == "An agent here." and frame["buttons"][0]["action"] == "thanks"
+
+
+async def test_a_returning_user_sees_what_an_agent_wrote_while_the_page_was_closed(redis, tiny_model_dir):
+    from core.outbox import PermanentDeliveryError
+    from core.types import Role, Turn
+
+    store = ContextStore(redis, prefix="wch:")
+    backend = TransformersBackend(tiny_model_dir, Reranker([]), DecodingConfig(max_new_tokens=4))
+    channel = WebChatChannel(DialogueEngine(store, backend).handle, stream=False, history=store.history)
+    async with running_server(create_web_app(channel.routes())) as url:
+        ws_url = url.replace("http", "ws") + "/ws/chat?client=client-0005"
+        async with websockets.connect(ws_url) as ws:
+            assert json.loads(await ws.recv()) == {"type": "history", "messages": []}
+            await ws.send(json.dumps({"id": "m1", "text": "hello"}))
+            *_, answer = await frames(ws, 3)
+        # The page is closed: the agent's reply cannot be pushed (permanently, so no retries)...
+        with pytest.raises(PermanentDeliveryError, match="no web chat open"):
+            await channel.send("web:client-0005", Reply("Agent here, sorry for the wait."))
+        await store.append("web:client-0005", "web", "client-0005", Turn(Role.AGENT, "Agent here."))
+        # ...and is there when the user comes back.
+        async with websockets.connect(ws_url) as ws:
+            history = json.loads(await ws.recv())
+    await backend.aclose()
+    assert history["type"] == "history"
+    assert [m["role"] for m in history["messages"]] == ["user", "assistant", "agent"]
+    assert history["messages"][0]["text"] == "hello"
+    assert history["messages"][1]["text"] == answer["text"]
+    assert history["messages"][2]["text"] == "Agent here."

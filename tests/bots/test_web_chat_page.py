@@ -32,8 +32,9 @@ async def web_url(redis, tiny_model_dir):
     backend = TransformersBackend(
         tiny_model_dir, Reranker([length_normalised_logprob()]), DecodingConfig(max_new_tokens=8, num_beams=2)
     )
-    engine = DialogueEngine(ContextStore(redis, prefix="web:"), backend)
-    app = create_web_app(WebChatChannel(engine.handle).routes())
+    store = ContextStore(redis, prefix="web:")
+    engine = DialogueEngine(store, backend)
+    app = create_web_app(WebChatChannel(engine.handle, history=store.history).routes())
     async with running_server(app) as url:
         yield url + "/"
     await backend.aclose()
@@ -84,3 +85,21 @@ async def test_empty_and_huge_input_get_clear_answers(web_url, page) -> None:
     await page.fill("#text", "x" * 5000)
     await page.press("#text", "Enter")
     await page.wait_for_selector(".msg.bot >> text=too long")
+
+
+async def test_a_returning_user_sees_the_agents_reply_written_while_away(web_url, page, redis) -> None:
+    from core.types import Role, Turn
+
+    await page.goto(web_url)
+    await page.wait_for_selector("text=online")
+    await page.fill("#text", "can a person help me?")
+    await page.press("#text", "Enter")
+    await page.wait_for_function("document.querySelectorAll('.msg.bot').length >= 2", timeout=15_000)
+    client = await page.evaluate("localStorage.getItem('chat-client')")
+    await page.goto("about:blank")  # the user closes the chat; an agent answers meanwhile
+    store = ContextStore(redis, prefix="web:")
+    await store.append(f"web:{client}", "web", client, Turn(Role.AGENT, "Ada here: happy to help."))
+    await page.goto(web_url)
+    await page.wait_for_selector(".msg.bot >> text=Ada here: happy to help.")
+    assert await page.locator(".msg.user", has_text="can a person help me?").count() == 1
+    assert await page.locator("#send").is_enabled()
