@@ -87,6 +87,48 @@ def chat(
 
 
 @app.command()
+def calibrate(
+    conversations: str = typer.Option(
+        "data/clean/val.jsonl", help="Held-out conversations, JSONL ({'turns': [{'role', 'text'}]} per line)."
+    ),
+    samples: int = typer.Option(200, min=1, help="Conversation openings to answer."),
+    target: float = typer.Option(0.05, min=0.001, max=0.5, help="Share of replies the suggestion flags."),
+    max_turns: int = typer.Option(6, min=1, help="Turns of context given with each opening."),
+    plot: str = typer.Option(None, help="Also draw the score histogram to this PNG (needs matplotlib)."),
+    seed: int = typer.Option(0, help="Which openings are sampled."),
+) -> None:
+    """Score the model's replies to held-out conversations; suggest LOW_CONFIDENCE_SCORE for it."""
+    from bots.calibrate import Calibration, best_scores, contexts
+    from bots.calibrate import plot as draw
+    from core.builder import local_backend_from
+
+    settings = get_settings()
+    setup_logging("WARNING", settings.log_json)
+    if not os.path.exists(conversations):
+        _fail(FileNotFoundError(f"{conversations} not found (chatbot train clean writes data/clean/)"))
+    histories = contexts(conversations, samples, max_turns, seed)
+    if not histories:
+        _fail(ValueError(f"{conversations} holds no conversation with two speakers"))
+
+    async def score() -> list[float]:
+        backend = local_backend_from(settings)
+        try:
+            return await best_scores(backend, histories, settings.model_max_batch)
+        finally:
+            await backend.aclose()
+
+    try:
+        scores = asyncio.run(score())
+    except ModelNotFoundError as error:
+        _fail(error)
+    result = Calibration(scores, settings.low_confidence_score, target)
+    typer.echo(result.report())
+    if plot:
+        draw(result, plot, f"reply scores of {settings.model_path} ({len(scores)} replies)")
+        typer.echo(f"plot: {plot}")
+
+
+@app.command()
 def config(
     markdown: bool = typer.Option(False, help="Print the table of every variable for the README."),
 ) -> None:

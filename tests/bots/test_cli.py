@@ -14,7 +14,7 @@ from bots.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["chat"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["chat"], ["calibrate"]])
 def test_every_command_has_help(command) -> None:
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
