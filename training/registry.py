@@ -130,10 +130,10 @@ def register(cfg: RegisterConfig) -> Path:
     for name in ("eval.json", "eval.md", "eval_bpb.png", "eval_f1.png"):
         if (ev / name).exists():
             shutil.copy(ev / name, tmp / name)
-    for run_dir, png in (
-        (cfg.pretrain_dir, "loss_pretrain.png"),
-        (str(Path(cfg.model).parent), "loss_finetune.png"),
-    ):
+    runs = [(cfg.pretrain_dir, "loss_pretrain.png")]
+    if not _is_pretrain_final(cfg):
+        runs.append((str(Path(cfg.model).parent), "loss_finetune.png"))
+    for run_dir, png in runs:
         if run_dir and (Path(run_dir) / "loss.png").exists():
             shutil.copy(Path(run_dir) / "loss.png", tmp / png)
     (tmp / "README.md").write_text(model_card(cfg, version, model, tmp))
@@ -156,6 +156,12 @@ def register(cfg: RegisterConfig) -> Path:
     return dest
 
 
+def _is_pretrain_final(cfg: RegisterConfig) -> bool:
+    """Registering a pretraining run itself (no fine-tune after it, e.g. chosen on validation)."""
+    final = Path(cfg.pretrain_dir) / "final"
+    return bool(cfg.pretrain_dir) and Path(cfg.model).resolve() == final.resolve()
+
+
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -166,7 +172,7 @@ def model_card(cfg: RegisterConfig, version: str, model, out: Path) -> str:
     ev = _read_json(out / "eval.json")
     clean = _read_json(Path(cfg.work_dir) / "clean" / "report.json")
     gather = _read_json(Path(cfg.work_dir) / "gather" / manifest.NAME)
-    ft = _read_json(Path(cfg.model) / manifest.NAME)
+    ft = {} if _is_pretrain_final(cfg) else _read_json(Path(cfg.model) / manifest.NAME)
     pt = _read_json(Path(cfg.pretrain_dir) / "final" / manifest.NAME) if cfg.pretrain_dir else {}
     n_params = sum(p.numel() for p in model.parameters())
     c = model.config

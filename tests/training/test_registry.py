@@ -123,3 +123,23 @@ def test_card_names_the_version_pretraining_continued_from(trained, tmp_path):
     assert "pretraining continued from `chitchat-small-20261129-170222`" in card
     assert "from scratch" not in card
     assert "from scratch" in (reg(trained, tmp_path, "v2") / "README.md").read_text()
+
+
+def test_registering_a_pretraining_run_lists_no_fine_tune(trained, tmp_path):
+    from training import manifest
+
+    d, ev = trained(1)  # tmp_path/run1/final plays the pretraining run's final model
+    manifest.write(d, {"config": {"lr": 1e-3}}, steps=3, tokens=12, train_seconds=60.0)
+    (d.parent / "loss.png").write_bytes(b"\x89PNG")
+    cfg = RegisterConfig(
+        model=str(d),
+        eval_dir=str(ev),
+        work_dir=str(tmp_path / "nodata"),
+        models_dir=str(tmp_path / "models"),
+        version="v1",
+        pretrain_dir=str(d.parent),
+    )
+    dest = registry.register(cfg)
+    card = (dest / "README.md").read_text()
+    assert "- pretrain: 3 steps" in card and "fine-tune" not in card
+    assert (dest / "loss_pretrain.png").exists() and not (dest / "loss_finetune.png").exists()
