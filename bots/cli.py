@@ -110,21 +110,21 @@ def calibrate(
     if not histories:
         _fail(ValueError(f"{conversations} holds no conversation with two speakers"))
 
-    async def score() -> list[float]:
+    async def score() -> tuple[str, list[float]]:
         backend = local_backend_from(settings)
         try:
-            return await best_scores(backend, histories, settings.model_max_batch)
+            return backend.version, await best_scores(backend, histories, settings.model_max_batch)
         finally:
             await backend.aclose()
 
     try:
-        scores = asyncio.run(score())
+        version, scores = asyncio.run(score())
     except ModelNotFoundError as error:
         _fail(error)
     result = Calibration(scores, settings.low_confidence_score, target)
-    typer.echo(result.report())
+    typer.echo(f"model {version}\n{result.report()}")
     if plot:
-        draw(result, plot, f"reply scores of {settings.model_path} ({len(scores)} replies)")
+        draw(result, plot, f"reply scores of {version} ({len(scores)} replies)")
         typer.echo(f"plot: {plot}")
 
 

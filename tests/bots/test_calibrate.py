@@ -53,7 +53,7 @@ def test_calibrate_scores_the_model_and_draws_the_plot(monkeypatch, tmp_path, ti
     finally:
         get_settings.cache_clear()
     assert out.exit_code == 0, out.output + repr(out.exception)
-    assert "5 replies scored" in out.output
+    assert "model tiny-v1" in out.output and "5 replies scored" in out.output
     flagged = re.search(r"LOW_CONFIDENCE_SCORE=-3 flags ([\d.]+)% of replies", out.output)
     assert flagged and 0 <= float(flagged.group(1)) <= 100
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
