@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
-from percentiles import percentile  # noqa: E402 - benchmarks/ is the script's path
 
 from adapters.delivery import RetryPolicy  # noqa: E402
 from bots.web import create_web_app  # noqa: E402
 from core.builder import backend_from  # noqa: E402
 from core.engine import DialogueEngine  # noqa: E402
+from core.percentile import percentile  # noqa: E402
 from core.redis_client import connect  # noqa: E402
 from core.redis_server import EmbeddedRedis  # noqa: E402
 from core.settings import CoreSettings  # noqa: E402

@@ -22,10 +22,9 @@ from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `chatbot` does (see bots/cli.py)
 
-from percentiles import percentile  # noqa: E402 - benchmarks/ is the script's path
-
 from core.builder import backend_from
 from core.engine import DialogueEngine
+from core.percentile import percentile
 from core.redis_client import connect
 from core.redis_server import EmbeddedRedis
 from core.settings import CoreSettings

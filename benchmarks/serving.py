@@ -24,9 +24,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `chatbot` does (see bots/cli.py)
 
 import torch
-from percentiles import percentile  # noqa: E402 - benchmarks/ is the script's path
 
 from core.model import resolve_model_dir
+from core.percentile import percentile
 from core.scoring import Reranker, length_normalised_logprob, repetition_penalty
 from core.settings import CoreSettings
 from core.transformers_backend import BatchingConfig, DecodingConfig, TransformersBackend

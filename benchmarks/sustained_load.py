@@ -26,8 +26,7 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from percentiles import percentile  # noqa: E402 - benchmarks/ is the script's path
-
+from core.percentile import percentile  # noqa: E402
 from core.redis_server import EmbeddedRedis, free_port  # noqa: E402
 from tests.bots.test_restart_mid_handoff import start_bot  # noqa: E402
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from core.model import ModelBackend
+from core.percentile import percentile
 from core.types import Role, Turn
 
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75)
@@ -36,9 +36,7 @@ class Calibration:
     target: float
 
     def quantile(self, q: float) -> float:
-        """Nearest-rank quantile: an observed score, never interpolated."""
-        ordered = sorted(self.scores)
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+        return percentile(self.scores, q)
 
     @property
     def flagged(self) -> float:

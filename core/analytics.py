@@ -7,13 +7,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from core.chatlog import ChatLog
+from core.percentile import percentile
 
 
 def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)], 4)
+    return round(percentile(values, q), 4) if values else None
 
 
 @dataclass

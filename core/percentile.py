@@ -1,4 +1,5 @@
-"""The one percentile every benchmark reports (nearest rank: an observed value, never interpolated)."""
+"""The one percentile the project reports (dashboard, calibration, benchmarks): nearest rank, so an
+observed value, never interpolated."""
 
 from __future__ import annotations
 
