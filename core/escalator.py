@@ -46,9 +46,7 @@ class Escalator:
             return found
         earlier = [t.text for t in history[:-1] if t.role == Role.USER]
         if self.policy.frustration_signal(text, earlier):
-            count = int(fields.get("frustration", 0)) + 1
-            await self.store.update_state(message.conversation_id, frustration=str(count))
-            if count >= self.policy.frustration_turns:
+            if await self._count(message, fields, "frustration") >= self.policy.frustration_turns:
                 return Escalation(str(Reason.FRUSTRATION))
         return None
 
@@ -62,11 +60,15 @@ class Escalator:
             if fields.get("low_conf_streak", "0") != "0":
                 await self.store.update_state(message.conversation_id, low_conf_streak="0")
             return None
-        streak = int(fields.get("low_conf_streak", 0)) + 1
-        await self.store.update_state(message.conversation_id, low_conf_streak=str(streak))
-        if streak >= self.policy.low_confidence_turns:
+        if await self._count(message, fields, "low_conf_streak") >= self.policy.low_confidence_turns:
             return Escalation(str(Reason.LOW_CONFIDENCE))
         return None
+
+    async def _count(self, message: IncomingMessage, fields: dict[str, str], counter: str) -> int:
+        """Add one to a per-conversation counter kept in the conversation state; the new value."""
+        value = int(fields.get(counter, 0)) + 1
+        await self.store.update_state(message.conversation_id, **{counter: str(value)})
+        return value
 
     async def escalate(
         self, message: IncomingMessage, escalation: Escalation, candidates: Sequence[Candidate] = ()

@@ -33,7 +33,7 @@ def trained(tmp_path, tok, tiny_model):
     return make
 
 
-def reg(trained, tmp_path, version, promote=True, seed=None):
+def reg(trained, tmp_path, version, promote=True, seed=None, **extra):
     d, ev = trained(int(version[1:]) if seed is None else seed)
     cfg = RegisterConfig(
         model=str(d),
@@ -43,6 +43,7 @@ def reg(trained, tmp_path, version, promote=True, seed=None):
         version=version,
         promote=promote,
         command="python -m training.cli all",
+        **extra,
     )
     return registry.register(cfg)
 
@@ -107,19 +108,10 @@ def test_versions_are_immutable_and_reregistering_is_a_no_op(trained, tmp_path):
 def test_card_names_the_version_pretraining_continued_from(trained, tmp_path):
     from training import manifest
 
-    d, ev = trained(1)
     pre = tmp_path / "pretrain"
     config = {"init": "models/chitchat-small-20261129-170222", "lr": 1e-3}
     manifest.write(pre / "final", {"config": config}, steps=3, tokens=12, train_seconds=60.0)
-    cfg = RegisterConfig(
-        model=str(d),
-        eval_dir=str(ev),
-        work_dir=str(tmp_path / "nodata"),
-        models_dir=str(tmp_path / "models"),
-        version="v1",
-        pretrain_dir=str(pre),
-    )
-    card = (registry.register(cfg) / "README.md").read_text()
+    card = (reg(trained, tmp_path, "v1", pretrain_dir=str(pre)) / "README.md").read_text()
     assert "pretraining continued from `chitchat-small-20261129-170222`" in card
     assert "from scratch" not in card
     assert "from scratch" in (reg(trained, tmp_path, "v2") / "README.md").read_text()
@@ -128,18 +120,10 @@ def test_card_names_the_version_pretraining_continued_from(trained, tmp_path):
 def test_registering_a_pretraining_run_lists_no_fine_tune(trained, tmp_path):
     from training import manifest
 
-    d, ev = trained(1)  # tmp_path/run1/final plays the pretraining run's final model
+    d, _ = trained(1)  # tmp_path/run1/final plays the pretraining run's final model
     manifest.write(d, {"config": {"lr": 1e-3}}, steps=3, tokens=12, train_seconds=60.0)
     (d.parent / "loss.png").write_bytes(b"\x89PNG")
-    cfg = RegisterConfig(
-        model=str(d),
-        eval_dir=str(ev),
-        work_dir=str(tmp_path / "nodata"),
-        models_dir=str(tmp_path / "models"),
-        version="v1",
-        pretrain_dir=str(d.parent),
-    )
-    dest = registry.register(cfg)
+    dest = reg(trained, tmp_path, "v1", pretrain_dir=str(d.parent))
     card = (dest / "README.md").read_text()
     assert "- pretrain: 3 steps" in card and "fine-tune" not in card
     assert (dest / "loss_pretrain.png").exists() and not (dest / "loss_finetune.png").exists()
