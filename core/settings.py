@@ -127,7 +127,17 @@ class CoreSettings(BaseSettings):
 
     # --- conversation ---
     max_message_chars: int = Field(4000, ge=1, description="Longer user messages are refused with a notice.")
-    bot_name: str = Field("Chatbot", description="The assistant's name in greetings.")
+    bot_name: str = Field("Chatbot", description="The assistant's name in greetings and the system turn.")
+    bot_persona: str = Field(
+        "a friendly assistant for the team's customers in a chat app",
+        description="Who the assistant is, in the system turn (SYSTEM_PROMPT's {persona}).",
+    )
+    system_prompt: str = Field(
+        "You are {bot_name}, {persona}. Reply in one or two short sentences. If you do not know "
+        "something, say so and offer to connect the user with a person from the team.",
+        description="System turn sent before every conversation to models trained with one "
+        "({bot_name} and {persona} are filled in); the same text is used in fine-tuning.",
+    )
 
     # --- chat log and feedback ---
     chatlog_enabled: bool = Field(
@@ -198,6 +208,9 @@ class CoreSettings(BaseSettings):
     handoff_sweep_interval_s: float = Field(
         15.0, gt=0, description="How often waiting conversations are checked."
     )
+
+    def rendered_system_prompt(self) -> str:
+        return self.system_prompt.format(bot_name=self.bot_name, persona=self.bot_persona)
 
     @classmethod
     def settings_customise_sources(

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, StoppingCriteriaList
+from transformers import PreTrainedTokenizerBase, StoppingCriteriaList
 
 from core.batching import MicroBatcher
 from core.model import resolve_model_dir
+from core.model_files import load_causal_lm, load_tokenizer
 from core.scoring import Draft, Reranker
+from core.serving_card import ServingCard
 from core.streaming import PartialSink, PartialText
 from core.types import Candidate, Role, Turn
 
@@ -64,6 +66,7 @@ class TransformersBackend:
         threads: int = 0,
         batching: BatchingConfig | None = None,
         quantize: str = "none",
+        system_prompt: str = "",
     ) -> None:
         self.model_dir = resolve_model_dir(path)
         self.version = self.model_dir.name
@@ -71,19 +74,21 @@ class TransformersBackend:
         self.reranker = reranker
         if threads:
             torch.set_num_threads(threads)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        # Only models trained with the engine's system turn get one (ours from scratch were not).
+        self.system_prompt = system_prompt if ServingCard.read(self.model_dir).system_turn else ""
+        self.tokenizer = load_tokenizer(self.model_dir)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if quantize == "int8":  # dynamic int8 linear layers need float32 weights to start from
-            model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
+            model = load_causal_lm(self.model_dir, torch.float32)
             with warnings.catch_warnings():  # torch announces a future replacement API; this one works
                 warnings.simplefilter("ignore", UserWarning)
                 self.model = torch.ao.quantization.quantize_dynamic(
                     model, {torch.nn.Linear}, dtype=torch.qint8
                 )
         elif quantize == "none":
-            self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=_DTYPES[dtype])
+            self.model = load_causal_lm(self.model_dir, _DTYPES[dtype])
         else:
             raise ValueError(f"unknown quantisation {quantize!r}: use 'none' or 'int8'")
         self.model.eval()
@@ -140,8 +145,11 @@ class TransformersBackend:
             for t in history
             if t.role != Role.SYSTEM
         ]
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         while True:
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            ids = self.tokenizer.apply_chat_template(
+                system + messages, add_generation_prompt=True, tokenize=True
+            )
             if hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
                 ids = ids["input_ids"]
             ids = list(ids)

