@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from transformers import PreTrainedTokenizerFast
@@ -18,7 +19,16 @@ from training.sources import Conversation
 
 IGNORE = -100
 # Bump when rendering/windowing changes, so cached token tensors are rebuilt.
-DATA_VERSION = 2
+DATA_VERSION = 3
+
+
+class Rows(NamedTuple):
+    """Training rows: ids, labels (-100 where not scored) and, for packed rows, position ids that
+    restart at each example so attention never crosses from one conversation into the next."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    pos: torch.Tensor | None = None
 
 
 @dataclass
@@ -115,30 +125,33 @@ def windows(
     return out
 
 
-def pack(
-    examples: list[tuple[list[int], list[int]]], ctx: int, pad: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Greedily pack examples into rows of ``ctx`` tokens; labels are -100 where not scored."""
-    rows_ids: list[list[int]] = []
-    rows_lab: list[list[int]] = []
-    cur_ids: list[int] = []
-    cur_lab: list[int] = []
+def pack(examples: list[tuple[list[int], list[int]]], ctx: int, pad: int) -> Rows:
+    """Greedily pack examples into rows of ``ctx`` tokens; labels are -100 where not scored.
+
+    Positions restart at every example (padding continues the last one), which keeps packed
+    conversations apart in attention without padding each one to ``ctx``.
+    """
+    rows: list[tuple[list[int], list[int], list[int]]] = []
+    cur: tuple[list[int], list[int], list[int]] = ([], [], [])
     for ids, mask in examples:
-        if cur_ids and len(cur_ids) + len(ids) > ctx:
-            rows_ids.append(cur_ids)
-            rows_lab.append(cur_lab)
-            cur_ids, cur_lab = [], []
-        cur_ids += ids
-        cur_lab += [t if m else IGNORE for t, m in zip(ids, mask, strict=True)]
-    if cur_ids:
-        rows_ids.append(cur_ids)
-        rows_lab.append(cur_lab)
-    x = torch.full((len(rows_ids), ctx), pad, dtype=torch.long)
-    y = torch.full((len(rows_ids), ctx), IGNORE, dtype=torch.long)
-    for r, (ids, lab) in enumerate(zip(rows_ids, rows_lab, strict=True)):
-        x[r, : len(ids)] = torch.tensor(ids[:ctx])
-        y[r, : len(lab)] = torch.tensor(lab[:ctx])
-    return x, y
+        ids, mask = ids[:ctx], mask[:ctx]
+        if cur[0] and len(cur[0]) + len(ids) > ctx:
+            rows.append(cur)
+            cur = ([], [], [])
+        cur[0].extend(ids)
+        cur[1].extend(t if m else IGNORE for t, m in zip(ids, mask, strict=True))
+        cur[2].extend(range(len(ids)))
+    if cur[0]:
+        rows.append(cur)
+    x = torch.full((len(rows), ctx), pad, dtype=torch.long)
+    y = torch.full((len(rows), ctx), IGNORE, dtype=torch.long)
+    pos = torch.arange(ctx).repeat(len(rows), 1)
+    for r, (ids, lab, p) in enumerate(rows):
+        x[r, : len(ids)] = torch.tensor(ids)
+        y[r, : len(lab)] = torch.tensor(lab)
+        pos[r, : len(p)] = torch.tensor(p)
+        pos[r, len(p) :] = torch.arange(p[-1] + 1, p[-1] + 1 + ctx - len(p))
+    return Rows(x, y, pos)
 
 
 def stream_blocks(encoded: list[Encoded], sp: Specials, ctx: int) -> tuple[torch.Tensor, torch.Tensor]:

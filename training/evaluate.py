@@ -1,14 +1,22 @@
-"""Evaluate stage: the model and two baselines on the held-out test split, in one run.
+"""Evaluate stage: the model, the models it is compared with and two baselines, on the held-out test
+split, in one run.
 
     python -m training.cli evaluate --set model=runs/small/finetune/final --set out_dir=runs/small/eval
+    python -m training.cli evaluate -c training/configs/smollm2.toml \
+        --set compare=untuned_base=base:smollm2-135m-instruct,previous=models/chitchat-small-20261129-200434
 
-* Perplexity (per token of the model's tokenizer) and bits per byte over every turn of every test
-  conversation (text + ``<|end|>``, roles given), next to an interpolated Kneser-Ney n-gram LM
-  fitted on the training split with the same tokens and scored on exactly the same positions.
-* Reply quality on (context, reference reply) pairs of test dialogues: unigram F1, BLEU,
-  distinct-1/2, repetition rate, reply length; the model decodes with its ``generation_config.json``
-  (greedy with repetition penalties), next to a TF-IDF retrieval bot over training pairs.
-* A transcript on fixed prompts, decoded the same way.
+* Bits per byte over every turn of every test conversation (text + end-of-turn, roles given): the
+  measure that compares across tokenizers. Perplexity is per token of each model's own tokenizer.
+  Next to it, an interpolated Kneser-Ney n-gram LM fitted on the training split with the evaluated
+  model's tokens and scored on exactly its positions.
+* Reply quality on (context, reference reply) pairs of test dialogues, every model decoding greedily
+  with the same anti-loop penalties: unigram F1, BLEU, distinct-1/2, repetition, words per reply,
+  the run-on rate (replies that hit ``max_new_tokens`` without ending their turn) and a semantic
+  similarity to the reference from a sentence-embedding model no one here trained
+  (``training/semantic.py``); next to a TF-IDF retrieval bot over training pairs.
+* A transcript on fixed prompts (small talk and support-style questions), decoded the same way.
+
+Each model is evaluated in the chat format it was trained in (``training/chat_formats.py``).
 Writes ``eval.json``, ``eval.md`` and ``eval_*.png`` to ``out_dir``.
 """
 
@@ -23,23 +31,25 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from training.baselines import KneserNeyLM, RetrievalBot
-from training.data import Encoded, Specials, encode_conversations, render, windows
-from training.generation import chat_generation_config, generate_replies, prompt_ids
+from training.chat_formats import Message, Version, load_version
+from training.generation import generate_with_ends
 from training.metrics import reply_metrics
 from training.plots import bar_chart
+from training.sources import Conversation
 from training.split import read_split
 
 PROMPTS = [
     ["Hi! How are you doing today?"],
     ["What do you like to do on the weekends?"],
     ["I just got a new puppy!"],
-    ["What's your favorite food?"],
-    ["Do you have any plans for the summer?"],
+    ["what can you do?"],
+    ["my order hasn't arrived yet, what should I do?"],
+    ["my order hasn't arrived yet, what should I do?", "Sorry to hear that. What's your order number?",
+     "it's 48213, can I talk to someone?"],
     ["I'm so tired, work was crazy today.", "Oh no, what happened?", "My boss made us stay late again."],
-]
+]  # fmt: skip
 
 
 @dataclass
@@ -47,11 +57,24 @@ class EvaluateConfig:
     SECTION = "evaluate"
     work_dir: str = field(default="data", metadata={"help": "Work directory (clean splits)."})
     model: str = field(default="runs/finetune/final", metadata={"help": "Model directory to evaluate."})
+    compare: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Models scored in the same run: LABEL=REF or REF, REF a model directory or base:NAME "
+            "(an untuned base built by `chatbot train base`)."
+        },
+    )
     out_dir: str = field(default="runs/eval", metadata={"help": "Where eval.json/eval.md/plots go."})
     max_pairs: int = field(default=400, metadata={"help": "Test (context, reply) pairs for reply metrics."})
     ngram_order: int = field(default=4, metadata={"help": "Order of the Kneser-Ney baseline."})
     batch_size: int = field(default=16, metadata={"help": "Batch size for scoring and generation."})
-    max_new_tokens: int = field(default=48, metadata={"help": "Reply length cap when generating."})
+    max_new_tokens: int = field(
+        default=40, metadata={"help": "Reply length cap when generating (the serving MAX_NEW_TOKENS)."}
+    )
+    max_context: int = field(default=512, metadata={"help": "Longest window scored or prompted, in tokens."})
+    semantic: bool = field(
+        default=True, metadata={"help": "Semantic similarity with the packaged MiniLM embedding model."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed for pair sampling and the transcript."})
     threads: int = field(default=0, metadata={"help": "torch threads (0 = all cores)."})
 
@@ -97,25 +120,68 @@ def token_bytes(tok) -> list[int]:
     return out
 
 
-def dialogue_pairs(
-    encoded: list[Encoded], texts: list[list[str]], n: int, seed: int
-) -> list[tuple[Encoded, str, str]]:
-    """(context, reference, previous turn) triples for every turn that answers the other speaker,
-    shuffled with ``seed`` and cut to ``n``; the reference speaker is always the assistant."""
+def dialogue_pairs(convs: list[Conversation], n: int, seed: int) -> list[tuple[list[Message], str, str]]:
+    """(context, reference, previous turn) for every turn that answers the other speaker, shuffled with
+    ``seed`` and cut to ``n``. Roles are flipped where needed so the reference speaker is the assistant."""
+    flip = {"user": "assistant", "assistant": "user"}
     pairs = []
-    for e, tx in zip(encoded, texts, strict=True):
-        for i in range(1, len(e.turns)):
-            if e.roles[i] != e.roles[i - 1] and e.roles[i] in ("user", "assistant"):
-                ctx = Encoded(e.roles[:i], e.turns[:i], e.n_bytes[:i])
-                if ctx.roles[-1] == "assistant":  # the reference speaker plays the assistant
-                    ctx = Encoded(
-                        [{"user": "assistant", "assistant": "user"}.get(r, r) for r in ctx.roles],
-                        ctx.turns,
-                        ctx.n_bytes,
-                    )
-                pairs.append((ctx, tx[i], tx[i - 1]))
+    for c in convs:
+        t = c.turns
+        for i in range(1, len(t)):
+            if t[i].role != t[i - 1].role and t[i].role in ("user", "assistant"):
+                swap = t[i].role != "assistant"
+                ctx = [{"role": flip.get(x.role, x.role) if swap else x.role, "text": x.text} for x in t[:i]]
+                pairs.append((ctx, t[i].text, t[i - 1].text))
     random.Random(seed).shuffle(pairs)
     return pairs[:n]
+
+
+def split_bpb(v: Version, test: list[Conversation], batch_size: int) -> dict:
+    """Perplexity and bits per byte of ``v`` over every turn of the test conversations."""
+    examples = [w for c in test for w in v.fmt.windows(c, v.ctx, None)]
+    nbytes = token_bytes(v.fmt.tok)
+    n_tokens = sum(sum(m) for _, m in examples)
+    n_bytes = sum(nbytes[t] for ids, m in examples for t, k in zip(ids, m, strict=True) if k)
+    nll = model_nll(v.model, examples, v.fmt.pad, batch_size)
+    return {
+        "nll_nats": nll,
+        "ppl": math.exp(nll / n_tokens),
+        "bits_per_byte": nll / math.log(2) / n_bytes,
+        "scored_tokens": n_tokens,
+        "scored_bytes": n_bytes,
+        "_examples": examples,
+    }
+
+
+def kneser_ney_bpb(v: Version, train: list[Conversation], scored: dict, order: int) -> dict:
+    """The n-gram baseline in ``v``'s tokens, fitted on the training split, scored on ``v``'s positions."""
+    print("evaluate: fitting the Kneser-Ney baseline")
+    seqs = [v.fmt.render_ids(c) for c in tqdm(train, desc="kn fit", mininterval=5)]
+    kn = KneserNeyLM(order, len(v.fmt.tok)).fit(seqs)
+    examples = scored["_examples"]
+    nll = sum(kn.nll(ids, m) for ids, m in tqdm(examples, desc="kn score", mininterval=5))
+    return {
+        "nll_nats": nll,
+        "ppl": math.exp(nll / scored["scored_tokens"]),
+        "bits_per_byte": nll / math.log(2) / scored["scored_bytes"],
+        "scored_tokens": scored["scored_tokens"],
+        "scored_bytes": scored["scored_bytes"],
+    }
+
+
+def replies_of(
+    v: Version, contexts: list[list[Message]], batch_size: int, desc: str
+) -> tuple[list[str], list[bool]]:
+    prompts = [v.fmt.prompt(c, v.ctx, v.gen.max_new_tokens or 40) for c in contexts]
+    return generate_with_ends(v.model, v.fmt.tok, prompts, v.gen, batch_size, desc=desc)
+
+
+def _refs(cfg: EvaluateConfig) -> list[tuple[str, str]]:
+    out = [("model", cfg.model)]
+    for item in cfg.compare:
+        label, sep, ref = item.partition("=")
+        out.append((label, ref) if sep and not label.startswith("base:") else (Path(item).name, item))
+    return out
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
@@ -124,45 +190,42 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = AutoTokenizer.from_pretrained(cfg.model)
-    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32)
-    sp = Specials(tok)
-    ctx = min(model.config.max_position_embeddings, tok.model_max_length)
     clean = Path(cfg.work_dir) / "clean"
     test = read_split(clean, "test")
     train_convs = read_split(clean, "train")
-    enc_test = encode_conversations(tok, test, ctx - 4)
-
-    # 1. Perplexity and bits per byte: model vs Kneser-Ney on identical scored tokens.
-    examples = [w for e in enc_test for w in windows(e, sp, ctx, None)]
-    nbytes = token_bytes(tok)
-    n_tokens = sum(sum(m) for _, m in examples)
-    n_bytes = sum(nbytes[t] for ids, m in examples for t, k in zip(ids, m, strict=True) if k)
-    nll = model_nll(model, examples, sp.pad, cfg.batch_size)
-    print("evaluate: fitting the Kneser-Ney baseline")
-    enc_train = encode_conversations(tok, train_convs, ctx - 4)
-    kn = KneserNeyLM(cfg.ngram_order, len(tok)).fit([render(e, sp, None)[0] for e in enc_train])
-    kn_nll = sum(kn.nll(ids, m) for ids, m in tqdm(examples, desc="kn score", mininterval=5))
-    lm = {
-        name: {"nll_nats": v, "ppl": math.exp(v / n_tokens), "bits_per_byte": v / math.log(2) / n_bytes}
-        for name, v in (("model", nll), (f"kneser_ney_{cfg.ngram_order}gram", kn_nll))
-    }
-
-    # 2. Reply quality: model vs TF-IDF retrieval on the same sampled test pairs.
     dlg = [c for c in test if c.is_dialogue]
-    pairs = dialogue_pairs(
-        encode_conversations(tok, dlg, ctx - 4),
-        [[t.text for t in c.turns] for c in dlg],
-        cfg.max_pairs,
-        cfg.seed,
-    )
+    pairs = dialogue_pairs(dlg, cfg.max_pairs, cfg.seed)
     refs = [ref for _, ref, _ in pairs]
-    has_gen = (Path(cfg.model) / "generation_config.json").exists()
-    greedy = GenerationConfig.from_pretrained(cfg.model) if has_gen else chat_generation_config(tok)
-    greedy.max_new_tokens = cfg.max_new_tokens
-    hyps = generate_replies(
-        model, tok, [prompt_ids(e, sp, ctx, cfg.max_new_tokens) for e, _, _ in pairs], greedy, cfg.batch_size
-    )
+    similarity = None
+    if cfg.semantic:
+        from training.semantic import SemanticSimilarity
+
+        similarity = SemanticSimilarity()
+    transcript_ctx = [
+        [{"role": "user" if i % 2 == 0 else "assistant", "text": t} for i, t in enumerate(p)] for p in PROMPTS
+    ]
+
+    lm: dict[str, dict] = {}
+    replies: dict[str, dict] = {}
+    hyps: dict[str, list[str]] = {}
+    transcripts: dict[str, list[str]] = {}
+    decoding: dict = {}
+    for label, ref in _refs(cfg):
+        print(f"evaluate: {label} ({ref})")
+        v = load_version(ref, cfg.max_context, cfg.max_new_tokens)
+        scored = split_bpb(v, test, cfg.batch_size)
+        if label == "model":
+            lm[f"kneser_ney_{cfg.ngram_order}gram"] = kneser_ney_bpb(v, train_convs, scored, cfg.ngram_order)
+            decoding = v.gen.to_diff_dict()
+        lm[label] = {k: x for k, x in scored.items() if not k.startswith("_")}
+        texts, ended = replies_of(v, [c for c, _, _ in pairs], cfg.batch_size, f"replies {label}")
+        replies[label] = reply_metrics(texts, refs, ended, similarity)
+        hyps[label] = texts
+        transcripts[label] = replies_of(v, transcript_ctx, len(PROMPTS), "transcript")[0]
+        del v
+    # Keep the evaluated model first, then the baselines, in every table.
+    lm = {"model": lm.pop("model"), **lm}
+
     ctxs, reps = [], []
     for c in train_convs:
         for a, b in zip(c.turns, c.turns[1:], strict=False):
@@ -170,45 +233,31 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                 ctxs.append(a.text)
                 reps.append(b.text)
     retrieval = RetrievalBot(ctxs, reps).reply([prev for _, _, prev in pairs])
-    replies = {
-        "model": reply_metrics(hyps, refs),
-        "tfidf_retrieval": reply_metrics(retrieval, refs),
-        "human_reference": reply_metrics(refs, refs),
-    }
+    replies["tfidf_retrieval"] = reply_metrics(retrieval, refs, None, similarity)
+    replies["human_reference"] = reply_metrics(refs, refs, None, similarity)
 
-    # 3. Transcript on fixed prompts, same decoding.
-    prompts = []
-    for turns in PROMPTS:
-        roles = ["user" if i % 2 == 0 else "assistant" for i in range(len(turns))]  # prompts end on user
-        ids = tok(turns, add_special_tokens=False)["input_ids"]
-        prompts.append(prompt_ids(Encoded(roles, ids, [0] * len(ids)), sp, ctx, cfg.max_new_tokens))
-    answers = generate_replies(model, tok, prompts, greedy, batch_size=len(prompts), desc="transcript")
     transcript = [
         {
-            "messages": [
-                {"role": r, "content": t}
-                for r, t in zip(
-                    ["user" if i % 2 == 0 else "assistant" for i in range(len(p))], p, strict=True
-                )
-            ],
-            "reply": a,
+            "messages": [{"role": m["role"], "content": m["text"]} for m in msgs],
+            "reply": transcripts["model"][i],
         }
-        for p, a in zip(PROMPTS, answers, strict=True)
+        | {"compared": {k: t[i] for k, t in transcripts.items() if k != "model"}}
+        for i, msgs in enumerate(transcript_ctx)
     ]
     samples = [
-        {"context": prev, "reference": r, "model": h, "retrieval": rt}
-        for (_, r, prev), h, rt in list(zip(pairs, hyps, retrieval, strict=True))[:8]
+        {"context": prev, "reference": r, **{k: h[i] for k, h in hyps.items()}, "retrieval": retrieval[i]}
+        for i, (_, r, prev) in enumerate(pairs[:8])
     ]
-
     result = {
         "model": cfg.model,
+        "compared": dict(_refs(cfg)[1:]),
         "test_conversations": len(test),
-        "scored_tokens": n_tokens,
-        "scored_bytes": n_bytes,
+        "scored_tokens": lm["model"]["scored_tokens"],
+        "scored_bytes": lm["model"]["scored_bytes"],
         "pairs": len(pairs),
         "language_model": lm,
         "replies": replies,
-        "decoding": greedy.to_diff_dict(),
+        "decoding": decoding,
         "transcript": transcript,
         "samples": samples,
         "config": asdict(cfg),
@@ -231,6 +280,14 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         "unigram F1 vs reference reply",
         "F1",
     )
+    if similarity is not None:
+        bar_chart(
+            list(replies),
+            [replies[n]["semantic_similarity"] for n in replies],
+            out / "eval_semantic.png",
+            "semantic similarity to the reference (MiniLM cosine)",
+            "cosine",
+        )
     print(markdown_table(result))
     return result
 
@@ -239,10 +296,10 @@ def markdown_table(r: dict) -> str:
     lm, rp = r["language_model"], r["replies"]
     rows = [
         "| system | ppl | bits/byte | F1 | BLEU | BLEU-2 | distinct-1 | distinct-2 | repetition "
-        "| words/reply |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| words/reply | run-on | semantic sim. |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in [*lm, *[n for n in rp if n != "model"]]:
+    for name in dict.fromkeys([*lm, *rp]):
         a = lm.get(name, {})
         b = rp.get(name, {})
         ppl = f"{a['ppl']:.1f}" if a else "–"
@@ -250,13 +307,18 @@ def markdown_table(r: dict) -> str:
         rep = (
             (
                 f"{b['f1']:.4f} | {b['bleu']:.2f} | {b['bleu2']:.2f} | {b['distinct_1']:.3f} "
-                f"| {b['distinct_2']:.3f} | {b['repetition_rate']:.3f} | {b['avg_reply_words']:.1f}"
+                f"| {b['distinct_2']:.3f} | {b['repetition_rate']:.3f} | {b['avg_reply_words']:.1f} "
+                f"| {_opt(b.get('run_on_rate'), '.1%')} | {_opt(b.get('semantic_similarity'), '.3f')}"
             )
             if b
-            else "– | – | – | – | – | – | –"
+            else "– | – | – | – | – | – | – | – | –"
         )
         rows.append(f"| {name} | {ppl} | {bpb} | {rep} |")
     return "\n".join(rows)
+
+
+def _opt(x: float | None, spec: str) -> str:
+    return "–" if x is None else format(x, spec)
 
 
 def markdown_report(r: dict) -> str:
@@ -268,7 +330,7 @@ def markdown_report(r: dict) -> str:
         "",
         markdown_table(r),
         "",
-        "![bits per byte](eval_bpb.png) ![F1](eval_f1.png)",
+        "![bits per byte](eval_bpb.png) ![F1](eval_f1.png) ![semantic similarity](eval_semantic.png)",
         "",
         "## Transcript (fixed prompts, shipped generation config)",
         "",
@@ -277,13 +339,15 @@ def markdown_report(r: dict) -> str:
         for m in t["messages"]:
             lines.append(f"- **{m['role']}**: {m['content']}")
         lines.append(f"- **assistant (model)**: {t['reply']}")
+        for k, reply in t.get("compared", {}).items():
+            lines.append(f"- *assistant ({k})*: {reply}")
         lines.append("")
     lines += ["## Test samples (greedy)", ""]
     for s in r["samples"]:
         lines += [
             f"- context: {s['context']!r}",
             f"  - reference: {s['reference']!r}",
-            f"  - model: {s['model']!r}",
+            *[f"  - {k}: {v!r}" for k, v in s.items() if k not in ("context", "reference", "retrieval")],
             f"  - retrieval: {s['retrieval']!r}",
         ]
     return "\n".join(lines) + "\n"

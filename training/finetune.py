@@ -12,20 +12,28 @@ trained with ``peft`` and merged into the weights on save.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
+from core.bases import BASE_CARD, BaseRef, find_base
+from core.serving_card import ServingCard
 from training import manifest
 from training.chat_format import CHAT_TEMPLATE, ROLE_TOKENS, SPECIAL_TOKENS
-from training.data import DATA_VERSION, Specials, encode_conversations, pack, swap_roles, windows
+from training.chat_formats import engine_system_prompt, has_own_template
+from training.data import DATA_VERSION, Rows, Specials, encode_conversations, pack, swap_roles, windows
 from training.generation import chat_generation_config
 from training.loop import TrainArgs, save_final, train
 from training.split import file_hash, read_split
+from training.template_data import encode_with_template, messages_of, template_windows
 
 
 @dataclass
@@ -37,7 +45,10 @@ class FinetuneConfig(TrainArgs):
     work_dir: str = field(default="data", metadata={"help": "Work directory (clean splits)."})
     base: str = field(
         default="runs/pretrain/final",
-        metadata={"help": "Model to start from: our pretrain output or any HF causal LM dir."},
+        metadata={
+            "help": "Model to start from: our pretrain output, any HF causal LM dir, or base:NAME "
+            "(a base built by `chatbot train base`)."
+        },
     )
     lr: float = field(default=3e-4, metadata={"help": "Peak learning rate (AdamW)."})
     warmup_steps: int = field(default=20, metadata={"help": "Linear warmup steps."})
@@ -52,6 +63,25 @@ class FinetuneConfig(TrainArgs):
     lora_targets: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         metadata={"help": "Module names that get adapters."},
+    )
+    merge_lora: bool = field(
+        default=True,
+        metadata={"help": "Save LoRA merged into full weights (false: the adapter only, for a built base)."},
+    )
+    system_prompt: str = field(
+        default="",
+        metadata={
+            "help": "System turn opening every example of a base with its own chat template "
+            "(empty: the one the engine sends, from BOT_NAME/BOT_PERSONA/SYSTEM_PROMPT settings)."
+        },
+    )
+    both_sides_sources: list[str] = field(
+        default_factory=lambda: ["chitchat"],
+        metadata={"help": "With both_sides: sources whose chats are used from both sides (human-human)."},
+    )
+    repeat_sources: list[str] = field(
+        default_factory=list,
+        metadata={"help": "SOURCE=N: use that source's train chats N times (e.g. a small seed set)."},
     )
 
 
@@ -69,7 +99,7 @@ def ensure_chat_tokens(tok: PreTrainedTokenizerFast, model) -> None:
     model.config.bos_token_id, model.config.eos_token_id, model.config.pad_token_id = sp.bos, sp.end, sp.pad
 
 
-def sft_rows(work_dir: str, split: str, tok, ctx: int, both_sides: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def sft_rows(work_dir: str, split: str, tok, ctx: int, both_sides: bool) -> Rows:
     clean = Path(work_dir) / "clean"
     cache = (
         Path(work_dir)
@@ -80,7 +110,7 @@ def sft_rows(work_dir: str, split: str, tok, ctx: int, both_sides: bool) -> tupl
         )
     )
     if cache.exists():
-        return torch.load(cache)
+        return Rows(*torch.load(cache))
     convs = [c for c in read_split(clean, split) if c.is_dialogue]
     sp = Specials(tok)
     examples = []
@@ -89,13 +119,52 @@ def sft_rows(work_dir: str, split: str, tok, ctx: int, both_sides: bool) -> tupl
             examples += windows(view, sp, ctx, {"assistant"})
     xy = pack(examples, ctx, sp.pad)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(xy, cache)
+    torch.save(tuple(xy), cache)
     return xy
+
+
+def _repeats(spec: list[str]) -> dict[str, int]:
+    return {k: int(v) for k, _, v in (s.rpartition("=") for s in spec)}
+
+
+def template_rows(cfg: FinetuneConfig, split: str, tok, ctx: int, system: str) -> Rows:
+    """Packed SFT rows through the tokenizer's own chat template (see training.template_data)."""
+    clean = Path(cfg.work_dir) / "clean"
+    tag = hashlib.sha256(
+        json.dumps(
+            [system, cfg.both_sides, cfg.both_sides_sources, cfg.repeat_sources, tok.chat_template]
+        ).encode()
+    ).hexdigest()[:10]
+    cache = (
+        Path(cfg.work_dir)
+        / "tokens"
+        / f"tsft-v{DATA_VERSION}-{split}-{ctx}-{len(tok)}-{tag}-{file_hash(clean / f'{split}.jsonl')[:12]}.pt"
+    )
+    if cache.exists():
+        return Rows(*torch.load(cache))
+    convs = [c for c in read_split(clean, split) if c.is_dialogue]
+    repeat = _repeats(cfg.repeat_sources) if split == "train" else {}
+    examples = []
+    for c in tqdm(convs, desc=f"render {split}", unit="chat", mininterval=5):
+        sides = (False, True) if cfg.both_sides and c.source in cfg.both_sides_sources else (False,)
+        for swap in sides:
+            msgs = messages_of(c, swap)
+            while msgs and msgs[0]["role"] == "assistant":  # a reply needs a message to answer
+                msgs = msgs[1:]
+            if len(msgs) < 2:
+                continue
+            enc = encode_with_template(tok, system, msgs)
+            examples += template_windows(enc, ctx, max_turn_tokens=ctx // 2) * repeat.get(c.source, 1)
+    random.Random(cfg.seed).shuffle(examples)  # repeated seed chats must not share a packed row
+    rows = pack(examples, ctx, tok.pad_token_id)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(tuple(rows), cache)
+    return rows
 
 
 def run_finetune(cfg: FinetuneConfig, force: bool = False) -> Path:
     final = Path(cfg.out_dir) / "final"
-    base = Path(cfg.base)
+    base = find_base(cfg.base.removeprefix("base:")) if cfg.base.startswith("base:") else Path(cfg.base)
     key = {
         "config": asdict(cfg),
         "base_config": (base / "config.json").read_text(),
@@ -107,10 +176,21 @@ def run_finetune(cfg: FinetuneConfig, force: bool = False) -> Path:
     tok_src = base if (base / "tokenizer_config.json").exists() else Path(cfg.work_dir) / "tokenizer"
     tok = AutoTokenizer.from_pretrained(tok_src)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    ensure_chat_tokens(tok, model)
     ctx = cfg.context or min(model.config.max_position_embeddings, tok.model_max_length)
-    train_xy = sft_rows(cfg.work_dir, "train", tok, ctx, cfg.both_sides)
-    val_xy = sft_rows(cfg.work_dir, "val", tok, ctx, cfg.both_sides)
+    own_template = has_own_template(tok)
+    system = ""
+    if own_template:
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        system = cfg.system_prompt or engine_system_prompt()
+        key["system_prompt"] = system
+        print(f"finetune: the base's own chat template, system turn {system!r}")
+        train_xy = template_rows(cfg, "train", tok, ctx, system)
+        val_xy = template_rows(cfg, "val", tok, ctx, system)
+    else:
+        ensure_chat_tokens(tok, model)
+        train_xy = sft_rows(cfg.work_dir, "train", tok, ctx, cfg.both_sides)
+        val_xy = sft_rows(cfg.work_dir, "val", tok, ctx, cfg.both_sides)
     scored = int((train_xy[1] != -100).sum())
     print(f"finetune: {len(train_xy[0])} packed rows of {ctx}, {scored:,} scored (assistant) tokens")
     if cfg.lora:
@@ -131,10 +211,16 @@ def run_finetune(cfg: FinetuneConfig, force: bool = False) -> Path:
     state = train(model, train_xy, val_xy, cfg)
     if state["rank"] == 0:
         out_model = state["model"]
-        if cfg.lora:
+        adapter_only = cfg.lora and not cfg.merge_lora
+        if cfg.lora and not adapter_only:
             out_model = out_model.merge_and_unload()  # export plain weights; serving needs no peft
-        out_model.generation_config = chat_generation_config(tok)
+        if not own_template:
+            out_model.generation_config = chat_generation_config(tok)
         title = "fine-tune (assistant tokens)"
         val = save_final(state, out_model, tok, final, key, title, t0, lora=cfg.lora, base=str(base))
+        if adapter_only and (base / BASE_CARD).is_file():
+            BaseRef.read(base / BASE_CARD).write(final / BASE_CARD)  # the adapter names its base
+        if system:
+            ServingCard(system_turn=True).write(final)
         print(f"finetune: saved {final} (assistant-token val loss {val:.4f}, ppl {math.exp(val):.1f})")
     return final

@@ -12,7 +12,7 @@ b. Regression set (agent-corrected turns, ``regression.jsonl`` from ``chatbot tr
    ``min_regression_gain`` (relative). Also reported: how often the agent's reply is more likely
    (per byte) than the bot reply it replaced.
 c. Safety/degeneration on generated replies (the regression contexts plus test contexts, decoded
-   with each model's shipped ``generation_config.json``): share of replies that repeat one of their
+   greedily as evaluate.py does, each model in its own chat format): share of replies that repeat one of their
    own word 3-grams, share of empty replies, and blocklist hits (``training/clean.py``'s list plus
    ``blocklist_path``). The candidate may exceed the current model by at most the allowed increases,
    and never by a blocklist hit.
@@ -29,15 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+from training.chat_formats import load_version
 from training.clean import blocklist_pattern
-from training.data import Encoded, Specials, encode_conversations, windows
-from training.evaluate import dialogue_pairs, model_nll, token_bytes
-from training.generation import chat_generation_config, generate_replies, prompt_ids
+from training.evaluate import dialogue_pairs, split_bpb, token_bytes
+from training.generation import generate_replies
 from training.metrics import repetition_rate
-from training.preference import batched_logps, encode_completion
-from training.sources import Conversation, Turn
+from training.preference import batched_logps
+from training.sources import Conversation
 from training.split import read_split
 
 
@@ -74,43 +73,22 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
 
 
-def _load(model_dir: str | Path):
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    gen = (
-        GenerationConfig.from_pretrained(model_dir)
-        if (Path(model_dir) / "generation_config.json").exists()
-        else chat_generation_config(tok)
-    )
-    return model, tok, gen
-
-
-def _context_encoded(tok, context: list[dict], ctx: int) -> Encoded:
-    conv = Conversation("", "", [Turn(t["role"], t["text"]) for t in context])
-    return encode_conversations(tok, [conv], ctx - 4)[0]
-
-
 def measure(model_dir: str | Path, test: list[Conversation], regression: list[dict], cfg: GateConfig) -> dict:
     """Every number the gate compares, for one model."""
-    model, tok, gen = _load(model_dir)
-    gen.max_new_tokens = cfg.max_new_tokens
-    sp = Specials(tok)
-    ctx = min(model.config.max_position_embeddings, tok.model_max_length)
-    nbytes = token_bytes(tok)
+    v = load_version(str(model_dir), max_new_tokens=cfg.max_new_tokens)
+    model, fmt, ctx = v.model, v.fmt, v.ctx
+    nbytes = token_bytes(fmt.tok)
 
     # (a) test split: bits per byte over every turn, as evaluate.py computes it.
-    enc = encode_conversations(tok, test, ctx - 4)
-    examples = [w for e in enc for w in windows(e, sp, ctx, None)]
-    n_bytes = sum(nbytes[t] for ids, m in examples for t, k in zip(ids, m, strict=True) if k)
-    test_bpb = model_nll(model, examples, sp.pad, cfg.batch_size) / math.log(2) / max(1, n_bytes)
+    test_bpb = split_bpb(v, test, cfg.batch_size)["bits_per_byte"]
 
     # (b) regression: the agent's reply given the context, and against the reply it replaced.
     out: dict[str, Any] = {"test_bits_per_byte": test_bpb, "test_conversations": len(test)}
     if regression:
-        chosen = [encode_completion(tok, r["context"], r["chosen"], ctx) for r in regression]
-        rejected = [encode_completion(tok, r["context"], r["rejected"], ctx) for r in regression]
-        lc = batched_logps(model, chosen, sp.pad, cfg.batch_size)
-        lr = batched_logps(model, rejected, sp.pad, cfg.batch_size)
+        chosen = [fmt.completion(r["context"], r["chosen"], ctx) for r in regression]
+        rejected = [fmt.completion(r["context"], r["rejected"], ctx) for r in regression]
+        lc = batched_logps(model, chosen, fmt.pad, cfg.batch_size)
+        lr = batched_logps(model, rejected, fmt.pad, cfg.batch_size)
         bc = torch.tensor([sum(nbytes[t] for t, k in zip(*e, strict=True) if k) for e in chosen])
         br = torch.tensor([sum(nbytes[t] for t, k in zip(*e, strict=True) if k) for e in rejected])
         out["regression_bits_per_byte"] = float(-lc.sum() / math.log(2) / bc.sum().clamp(min=1))
@@ -120,16 +98,13 @@ def measure(model_dir: str | Path, test: list[Conversation], regression: list[di
     out["regression_items"] = len(regression)
 
     # (c) degeneration and safety on generated replies.
-    pairs = dialogue_pairs(
-        encode_conversations(tok, [c for c in test if c.is_dialogue], ctx - 4),
-        [[t.text for t in c.turns] for c in test if c.is_dialogue],
-        cfg.safety_prompts,
-        cfg.seed,
-    )
-    contexts = [_context_encoded(tok, r["context"], ctx) for r in regression] + [e for e, _, _ in pairs]
-    prompts = [prompt_ids(e, sp, ctx, cfg.max_new_tokens) for e in contexts]
+    pairs = dialogue_pairs([c for c in test if c.is_dialogue], cfg.safety_prompts, cfg.seed)
+    contexts = [r["context"] for r in regression] + [c for c, _, _ in pairs]
+    prompts = [fmt.prompt(c, ctx, cfg.max_new_tokens) for c in contexts]
     replies = (
-        generate_replies(model, tok, prompts, gen, cfg.batch_size, desc="gate replies") if prompts else []
+        generate_replies(model, fmt.tok, prompts, v.gen, cfg.batch_size, desc="gate replies")
+        if prompts
+        else []
     )
     block = blocklist_pattern(cfg.blocklist_path)
     out |= {

@@ -40,26 +40,27 @@ def prompt_ids(e: Encoded, sp: Specials, ctx: int, max_new: int) -> list[int]:
 
 
 @torch.no_grad()
-def generate_replies(
+def generate_with_ends(
     model,
     tok: PreTrainedTokenizerFast,
     prompts: list[list[int]],
     gen: GenerationConfig,
     batch_size: int = 16,
     desc: str = "generate",
-) -> list[str]:
-    """Left-padded batched generation; returns the decoded replies up to ``<|end|>``."""
+) -> tuple[list[str], list[bool]]:
+    """Left-padded batched generation: the decoded replies up to the end-of-turn token, and whether
+    each reply ended by itself (False: it ran into ``max_new_tokens``)."""
     from tqdm import tqdm
 
-    sp = Specials(tok)
+    eos_ids = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+    eos, pad = int(eos_ids[0]), int(gen.pad_token_id if gen.pad_token_id is not None else eos_ids[0])
     model.eval()
-    out: list[str] = []
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad less
-    replies: dict[int, str] = {}
+    replies: dict[int, tuple[str, bool]] = {}
     for b in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", mininterval=5):
         idx = order[b : b + batch_size]
         width = max(len(prompts[i]) for i in idx)
-        x = torch.full((len(idx), width), sp.pad, dtype=torch.long)
+        x = torch.full((len(idx), width), pad, dtype=torch.long)
         mask = torch.zeros_like(x)
         for r, i in enumerate(idx):
             x[r, width - len(prompts[i]) :] = torch.tensor(prompts[i])
@@ -69,8 +70,20 @@ def generate_replies(
         )
         for r, i in enumerate(idx):
             new = y[r, width:].tolist()
-            if sp.end in new:
-                new = new[: new.index(sp.end)]
-            replies[i] = tok.decode(new, skip_special_tokens=True).strip()
-    out = [replies[i] for i in range(len(prompts))]
-    return out
+            ended = eos in new
+            if ended:
+                new = new[: new.index(eos)]
+            replies[i] = (tok.decode(new, skip_special_tokens=True).strip(), ended)
+    return [replies[i][0] for i in range(len(prompts))], [replies[i][1] for i in range(len(prompts))]
+
+
+def generate_replies(
+    model,
+    tok: PreTrainedTokenizerFast,
+    prompts: list[list[int]],
+    gen: GenerationConfig,
+    batch_size: int = 16,
+    desc: str = "generate",
+) -> list[str]:
+    """:func:`generate_with_ends`, replies only."""
+    return generate_with_ends(model, tok, prompts, gen, batch_size, desc)[0]

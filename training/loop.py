@@ -31,10 +31,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from peft import PeftModel
 from tqdm import tqdm
+from transformers import PreTrainedModel
 
 from training import manifest
-from training.data import IGNORE
+from training.checkpoint import is_fsdp
+from training.data import IGNORE, Rows
 from training.plots import loss_curve
 from training.tokenizer import save_tokenizer
 
@@ -139,10 +142,22 @@ def batch_rows(step: int, global_batch: int, n_rows: int, seed: int) -> torch.Te
     return torch.tensor(out)
 
 
-def token_loss_sum(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    logits = model(input_ids=x).logits
+def token_loss_sum(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, pos: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Summed cross-entropy of the scored tokens. Packed rows pass ``pos`` (restarting positions), so
+    each example attends to itself only. A bare HF model (not DDP-wrapped) computes logits only where
+    the loss is taken: with a 49 k vocabulary and ~30 % scored tokens, that skips most of the LM head."""
+    kw = {"position_ids": pos, "use_cache": False} if pos is not None else {}
+    target = y[:, 1:]
+    if isinstance(model, PreTrainedModel | PeftModel) and not is_fsdp(model):  # FSDP unshards in forward
+        hidden = model.get_decoder()(input_ids=x, **kw).last_hidden_state[:, :-1]
+        keep = target != IGNORE
+        logits = model.get_output_embeddings()(hidden[keep])
+        return F.cross_entropy(logits.float(), target[keep], reduction="sum")
+    logits = model(input_ids=x, **kw).logits
     return F.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), y[:, 1:].flatten(), ignore_index=IGNORE, reduction="sum"
+        logits[:, :-1].flatten(0, 1).float(), target.flatten(), ignore_index=IGNORE, reduction="sum"
     )
 
 
@@ -154,7 +169,14 @@ def _all_sum(t: torch.Tensor, world: int) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_loss(
-    model, x: torch.Tensor, y: torch.Tensor, args: TrainArgs, device, rank: int = 0, world: int = 1
+    model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    args: TrainArgs,
+    device,
+    rank: int = 0,
+    world: int = 1,
+    pos: torch.Tensor | None = None,
 ) -> float:
     """Mean loss per scored token over (a prefix of) the validation rows, sharded across processes."""
     model.eval()
@@ -168,8 +190,9 @@ def evaluate_loss(
         real = i < n
         sl = slice(i, min(i + args.batch_size, n)) if real else slice(0, 1)
         xb, yb = x[sl].to(device), y[sl].to(device)
+        pb = pos[sl].to(device) if pos is not None else None
         with autocast_ctx(args.dtype, device):
-            ls = token_loss_sum(model, xb, yb).item()
+            ls = token_loss_sum(model, xb, yb, pb).item()
         if real:
             tot[0] += ls
             tot[1] += (yb[:, 1:] != IGNORE).sum().item()
@@ -180,8 +203,8 @@ def evaluate_loss(
 
 def train(
     model: torch.nn.Module,
-    train_xy: tuple[torch.Tensor, torch.Tensor],
-    val_xy: tuple[torch.Tensor, torch.Tensor],
+    train_xy: Rows | tuple[torch.Tensor, torch.Tensor],
+    val_xy: Rows | tuple[torch.Tensor, torch.Tensor],
     args: TrainArgs,
     on_step: Callable[[int, dict], None] | None = None,
 ) -> dict:
@@ -205,7 +228,8 @@ def train(
         if rank == 0:
             print(f"resumed from {ckpt} at step {state['step']}")
     wall_before, session_start = state.get("wall", 0.0), time.perf_counter()  # wall time across resumes
-    x, y = train_xy
+    x, y, pos = Rows(*train_xy)
+    val = Rows(*val_xy)
     local_rows = args.batch_size * args.grad_accum
     gbatch = local_rows * world
     budget = args.max_minutes * 60
@@ -240,15 +264,19 @@ def train(
                 g["lr"] = lr
             rows = batch_rows(step, gbatch, len(x), args.seed)[rank * local_rows : (rank + 1) * local_rows]
             xs, ys = x[rows], y[rows]
+            ps = pos[rows] if pos is not None else None
             count = _all_sum((ys[:, 1:] != IGNORE).sum().double(), world).clamp_min(1)
             loss_sum = torch.zeros((), dtype=torch.float64)
             for m in range(args.grad_accum):
                 xb = xs[m * args.batch_size : (m + 1) * args.batch_size].to(device)
                 yb = ys[m * args.batch_size : (m + 1) * args.batch_size].to(device)
+                pb = (
+                    ps[m * args.batch_size : (m + 1) * args.batch_size].to(device) if ps is not None else None
+                )
                 sync = m == args.grad_accum - 1 or world == 1
                 ctx = contextlib.nullcontext() if sync or not hasattr(pmodel, "no_sync") else pmodel.no_sync()
                 with ctx, autocast_ctx(args.dtype, device):
-                    ls = token_loss_sum(pmodel, xb, yb)
+                    ls = token_loss_sum(pmodel, xb, yb, pb)
                 # DDP averages gradients over processes, hence * world to get the global-batch mean.
                 (ls * world / count.float()).backward()
                 loss_sum += ls.detach().double()
@@ -272,7 +300,7 @@ def train(
                 bar.update(1 if args.max_steps else int(state["elapsed"]) - bar.n)
             last = (step + 1) / args.max_steps >= 1 if args.max_steps else state["elapsed"] >= budget
             if args.eval_every and ((step + 1) % args.eval_every == 0 or last):
-                v = evaluate_loss(unwrap(pmodel), *val_xy, args, device, rank, world)  # no DDP hooks
+                v = evaluate_loss(unwrap(pmodel), val.x, val.y, args, device, rank, world, val.pos)  # no DDP
                 state["val"].append((step + 1, round(v, 5)))
                 if rank == 0:
                     bar.write(

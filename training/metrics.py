@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from typing import Protocol
 
 _WORD = re.compile(r"[a-z0-9']+|[^\sa-z0-9']")
 
@@ -65,8 +66,24 @@ def repetition_rate(texts: list[str], n: int = 3) -> float:
     return sum(map(repeats, texts)) / max(1, len(texts))
 
 
-def reply_metrics(hyps: list[str], refs: list[str]) -> dict[str, float]:
-    return {
+class Similarity(Protocol):
+    def mean_cosine(self, hyps: list[str], refs: list[str]) -> float: ...
+
+
+def reply_metrics(
+    hyps: list[str],
+    refs: list[str],
+    ended: list[bool] | None = None,
+    similarity: Similarity | None = None,
+) -> dict[str, float]:
+    """Word-overlap and diversity metrics; with ``ended``, the run-on rate (share of replies that did
+    not end their turn within the token budget); with ``similarity``, the mean embedding cosine."""
+    extra = {}
+    if ended is not None:
+        extra["run_on_rate"] = sum(not e for e in ended) / max(1, len(ended))
+    if similarity is not None:
+        extra["semantic_similarity"] = similarity.mean_cosine(hyps, refs)
+    return extra | {
         "f1": sum(unigram_f1(h, r) for h, r in zip(hyps, refs, strict=True)) / max(1, len(hyps)),
         "bleu": corpus_bleu(hyps, refs),
         "bleu2": corpus_bleu(hyps, refs, max_n=2),

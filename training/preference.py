@@ -14,7 +14,8 @@ lines each. Both follow the papers and trl's default ("sigmoid") variants:
   ``λ_D (1 − σ(β(r − z)))`` for 👍 and ``λ_U (1 − σ(β(z − r)))`` for 👎. ``z`` is not differentiated.
 
 The reference model is the starting point of this stage (the SFT result), frozen; its log-probs are
-computed once up front. Log-probs are summed over the completion's tokens and its ``<|end|>``.
+computed once up front. Log-probs are summed over the completion's tokens and its end-of-turn token
+(``ChatFormat.completion``: our ``<|end|>``, or a base template's own).
 """
 
 from __future__ import annotations
@@ -27,21 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from training.data import Specials, encode_conversations
-from training.generation import prompt_ids
-from training.sources import Conversation, Turn
-
-Example = tuple[list[int], list[int]]  # token ids, 0/1 mask of the scored (completion) tokens
-
-
-def encode_completion(tok, context: Sequence[dict], completion: str, ctx: int) -> Example:
-    """``<|bos|>`` + the most recent context turns that fit + ``<|assistant|>`` completion ``<|end|>``."""
-    sp = Specials(tok)
-    comp = tok(completion, add_special_tokens=False)["input_ids"][: ctx // 2] + [sp.end]
-    conv = Conversation("", "", [Turn(t["role"], t["text"]) for t in context])
-    (enc,) = encode_conversations(tok, [conv], ctx - 4)
-    prompt = prompt_ids(enc, sp, ctx, len(comp))
-    return prompt + comp, [0] * len(prompt) + [1] * len(comp)
+from training.chat_formats import ChatFormat, Example
 
 
 def completion_logps(model, examples: Sequence[Example], pad: int) -> torch.Tensor:
@@ -101,7 +88,7 @@ def kto_loss(
 
 def train_preference(
     model,
-    tok,
+    fmt: ChatFormat,
     rows: list[dict],
     method: str,
     steps: int,
@@ -115,23 +102,19 @@ def train_preference(
     """Tune ``model`` in place on ``rows`` (dpo.jsonl or kto.jsonl records); returns per-step stats."""
     if method not in ("dpo", "kto"):
         raise ValueError(f"preference method is dpo or kto, not {method!r}")
-    sp = Specials(tok)
-    ctx = min(model.config.max_position_embeddings, tok.model_max_length)
+    ctx = min(model.config.max_position_embeddings, fmt.tok.model_max_length, 1024)
     ref = copy.deepcopy(model).eval()
     n = len(rows)
     if method == "dpo":
-        a = [encode_completion(tok, r["context"], r["chosen"], ctx) for r in rows]
-        b = [encode_completion(tok, r["context"], r["rejected"], ctx) for r in rows]
+        a = [fmt.completion(r["context"], r["chosen"], ctx) for r in rows]
+        b = [fmt.completion(r["context"], r["rejected"], ctx) for r in rows]
         labels = torch.ones(n, dtype=torch.bool)
     else:
-        a = [encode_completion(tok, r["context"], r["completion"], ctx) for r in rows]
+        a = [fmt.completion(r["context"], r["completion"], ctx) for r in rows]
         # Mismatched pairs (each context with the next row's completion) estimate the KL term.
-        b = [
-            encode_completion(tok, r["context"], rows[(i + 1) % n]["completion"], ctx)
-            for i, r in enumerate(rows)
-        ]
+        b = [fmt.completion(r["context"], rows[(i + 1) % n]["completion"], ctx) for i, r in enumerate(rows)]
         labels = torch.tensor([bool(r["label"]) for r in rows])
-    ref_a, ref_b = batched_logps(ref, a, sp.pad), batched_logps(ref, b, sp.pad)
+    ref_a, ref_b = batched_logps(ref, a, fmt.pad), batched_logps(ref, b, fmt.pad)
     del ref
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
@@ -139,12 +122,12 @@ def train_preference(
     model.train()
     for step in (bar := tqdm(range(steps), desc=method, unit="step", mininterval=5)):
         idx = torch.randperm(n, generator=gen)[:batch_size].tolist()
-        pa = completion_logps(model, [a[i] for i in idx], sp.pad).cpu()
+        pa = completion_logps(model, [a[i] for i in idx], fmt.pad).cpu()
         if method == "dpo":
-            pb = completion_logps(model, [b[i] for i in idx], sp.pad).cpu()
+            pb = completion_logps(model, [b[i] for i in idx], fmt.pad).cpu()
         else:  # KTO's KL estimate is not differentiated
             with torch.no_grad():
-                pb = completion_logps(model, [b[i] for i in idx], sp.pad).cpu()
+                pb = completion_logps(model, [b[i] for i in idx], fmt.pad).cpu()
         if method == "dpo":
             loss, stats = dpo_loss(pa, pb, ref_a[idx], ref_b[idx], beta)
         else:

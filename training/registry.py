@@ -21,6 +21,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from core.bases import ADAPTER_CONFIG, BASE_CARD, BaseRef, is_adapter
+from core.model import is_model_dir
+from core.model_files import load_causal_lm
+from core.serving_card import NAME as SERVING_CARD
 from training import manifest
 from training.generation import chat_generation_config
 from training.loop import hardware
@@ -71,7 +75,7 @@ def _set_current(models_dir: Path, version: str) -> None:
 def promote(version: str, models_dir: str | Path = "models") -> str | None:
     """Point ``current`` at ``version``; returns the version it replaced."""
     root = Path(models_dir)
-    if not (root / version / "config.json").exists():
+    if not is_model_dir(root / version):
         raise FileNotFoundError(f"no registered model {root / version}")
     prev = current(root)
     _set_current(root, version)
@@ -91,7 +95,7 @@ def rollback(models_dir: str | Path = "models") -> str:
     for entry in reversed(hist):
         if entry["version"] == cur and entry["action"] == "promote":
             prev = entry["previous"]
-            if not prev or not (root / prev / "config.json").exists():
+            if not prev or not is_model_dir(root / prev):
                 break
             _set_current(root, prev)
             _log(root, "rollback", prev, cur)
@@ -100,12 +104,34 @@ def rollback(models_dir: str | Path = "models") -> str:
 
 
 def versions(models_dir: str | Path = "models") -> list[str]:
-    return sorted(p.name for p in Path(models_dir).iterdir() if (p / "config.json").exists())
+    return sorted(p.name for p in Path(models_dir).iterdir() if p.is_dir() and is_model_dir(p))
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def _weights_file(model_dir: Path) -> Path:
+    return model_dir / (ADAPTER_WEIGHTS if is_adapter(model_dir) else "model.safetensors")
+
+
+def _write_adapter(src: Path, dest: Path, dtype: str) -> None:
+    """An adapter version holds the LoRA weights (in ``dtype``), its config and the base it names."""
+    from safetensors.torch import load_file, save_file
+
+    dest.mkdir(parents=True)
+    weights = load_file(src / ADAPTER_WEIGHTS)
+    if dtype == "bf16":
+        weights = {k: v.to(torch.bfloat16) for k, v in weights.items()}
+    save_file(weights, dest / ADAPTER_WEIGHTS, metadata={"format": "pt"})
+    for name in (ADAPTER_CONFIG, BASE_CARD, SERVING_CARD):
+        if (src / name).exists():
+            shutil.copy(src / name, dest / name)
 
 
 def register(cfg: RegisterConfig) -> Path:
     root = Path(cfg.models_dir)
-    source_hash = file_hash(Path(cfg.model) / "model.safetensors")
+    src = Path(cfg.model)
+    source_hash = file_hash(_weights_file(src))
     for v in versions(root) if root.exists() else []:
         if _read_json(root / v / SOURCE).get("model_sha256") == source_hash:
             print(f"register: {cfg.model} is already registered as {v}")
@@ -118,14 +144,20 @@ def register(cfg: RegisterConfig) -> Path:
         raise FileExistsError(f"{dest} exists; versions are immutable, pick another --set version=")
     tmp = root / f".{version}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(cfg.model)
-    if cfg.dtype == "bf16":
-        model = model.to(torch.bfloat16)
-    if not (Path(cfg.model) / "generation_config.json").exists():
-        model.generation_config = chat_generation_config(tok)
-    model.save_pretrained(tmp)
-    save_tokenizer(tok, tmp)
+    if is_adapter(src):
+        _write_adapter(src, tmp, cfg.dtype)
+        model = load_causal_lm(src)  # merged, for the card's architecture facts
+    else:
+        model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(cfg.model)
+        if cfg.dtype == "bf16":
+            model = model.to(torch.bfloat16)
+        if not (src / "generation_config.json").exists():
+            model.generation_config = chat_generation_config(tok)
+        model.save_pretrained(tmp)
+        save_tokenizer(tok, tmp)
+        if (src / SERVING_CARD).exists():
+            shutil.copy(src / SERVING_CARD, tmp / SERVING_CARD)
     ev = Path(cfg.eval_dir)
     for name in ("eval.json", "eval.md", "eval_bpb.png", "eval_f1.png"):
         if (ev / name).exists():
@@ -162,6 +194,12 @@ def _is_pretrain_final(cfg: RegisterConfig) -> bool:
     return bool(cfg.pretrain_dir) and Path(cfg.model).resolve() == final.resolve()
 
 
+def _adapter_tensors(out: Path) -> list[torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return list(load_file(out / ADAPTER_WEIGHTS).values())
+
+
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -184,14 +222,39 @@ def model_card(cfg: RegisterConfig, version: str, model, out: Path) -> str:
         if init
         else "trained from scratch by this project's `training/` pipeline"
     )
+    stored = f"Weights stored as {cfg.dtype} safetensors."
+    base_lines: list[str] = []
+    if (out / BASE_CARD).exists():
+        ref = BaseRef.read(out / BASE_CARD)
+        lora = json.loads((out / ADAPTER_CONFIG).read_text())
+        trainable = sum(t.numel() for t in _adapter_tensors(out))
+        origin = (
+            f"a LoRA adapter (rank {lora.get('r')}, alpha {lora.get('lora_alpha')}, {trainable / 1e6:.2f} M "
+            f"parameters on {', '.join(sorted(lora.get('target_modules') or []))}) fine-tuned by this "
+            f"project's `training/` pipeline on the base `{ref.name}`"
+        )
+        stored = (
+            f"Only the adapter is stored ({cfg.dtype} safetensors); it is merged into the base at load time."
+        )
+        base_lines = [
+            "## Base model",
+            "",
+            f"- name: `{ref.name}`, sha256 `{ref.sha256}`",
+            f"- from: PyPI package `{ref.package}=={ref.version}`, file `{ref.file}`"
+            if ref.package
+            else f"- from: file `{ref.file}`",
+            "- build it once with `chatbot train base` (`make run` does); a version whose base is missing "
+            "or has another hash is refused with that instruction",
+            "",
+        ]
     lines = [
         f"# {version}",
         "",
         f"A {n_params / 1e6:.1f} M-parameter Llama-style chat model ({c.num_hidden_layers} layers, width "
         f"{c.hidden_size}, {c.num_attention_heads} heads, context {c.max_position_embeddings}, vocabulary "
-        f"{c.vocab_size}, tied embeddings), {origin}. "
-        f"Weights stored as {cfg.dtype} safetensors.",
+        f"{c.vocab_size}, tied embeddings), {origin}. {stored}",
         "",
+        *base_lines,
         "## Data",
         "",
         f"Sources: {', '.join(gather.get('key', {}).get('sources', [])) or 'see gather config'} "
@@ -265,8 +328,14 @@ def model_card(cfg: RegisterConfig, version: str, model, out: Path) -> str:
         *([cfg.notes, ""] if cfg.notes else []),
         "## Limitations",
         "",
-        "Small model trained on about 3 M tokens of crowd-sourced small talk: replies are short, generic "
-        "and often inconsistent; it has no knowledge to speak of and must not be relied on for facts.",
+        (
+            "A 135 M-parameter model: fluent and short, but it knows little and can be wrong; it has no "
+            "access to orders, accounts or a team's policies, and must not be relied on for facts."
+            if base_lines
+            else "Small model trained on about 3 M tokens of crowd-sourced small talk: replies are short, "
+            "generic and often inconsistent; it has no knowledge to speak of and must not be relied on "
+            "for facts."
+        ),
         "",
     ]
     return "\n".join(lines)

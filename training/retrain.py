@@ -32,6 +32,7 @@ import json
 import math
 import random
 import re
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -40,17 +41,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoModelForCausalLM, GenerationConfig
 
+from core.bases import BASE_CARD, is_adapter, resolve_base
 from core.chatlog import ChatLog
+from core.model import is_model_dir
+from core.model_files import load_tokenizer
+from core.serving_card import NAME as SERVING_CARD
+from core.serving_card import ServingCard
 from training import manifest, registry
-from training.data import Specials, encode_conversations, pack, windows
+from training.chat_formats import ChatFormat, engine_system_prompt, format_for
+from training.data import Rows, pack
 from training.evaluate import EvaluateConfig, run_evaluate
 from training.export import LINEAGE, ExportConfig, export_logs, log_position, summary_line, user_hash
-from training.finetune import sft_rows
 from training.gate import GateConfig, markdown, read_jsonl, run_gate
 from training.loop import TrainArgs, train
-from training.preference import encode_completion, train_preference
+from training.preference import train_preference
 from training.registry import RegisterConfig
 from training.split import read_split
 from training.tokenizer import save_tokenizer
@@ -121,7 +127,7 @@ def clean_base(models_dir: Path, current: str, forgotten: set[str]) -> tuple[str
             break
         skipped.append(version)
         parent = lineage(models_dir, version).get("parent")
-        if not parent or not (models_dir / parent / "config.json").exists():
+        if not parent or not is_model_dir(models_dir / parent):
             raise RuntimeError(
                 f"{version} was trained on conversations of users who used /forget and its parent "
                 f"{parent!r} is not in {models_dir}; retrain from a model trained on no logs"
@@ -147,27 +153,44 @@ async def export_for_retrain(chatlog: ChatLog, cfg: RetrainConfig, logs_dir: Pat
     return summary | {"base": base, "current": current, "skipped_for_forget": skipped}
 
 
-def gold_and_replay(cfg: RetrainConfig, tok, ctx: int, gold: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+def gold_and_replay(cfg: RetrainConfig, fmt: ChatFormat, ctx: int, gold: list[dict]) -> Rows:
     """Packed SFT rows: each gold target (context unscored) ``gold_repeat`` times + replayed chats."""
-    sp = Specials(tok)
-    examples = [
-        encode_completion(tok, r["turns"][:-1], r["turns"][-1]["text"], ctx) for r in gold
-    ] * cfg.gold_repeat
+    examples = [fmt.completion(r["turns"][:-1], r["turns"][-1]["text"], ctx) for r in gold] * cfg.gold_repeat
     train_convs = [c for c in read_split(Path(cfg.work_dir) / "clean", "train") if c.is_dialogue]
     n_replay = min(len(train_convs), math.ceil(cfg.replay_ratio * len(gold)))
-    replay = random.Random(cfg.seed).sample(train_convs, n_replay)
-    for e in encode_conversations(tok, replay, ctx - 4):
-        examples += windows(e, sp, ctx, {"assistant"})
+    for c in random.Random(cfg.seed).sample(train_convs, n_replay):
+        examples += fmt.windows(c, ctx, {"assistant"})
     random.Random(cfg.seed).shuffle(examples)  # packing order; the loop shuffles rows again
-    return pack(examples, ctx, sp.pad)
+    return pack(examples, ctx, fmt.pad)
+
+
+def validation_rows(cfg: RetrainConfig, fmt: ChatFormat, ctx: int, limit: int = 200) -> Rows:
+    convs = [c for c in read_split(Path(cfg.work_dir) / "clean", "val") if c.is_dialogue][:limit]
+    return pack([w for c in convs for w in fmt.windows(c, ctx, {"assistant"})], ctx, fmt.pad)
+
+
+def load_trainable(version_dir: Path) -> tuple[torch.nn.Module, ChatFormat]:
+    """The version to continue from: whole weights, or its adapter (trainable) over its base, so that
+    retraining an adapter version trains a new adapter on the same base."""
+    tok = load_tokenizer(version_dir)
+    if is_adapter(version_dir):
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(resolve_base(version_dir), dtype=torch.float32)
+        model: torch.nn.Module = PeftModel.from_pretrained(base, version_dir, is_trainable=True)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(version_dir, dtype=torch.float32)
+    system = engine_system_prompt() if ServingCard.read(version_dir).system_turn else ""
+    return model, format_for(tok, system)
 
 
 def train_candidate(cfg: RetrainConfig, base_dir: Path, logs_dir: Path, run_dir: Path) -> dict[str, Any]:
     """Fine-tune (and preference-tune) ``base_dir`` on the export; save to ``run_dir/final``."""
     t0 = time.time()
-    tok = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    ctx = min(model.config.max_position_embeddings, tok.model_max_length)
+    model, fmt = load_trainable(base_dir)
+    tok = fmt.tok
+    config = model.config
+    ctx = min(config.max_position_embeddings, tok.model_max_length, 512)
     gold = read_jsonl(logs_dir / "sft.jsonl")
     stats: dict[str, Any] = {"gold_examples": len(gold)}
     state: dict[str, Any] = {
@@ -179,8 +202,8 @@ def train_candidate(cfg: RetrainConfig, base_dir: Path, logs_dir: Path, run_dir:
         "device": "cpu",
     }
     if cfg.sft and gold:
-        train_xy = gold_and_replay(cfg, tok, ctx, gold)
-        val_xy = sft_rows(cfg.work_dir, "val", tok, ctx, both_sides=False)
+        train_xy = gold_and_replay(cfg, fmt, ctx, gold)
+        val_xy = validation_rows(cfg, fmt, ctx)
         scored = int((train_xy[1] != -100).sum())
         print(
             f"retrain: {len(gold)} gold replies x{cfg.gold_repeat} + replay -> {len(train_xy[0])} rows, "
@@ -194,7 +217,7 @@ def train_candidate(cfg: RetrainConfig, base_dir: Path, logs_dir: Path, run_dir:
         if rows:
             history = train_preference(
                 model,
-                tok,
+                fmt,
                 rows,
                 cfg.preference,
                 cfg.pref_steps,
@@ -211,9 +234,14 @@ def train_candidate(cfg: RetrainConfig, base_dir: Path, logs_dir: Path, run_dir:
         else:
             print(f"retrain: no new {cfg.preference} examples; skipping preference tuning")
     final = run_dir / "final"
-    model.generation_config = GenerationConfig.from_pretrained(base_dir)  # serve with the same decoding
-    model.save_pretrained(final)
-    save_tokenizer(tok, final)
+    if (base_dir / "generation_config.json").exists():
+        model.generation_config = GenerationConfig.from_pretrained(base_dir)  # serve with the same decoding
+    model.save_pretrained(final)  # an adapter version saves a new adapter only
+    for card in (BASE_CARD, SERVING_CARD):
+        if (base_dir / card).exists():
+            shutil.copy(base_dir / card, final / card)
+    if not is_adapter(base_dir):
+        save_tokenizer(tok, final)
     val = state["val"][-1][1] if state["val"] else float("nan")
     # The registry's model card reads this manifest the way it reads the fine-tune stage's.
     manifest.write(

@@ -49,11 +49,27 @@ def test_windows_score_every_turn_once_with_context(tok, dialogues):
 
 def test_pack_rows_and_labels(tok):
     examples = [([1, 5, 6, 2], [0, 1, 1, 1]), ([1, 7, 2], [0, 0, 1]), ([1, 8, 8, 8, 2], [0, 1, 1, 1, 1])]
-    x, y = pack(examples, 8, pad=0)
+    x, y, pos = pack(examples, 8, pad=0)
     assert x.shape == (2, 8)
     assert x[0].tolist() == [1, 5, 6, 2, 1, 7, 2, 0]
     assert y[0].tolist() == [IGNORE, 5, 6, 2, IGNORE, IGNORE, 2, IGNORE]
     assert (y[1] != IGNORE).sum() == 4
+    assert pos[0].tolist() == [0, 1, 2, 3, 0, 1, 2, 3]  # restarts per example; padding continues
+
+
+def test_packed_examples_do_not_attend_to_each_other(tiny_model):
+    from training.loop import token_loss_sum
+
+    model = tiny_model().eval()
+    a, b = ([1, 5, 6, 7, 2], [0, 1, 1, 1, 1]), ([1, 9, 8, 2], [0, 1, 1, 1])
+    rows = pack([a, b], 9, pad=0)
+    alone = pack([b], 9, pad=0)
+    with torch.no_grad():
+        packed_loss = token_loss_sum(model, rows.x, rows.y, rows.pos)
+        sum_alone = token_loss_sum(model, alone.x, alone.y, alone.pos) + token_loss_sum(
+            model, *pack([a], 9, pad=0)[:2], pack([a], 9, pad=0).pos
+        )
+    assert torch.allclose(packed_loss, sum_alone, atol=1e-4)
 
 
 def test_stream_blocks_cover_the_stream(tok, dialogues):

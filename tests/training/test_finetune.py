@@ -46,12 +46,12 @@ def cfg(work, base, **kw):
 
 def test_labels_are_assistant_text_and_end_only(work, tok):
     sp = Specials(tok)
-    x, y = sft_rows(str(work / "data"), "train", tok, 64, both_sides=False)
+    x, y, _ = sft_rows(str(work / "data"), "train", tok, 64, both_sides=False)
     scored = y[y != IGNORE]
     assert (scored == sp.end).any()  # end-of-turn is trained, so generation stops
     assert not any((scored == r).any() for r in [*sp.role.values(), sp.bos, sp.pad])
     # one view: only the second speaker's turns; both views: every turn (twice as many tokens)
-    _, y2 = sft_rows(str(work / "data"), "train", tok, 64, both_sides=True)
+    _, y2, _ = sft_rows(str(work / "data"), "train", tok, 64, both_sides=True)
     assert int((y2 != IGNORE).sum()) > int((y != IGNORE).sum())
 
 

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
+from training.chat_formats import OwnFormat
 from training.data import Specials, encode_conversations, pack, windows
 from training.gate import GateConfig, decide, markdown, run_gate
 from training.generation import chat_generation_config
 from training.loop import TrainArgs, train
-from training.preference import encode_completion
 from training.tokenizer import save_tokenizer
 
 CORRECTION = {
@@ -76,7 +76,7 @@ def setup(tmp_path, tok, tiny_model, dialogues):
     save(current, tok, tmp_path / "current")
     sp = Specials(tok)
     examples = [w for e in encode_conversations(tok, dialogues[:8], 60) for w in windows(e, sp, 64, None)]
-    examples += [encode_completion(tok, CORRECTION["context"], CORRECTION["chosen"], 64)] * 4
+    examples += [OwnFormat(tok).completion(CORRECTION["context"], CORRECTION["chosen"], 64)] * 4
     xy = pack(examples, 64, sp.pad)
     args = TrainArgs(
         out_dir=str(tmp_path / "run"), lr=1e-2, warmup_steps=2, batch_size=4, max_steps=40, dtype="fp32"

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from training.cli import app
+from training.evaluate import PROMPTS
 
 
 @pytest.mark.slow
@@ -31,7 +32,7 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     assert set(lm) == {"model", "kneser_ney_3gram"}
     assert all(math.isfinite(v["bits_per_byte"]) and v["ppl"] > 1 for v in lm.values())
     assert {"model", "tfidf_retrieval"} <= set(ev["replies"]) and ev["pairs"] > 0
-    assert len(ev["transcript"]) == 6
+    assert len(ev["transcript"]) == len(PROMPTS)
     report = json.loads((tmp_path / "data" / "clean" / "report.json").read_text())
     assert report["splits"]["test"]["conversations"] > 0
     assert (tmp_path / "runs" / "pretrain" / "loss.png").exists()

@@ -15,11 +15,12 @@ from core.scoring import Reranker
 from core.transformers_backend import DecodingConfig, TransformersBackend
 from core.types import IncomingMessage
 from training import registry
+from training.chat_formats import OwnFormat
 from training.cli import app
 from training.config import load_config
 from training.export import user_hash
 from training.gate import GateConfig
-from training.preference import batched_logps, encode_completion, train_preference
+from training.preference import batched_logps, train_preference
 from training.retrain import RetrainConfig, clean_base, parse_every, run_every
 
 from .test_export import HOURS, PREFIX, drive, engine_over
@@ -186,8 +187,8 @@ def test_dpo_prefers_the_agents_reply_and_kto_follows_thumbs(tok, tiny_model) ->
     pair = {"context": context, "chosen": HOURS.lower(), "rejected": "i like hiking and reading books."}
     model = tiny_model(0)
     chosen, rejected = (
-        encode_completion(tok, context, pair["chosen"], 64),
-        encode_completion(tok, context, pair["rejected"], 64),
+        OwnFormat(tok).completion(context, pair["chosen"], 64),
+        OwnFormat(tok).completion(context, pair["rejected"], 64),
     )
 
     def margin() -> float:
@@ -195,7 +196,9 @@ def test_dpo_prefers_the_agents_reply_and_kto_follows_thumbs(tok, tiny_model) ->
         return float(lc - lr)
 
     before = margin()
-    history = train_preference(model, tok, [pair], "dpo", steps=15, lr=5e-3, beta=0.5, batch_size=1)
+    history = train_preference(
+        model, OwnFormat(tok), [pair], "dpo", steps=15, lr=5e-3, beta=0.5, batch_size=1
+    )
     assert history[-1]["loss"] < history[0]["loss"] and margin() > before + 1.0
 
     model = tiny_model(1)
@@ -204,15 +207,15 @@ def test_dpo_prefers_the_agents_reply_and_kto_follows_thumbs(tok, tiny_model) ->
         {"context": context, "completion": pair["rejected"], "label": False},
     ]
     up, down = (
-        encode_completion(tok, context, pair["chosen"], 64),
-        encode_completion(tok, context, pair["rejected"], 64),
+        OwnFormat(tok).completion(context, pair["chosen"], 64),
+        OwnFormat(tok).completion(context, pair["rejected"], 64),
     )
     ref = batched_logps(model, [up, down], tok.pad_token_id)
-    train_preference(model, tok, rows, "kto", steps=15, lr=5e-3, beta=0.5, batch_size=2)
+    train_preference(model, OwnFormat(tok), rows, "kto", steps=15, lr=5e-3, beta=0.5, batch_size=2)
     after = batched_logps(model, [up, down], tok.pad_token_id)
     assert after[0] > ref[0] and after[1] < ref[1]
     with pytest.raises(ValueError):
-        train_preference(model, tok, rows, "ppo", steps=1, lr=1e-3, beta=0.1)
+        train_preference(model, OwnFormat(tok), rows, "ppo", steps=1, lr=1e-3, beta=0.1)
 
 
 def test_schedule_runs_every_interval_and_survives_a_failed_cycle() -> None:
