@@ -187,14 +187,25 @@ class TransformersBackend:
             kwargs.update(do_sample=False, num_beams=max(d.num_beams, n))
         if sinks and any(sinks):
             kwargs["stopping_criteria"] = StoppingCriteriaList([PartialText(self.tokenizer, width, n, sinks)])
-        out = self.model.generate(input_ids, attention_mask=attention, **kwargs)
-        drafts = self._drafts(out, attention.repeat_interleave(n, dim=0), width)
+        if kwargs["num_beams"] == 1:
+            # Sampling or greedy: each step's raw logits are the model's own distribution given the
+            # prefix, so the candidates' log-probabilities come with generation and need no second pass.
+            out = self.model.generate(
+                input_ids,
+                attention_mask=attention,
+                return_dict_in_generate=True,
+                output_logits=True,
+                **kwargs,
+            )
+            drafts = self._drafts_from_logits(out.sequences, torch.stack(out.logits, dim=1), width)
+        else:
+            sequences = self.model.generate(input_ids, attention_mask=attention, **kwargs)
+            drafts = self._drafts(sequences, attention.repeat_interleave(n, dim=0), width)
         return [drafts[i * n : (i + 1) * n] for i in range(len(histories))]
 
-    def _drafts(self, sequences: torch.Tensor, prompt_mask: torch.Tensor, width: int) -> list[Draft]:
-        """Score each candidate's new tokens (up to and including end-of-turn) in one forward pass."""
+    def _lengths(self, new_tokens: torch.Tensor) -> list[int]:
+        """Each candidate's length up to and including its end-of-turn token (or the first padding)."""
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        new_tokens = sequences[:, width:]
         lengths = []
         for row in new_tokens.tolist():
             length = len(row)
@@ -206,6 +217,24 @@ class TransformersBackend:
                     length = i
                     break
             lengths.append(length)
+        return lengths
+
+    def _to_drafts(self, new_tokens: torch.Tensor, logprobs: torch.Tensor, lengths: list[int]) -> list[Draft]:
+        drafts = []
+        for i, length in enumerate(lengths):
+            text = self.tokenizer.decode(new_tokens[i, :length], skip_special_tokens=True).strip()
+            drafts.append(Draft(text, logprobs[i, :length].tolist()))
+        return drafts
+
+    def _drafts_from_logits(self, sequences: torch.Tensor, logits: torch.Tensor, width: int) -> list[Draft]:
+        new_tokens = sequences[:, width:]
+        logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        return self._to_drafts(new_tokens, logprobs, self._lengths(new_tokens))
+
+    def _drafts(self, sequences: torch.Tensor, prompt_mask: torch.Tensor, width: int) -> list[Draft]:
+        """Score each candidate's new tokens (up to and including end-of-turn) in one forward pass."""
+        new_tokens = sequences[:, width:]
+        lengths = self._lengths(new_tokens)
         new_mask = torch.zeros_like(new_tokens)
         for i, length in enumerate(lengths):
             new_mask[i, :length] = 1
@@ -214,8 +243,4 @@ class TransformersBackend:
         logits = self.model(input_ids=sequences, attention_mask=mask, position_ids=positions).logits
         logits = logits[:, width - 1 : -1]
         logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
-        drafts = []
-        for i, length in enumerate(lengths):
-            text = self.tokenizer.decode(new_tokens[i, :length], skip_special_tokens=True).strip()
-            drafts.append(Draft(text, logprobs[i, :length].tolist()))
-        return drafts
+        return self._to_drafts(new_tokens, logprobs, lengths)

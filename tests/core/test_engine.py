@@ -44,6 +44,27 @@ async def test_beam_search_returns_n_ranked_candidates_with_scores(backend) -> N
     assert len({c.text for c in candidates}) == len(candidates)
 
 
+@pytest.mark.parametrize("sample", [False, True])
+def test_greedy_and_sampled_logprobs_from_generation_match_a_rescore(tiny_model_dir, sample) -> None:
+    import torch
+
+    one = DecodingConfig(max_new_tokens=10, num_beams=1, num_candidates=1, do_sample=sample)
+    backend = TransformersBackend(tiny_model_dir, Reranker([length_normalised_logprob(0.6)]), one)
+    prompt = torch.tensor([backend.prompt_ids([Turn(Role.USER, "hello there, how are you?")])])
+    mask = torch.ones_like(prompt)
+    torch.manual_seed(0)
+    out = backend.model.generate(
+        prompt, attention_mask=mask, max_new_tokens=10, do_sample=sample, repetition_penalty=1.5,
+        return_dict_in_generate=True, output_logits=True, pad_token_id=backend.tokenizer.pad_token_id,
+    )  # fmt: skip
+    width = prompt.shape[1]
+    (fast,) = backend._drafts_from_logits(out.sequences, torch.stack(out.logits, dim=1), width)
+    (rescored,) = backend._drafts(out.sequences, mask, width)
+    assert fast.text == rescored.text and len(fast.token_logprobs) == len(rescored.token_logprobs) > 0
+    assert fast.token_logprobs == pytest.approx(rescored.token_logprobs, abs=1e-4)
+    assert backend.drafts_batch([[Turn(Role.USER, "hi")]])[0][0].token_logprobs  # the path generate() takes
+
+
 async def test_first_reply_discloses_the_bot_then_answers_with_score(engine) -> None:
     replies = await engine.handle(msg("hello there"))
     assert len(replies) == 2
