@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import statistics
 import time
@@ -25,11 +26,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `chatbot` does (see bo
 
 import torch
 
+from core.builder import decoding_from, reranker_from
 from core.model import resolve_model_dir
 from core.percentile import percentile
-from core.scoring import Reranker, length_normalised_logprob, repetition_penalty
 from core.settings import CoreSettings
-from core.transformers_backend import BatchingConfig, DecodingConfig, TransformersBackend
+from core.transformers_backend import BatchingConfig, TransformersBackend
 from core.types import Role, Turn
 
 PROMPTS = [
@@ -79,10 +80,7 @@ def reference_nll(backend: TransformersBackend, pairs: list[tuple[str, str]]) ->
     total, count = 0.0, 0
     with torch.inference_mode():
         for context, reply in pairs:
-            prompt = tok.apply_chat_template(
-                [{"role": "user", "content": context}], add_generation_prompt=True
-            )
-            prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+            prompt = backend.prompt_ids([Turn(Role.USER, context)])  # as served: system turn included
             target = tok(reply, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
             ids = torch.tensor([(prompt + target)[-backend.max_context :]])
             logits = model(input_ids=ids).logits[0, -len(target) - 1 : -1].float()
@@ -128,15 +126,13 @@ def plot(results: dict[str, dict[int, dict]], out: Path) -> None:
 async def main(args: argparse.Namespace) -> None:
     settings = CoreSettings()
     model_dir = resolve_model_dir(args.model or settings.model_path)
+    decoding = decoding_from(settings)  # the shipped decoding (MAX_NEW_TOKENS, NUM_BEAMS, ...)
     if args.greedy:
-        decoding = DecodingConfig(max_new_tokens=args.max_new_tokens, num_beams=1, num_candidates=1)
-    else:
-        decoding = DecodingConfig(
-            max_new_tokens=args.max_new_tokens,
-            num_beams=settings.num_beams,
-            num_candidates=settings.num_candidates,
-        )
-    reranker = Reranker([length_normalised_logprob(), repetition_penalty()])
+        decoding = dataclasses.replace(decoding, num_beams=1, num_candidates=1, do_sample=False)
+    if args.max_new_tokens:
+        decoding = dataclasses.replace(decoding, max_new_tokens=args.max_new_tokens)
+    reranker = reranker_from(settings)
+    system = settings.rendered_system_prompt()
     top = max(args.levels)
     variants = {
         "naive": dict(batching=BatchingConfig(max_batch=1, max_wait_s=0, max_queue=10_000)),
@@ -151,7 +147,7 @@ async def main(args: argparse.Namespace) -> None:
     quality: dict[str, float] = {}
     print(f"model {model_dir.name}, {decoding}, levels {args.levels}, {torch.get_num_threads()} threads")
     for name, options in variants.items():
-        backend = TransformersBackend(model_dir, reranker, decoding, **options)
+        backend = TransformersBackend(model_dir, reranker, decoding, system_prompt=system, **options)
         await backend.generate([Turn(Role.USER, "warm up")])
         quality[name] = reference_nll(backend, pairs)
         results[name] = {}
@@ -196,9 +192,9 @@ if __name__ == "__main__":
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--naive-max", type=int, default=32, help="skip naive above this many conversations")
     parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--max-new-tokens", type=int, default=30)
+    parser.add_argument("--max-new-tokens", type=int, default=0, help="0: MAX_NEW_TOKENS")
     parser.add_argument(
-        "--greedy", action="store_true", help="one greedy candidate instead of the beam search"
+        "--greedy", action="store_true", help="one greedy candidate, whatever the settings say"
     )
     parser.add_argument("--eval-pairs", type=int, default=200)
     parser.add_argument("--out", default="runs/serving.png")

@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
@@ -27,6 +28,9 @@ from core.scoring import Reranker, length_normalised_logprob, repetition_penalty
 from core.settings import CoreSettings
 from core.spool import Spool
 from core.store import ContextStore
+
+if TYPE_CHECKING:
+    from core.transformers_backend import DecodingConfig
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +69,10 @@ def backend_from(settings: CoreSettings) -> ModelBackend:
     return local_backend_from(settings)
 
 
-def local_backend_from(settings: CoreSettings) -> ReloadingBackend:
-    """The model at MODEL_PATH; with a registry there, it follows promotions and rollbacks."""
-    # Imported here so that tools which never generate (and tests of other parts) skip loading torch.
-    from core.transformers_backend import BatchingConfig, DecodingConfig, TransformersBackend
+def decoding_from(settings: CoreSettings) -> DecodingConfig:
+    from core.transformers_backend import DecodingConfig
 
-    decoding = DecodingConfig(
+    return DecodingConfig(
         max_new_tokens=settings.max_new_tokens,
         num_beams=settings.num_beams,
         num_candidates=settings.num_candidates,
@@ -80,6 +82,14 @@ def local_backend_from(settings: CoreSettings) -> ReloadingBackend:
         repetition_penalty=settings.repetition_penalty,
         no_repeat_ngram_size=settings.no_repeat_ngram_size,
     )
+
+
+def local_backend_from(settings: CoreSettings) -> ReloadingBackend:
+    """The model at MODEL_PATH; with a registry there, it follows promotions and rollbacks."""
+    # Imported here so that tools which never generate (and tests of other parts) skip loading torch.
+    from core.transformers_backend import BatchingConfig, TransformersBackend
+
+    decoding = decoding_from(settings)
     reranker = reranker_from(settings)
 
     batching = BatchingConfig(settings.model_max_batch, settings.model_batch_wait_s, settings.model_max_queue)
