@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from core.bases import BASE_CARD, BaseRef, find_base
+from core.bases import BASE_CARD, BaseRef, find_base, is_adapter, resolve_base
 from core.serving_card import ServingCard
 from training import manifest
 from training.chat_format import CHAT_TEMPLATE, ROLE_TOKENS, SPECIAL_TOKENS
@@ -81,7 +81,10 @@ class FinetuneConfig(TrainArgs):
     )
     repeat_sources: list[str] = field(
         default_factory=list,
-        metadata={"help": "SOURCE=N: use that source's train chats N times (e.g. a small seed set)."},
+        metadata={
+            "help": "SOURCE=W: use that source's train chats W times (a small seed set: 12); a fraction "
+            "keeps that share of them (a replay sample: 0.1)."
+        },
     )
 
 
@@ -123,8 +126,16 @@ def sft_rows(work_dir: str, split: str, tok, ctx: int, both_sides: bool) -> Rows
     return xy
 
 
-def _repeats(spec: list[str]) -> dict[str, int]:
-    return {k: int(v) for k, _, v in (s.rpartition("=") for s in spec)}
+def _weights(spec: list[str]) -> dict[str, float]:
+    return {k: float(v) for k, _, v in (s.rpartition("=") for s in spec)}
+
+
+def copies(conv_id: str, weight: float, seed: int) -> int:
+    """How many times a conversation is used: the whole part of ``weight``, plus one more for a
+    seeded share of conversations equal to its fraction (0.25: a fixed quarter of them, once)."""
+    whole = int(weight)
+    u = int.from_bytes(hashlib.sha256(f"{seed}:{conv_id}".encode()).digest()[:8], "big") / 2**64
+    return whole + int(u < weight - whole)
 
 
 def template_rows(cfg: FinetuneConfig, split: str, tok, ctx: int, system: str) -> Rows:
@@ -143,18 +154,19 @@ def template_rows(cfg: FinetuneConfig, split: str, tok, ctx: int, system: str) -
     if cache.exists():
         return Rows(*torch.load(cache))
     convs = [c for c in read_split(clean, split) if c.is_dialogue]
-    repeat = _repeats(cfg.repeat_sources) if split == "train" else {}
+    weight = _weights(cfg.repeat_sources) if split == "train" else {}
     examples = []
     for c in tqdm(convs, desc=f"render {split}", unit="chat", mininterval=5):
+        n = copies(c.id, weight.get(c.source, 1.0), cfg.seed)
         sides = (False, True) if cfg.both_sides and c.source in cfg.both_sides_sources else (False,)
-        for swap in sides:
+        for swap in sides if n else ():
             msgs = messages_of(c, swap)
             while msgs and msgs[0]["role"] == "assistant":  # a reply needs a message to answer
                 msgs = msgs[1:]
             if len(msgs) < 2:
                 continue
             enc = encode_with_template(tok, system, msgs)
-            examples += template_windows(enc, ctx, max_turn_tokens=ctx // 2) * repeat.get(c.source, 1)
+            examples += template_windows(enc, ctx, max_turn_tokens=ctx // 2) * n
     random.Random(cfg.seed).shuffle(examples)  # repeated seed chats must not share a packed row
     rows = pack(examples, ctx, tok.pad_token_id)
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -165,17 +177,22 @@ def template_rows(cfg: FinetuneConfig, split: str, tok, ctx: int, system: str) -
 def run_finetune(cfg: FinetuneConfig, force: bool = False) -> Path:
     final = Path(cfg.out_dir) / "final"
     base = find_base(cfg.base.removeprefix("base:")) if cfg.base.startswith("base:") else Path(cfg.base)
+    # An adapter version (or run) as the base: keep training that adapter on its own base.
+    continues = is_adapter(base)
+    if continues and not cfg.lora:
+        raise SystemExit(f"finetune: {base} is a LoRA adapter; continue it with --set lora=true")
+    weights = resolve_base(base) if continues else base
     key = {
         "config": asdict(cfg),
-        "base_config": (base / "config.json").read_text(),
+        "base_config": (weights / "config.json").read_text(),
         "train_sha256": file_hash(Path(cfg.work_dir) / "clean" / "train.jsonl"),
     }
     if not force and manifest.up_to_date(final, key):
         print(f"finetune: {final} is up to date")
         return final
-    tok_src = base if (base / "tokenizer_config.json").exists() else Path(cfg.work_dir) / "tokenizer"
+    tok_src = weights if (weights / "tokenizer_config.json").exists() else Path(cfg.work_dir) / "tokenizer"
     tok = AutoTokenizer.from_pretrained(tok_src)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
     ctx = cfg.context or min(model.config.max_position_embeddings, tok.model_max_length)
     own_template = has_own_template(tok)
     system = ""
@@ -193,7 +210,12 @@ def run_finetune(cfg: FinetuneConfig, force: bool = False) -> Path:
         val_xy = sft_rows(cfg.work_dir, "val", tok, ctx, cfg.both_sides)
     scored = int((train_xy[1] != -100).sum())
     print(f"finetune: {len(train_xy[0])} packed rows of {ctx}, {scored:,} scored (assistant) tokens")
-    if cfg.lora:
+    if continues:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, base, is_trainable=True)
+        model.print_trainable_parameters()
+    elif cfg.lora:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(

@@ -220,3 +220,19 @@ def test_serving_a_version_without_its_base_says_how_to_build_it(adapter, base):
     shutil.rmtree(base)
     with pytest.raises(ModelNotFoundError, match="chatbot train base"):
         resolve_model_dir(adapter)
+
+
+def test_source_weights_repeat_a_seed_set_and_sample_a_replay_share():
+    from training.finetune import copies
+
+    assert copies("any", 3.0, 0) == 3
+    picked = sum(copies(f"c{i}", 0.25, 0) for i in range(2000))
+    assert 400 < picked < 600 and copies("c1", 0.25, 0) == copies("c1", 0.25, 0)  # seeded, stable
+
+
+def test_finetune_continues_an_adapter_on_its_base(adapter, work, tmp_path):
+    second = finetune_adapter(work, tmp_path, base=str(adapter), out_dir=str(tmp_path / "ft2"), max_steps=2)
+    first_w, second_w = (load_file(d / "adapter_model.safetensors") for d in (adapter, second))
+    assert first_w.keys() == second_w.keys()
+    assert any(not torch.equal(first_w[k], second_w[k]) for k in first_w)  # trained further
+    assert BaseRef.read(second / BASE_CARD) == BaseRef.read(adapter / BASE_CARD)
