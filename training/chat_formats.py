@@ -163,14 +163,18 @@ class Version:
 
 
 def template_generation_config(fmt: ChatFormat, max_new_tokens: int) -> GenerationConfig:
-    """Greedy decoding with the same anti-loop penalties as ours, stopping at the template's end of turn."""
+    """Greedy decoding with the engine's anti-loop penalties (REPETITION_PENALTY,
+    NO_REPEAT_NGRAM_SIZE), stopping at the template's end of turn: what serving does with one candidate."""
+    from core.settings import CoreSettings
+
+    settings = CoreSettings()
     return GenerationConfig(
         eos_token_id=fmt.eos,
         pad_token_id=fmt.pad,
         max_new_tokens=max_new_tokens,
         do_sample=False,
-        repetition_penalty=1.2,
-        no_repeat_ngram_size=3,
+        repetition_penalty=settings.repetition_penalty,
+        no_repeat_ngram_size=settings.no_repeat_ngram_size,
     )
 
 

@@ -66,6 +66,10 @@ class EvaluateConfig:
     )
     out_dir: str = field(default="runs/eval", metadata={"help": "Where eval.json/eval.md/plots go."})
     max_pairs: int = field(default=400, metadata={"help": "Test (context, reply) pairs for reply metrics."})
+    max_conversations: int = field(
+        default=0,
+        metadata={"help": "Score bits per byte on a seeded sample of this many test conversations (0: all)."},
+    )
     ngram_order: int = field(default=4, metadata={"help": "Order of the Kneser-Ney baseline."})
     batch_size: int = field(default=16, metadata={"help": "Batch size for scoring and generation."})
     max_new_tokens: int = field(
@@ -192,6 +196,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     clean = Path(cfg.work_dir) / "clean"
     test = read_split(clean, "test")
+    if cfg.max_conversations and cfg.max_conversations < len(test):
+        test = random.Random(cfg.seed).sample(test, cfg.max_conversations)
     train_convs = read_split(clean, "train")
     dlg = [c for c in test if c.is_dialogue]
     pairs = dialogue_pairs(dlg, cfg.max_pairs, cfg.seed)

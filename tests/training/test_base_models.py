@@ -236,3 +236,65 @@ def test_finetune_continues_an_adapter_on_its_base(adapter, work, tmp_path):
     assert first_w.keys() == second_w.keys()
     assert any(not torch.equal(first_w[k], second_w[k]) for k in first_w)  # trained further
     assert BaseRef.read(second / BASE_CARD) == BaseRef.read(adapter / BASE_CARD)
+
+
+def test_retrain_trains_a_new_adapter_on_the_same_base_and_the_gate_compares_them(adapter, work, tmp_path):
+    from training.gate import GateConfig, run_gate
+    from training.retrain import RetrainConfig, train_candidate
+
+    models = tmp_path / "models"
+    current = registry.register(
+        RegisterConfig(model=str(adapter), eval_dir=str(tmp_path / "none"), work_dir=str(work),
+                       models_dir=str(models), name="tiny-chat")
+    )  # fmt: skip
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    turns = [{"role": "user", "text": "hello there"}, {"role": "assistant", "text": "i am fine thanks"}]
+    (logs / "sft.jsonl").write_text(json.dumps({"turns": turns}) + "\n")
+    correction = {"context": turns[:1], "chosen": "i am fine thanks", "rejected": "what do you like"}
+    (logs / "regression.jsonl").write_text(json.dumps(correction) + "\n")
+    cfg = RetrainConfig(work_dir=str(work), models_dir=str(models), max_steps=2, batch_size=4, threads=1,
+                        dtype="fp32", eval_every=0, warmup_steps=1, lr=1e-2)  # fmt: skip
+    stats = train_candidate(cfg, current, logs, tmp_path / "run")
+    final = tmp_path / "run" / "final"
+    assert stats["sft_steps"] == 2 and (final / "adapter_model.safetensors").is_file()
+    assert not (final / "model.safetensors").exists()  # a new adapter, not merged weights
+    assert BaseRef.read(final / BASE_CARD) == BaseRef.read(current / BASE_CARD)
+    assert ServingCard.read(final).system_turn
+    gate = run_gate(final, current, GateConfig(work_dir=str(work), regression=str(logs / "regression.jsonl"),
+                                               safety_prompts=2, max_new_tokens=4, batch_size=4))  # fmt: skip
+    assert (
+        gate["decision"] in ("promoted", "rejected") and gate["metrics"]["candidate"]["regression_items"] == 1
+    )
+    second = registry.register(
+        RegisterConfig(model=str(final), eval_dir=str(tmp_path / "none"), work_dir=str(work),
+                       models_dir=str(models), name="tiny-chat", version="tiny-chat-2")
+    )  # fmt: skip
+    assert registry.current(models) == second.name
+    assert registry.rollback(models) == current.name
+
+
+async def test_hot_reload_swaps_between_adapter_versions(adapter, work, tmp_path):
+    from core.model_reload import ReloadingBackend
+    from core.transformers_backend import DecodingConfig, TransformersBackend
+
+    models = tmp_path / "models"
+    v1 = registry.register(
+        RegisterConfig(model=str(adapter), eval_dir=str(tmp_path / "none"), work_dir=str(work),
+                       models_dir=str(models), name="tiny-chat", version="a1")
+    )  # fmt: skip
+    second = finetune_adapter(work, tmp_path, base=str(adapter), out_dir=str(tmp_path / "ft2"), max_steps=1)
+    registry.register(
+        RegisterConfig(model=str(second), eval_dir=str(tmp_path / "none"), work_dir=str(work),
+                       models_dir=str(models), name="tiny-chat", version="a2", promote=False)
+    )  # fmt: skip
+
+    def load(path):
+        return TransformersBackend(path, Reranker([]), DecodingConfig(max_new_tokens=3, num_beams=1))
+
+    backend = ReloadingBackend(models, load, poll_s=3600)
+    assert backend.version == v1.name
+    registry.promote("a2", models)
+    assert await backend.check() and backend.version == "a2"
+    assert await backend.generate([Turn(Role.USER, "hello")])
+    await backend.aclose()
