@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.async_app import AsyncAck
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -26,6 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.routing import Route
 
 from adapters.markup import to_slack_mrkdwn
+from adapters.slack_acks import bolt_app
 from adapters.slack_http import events_endpoint
 from core.handoff import HandoffError, HandoffService
 from core.outbox import DeliveryError
@@ -76,7 +77,7 @@ class SlackAgentDesk:
                 AsyncRateLimitErrorRetryHandler(max_retry_count=5),
             ],
         )
-        self.app = AsyncApp(client=client, signing_secret=config.signing_secret)
+        self.app = bolt_app(client=client, signing_secret=config.signing_secret)
         self.app.action(CLAIM)(self._on_claim)
         self.app.action(RESOLVE)(self._on_resolve)
         self.app.event("message")(self._on_message)

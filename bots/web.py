@@ -15,10 +15,19 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 STATIC = Path(__file__).parent / "static"
+#: for scripts any site may load: the widget runs on other sites, and imports the chat client from here
+PUBLIC_SCRIPT_HEADERS = {"Access-Control-Allow-Origin": "*", "Cache-Control": "no-cache"}  # ETag revalidates
 
 
 async def chat_page(request: Request) -> Response:
     return FileResponse(STATIC / "chat.html", media_type="text/html")
+
+
+async def chat_client(request: Request) -> Response:
+    """The web chat's browser side, shared by the chat page and the widget (an ES module)."""
+    return FileResponse(
+        STATIC / "chat-client.js", media_type="text/javascript", headers=PUBLIC_SCRIPT_HEADERS
+    )
 
 
 async def healthz(request: Request) -> Response:
@@ -32,6 +41,7 @@ async def prometheus_metrics(request: Request) -> Response:
 def create_web_app(extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
     routes: list[BaseRoute] = [
         Route("/", chat_page),
+        Route("/chat-client.js", chat_client),
         Route("/healthz", healthz),
         Route("/metrics", prometheus_metrics),
         *extra_routes,

@@ -1,4 +1,5 @@
-"""Fixtures for the command-line tests: settings pointed at the test Redis, rebuilt per test."""
+"""Fixtures for the command-line tests (settings pointed at the test Redis, rebuilt per test) and the
+browser tests (a page in real headless Chromium)."""
 
 from __future__ import annotations
 
@@ -16,3 +17,16 @@ def cli_env(monkeypatch, redis_server):
     get_settings.cache_clear()  # settings are built once per process; these tests change them
     yield
     get_settings.cache_clear()
+
+
+@pytest.fixture
+async def page():
+    from playwright.async_api import async_playwright
+
+    from tests.bots.test_web_chat_page import CHROMIUM, CHROMIUM_ARGS
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = await browser.new_page()
+        yield page
+        await browser.close()

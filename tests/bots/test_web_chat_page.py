@@ -40,17 +40,6 @@ async def web_url(redis, tiny_model_dir):
     await backend.aclose()
 
 
-@pytest.fixture
-async def page():
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = await browser.new_page()
-        yield page
-        await browser.close()
-
-
 async def test_typing_a_message_shows_the_reply(web_url, page, redis) -> None:
     await page.goto(web_url)
     await page.wait_for_selector("text=online")
