@@ -1,24 +1,39 @@
-"""Getting a message out despite rate limits and flaky networks, without ever crashing the bot.
+"""Getting a message out despite rate limits, platform incidents and flaky networks: the one retry
+layer, the same way for every platform.
 
-The SDKs already retry 429s on their own (PTB's ``AIORateLimiter``, slack_sdk's
-``AsyncRateLimitErrorRetryHandler``, discord.py's HTTP client); this module adds what they leave
-out, the same way for every platform: pacing per chat, backoff on transient network errors, a last
-``retry_after`` when the SDK gave up, and permanent errors (blocked by the user, channel gone)
-logged and dropped. Each adapter says which of its SDK's errors are which with a ``Classifier``.
+Each reply is written to the outbox (``core/outbox.py``) before its first attempt, so that a restart
+loses no message waiting for a retry. Its parts then go out in order, one chat at a time and paced,
+and every transient failure (a 429, honouring ``retry_after``; a 5xx; a network error) is retried
+with exponential backoff until the message's deadline (``DELIVERY_DEADLINE_S``). Only a permanent
+error gives up at once (the user blocked the bot, the chat is gone, the request is malformed). Each
+adapter says which of its SDK's errors are which with a ``Classifier``, and turns a reply into
+``Part``\\ s. The SDKs wait out a 429 a few times inside one call (PTB's ``AIORateLimiter``,
+slack_sdk's retry handler, discord.py's HTTP client); a call that still fails is retried here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from core.outbox import PermanentDeliveryError
+from adapters.streaming import StreamedMessage
+from core import metrics
+from core.outbox import (
+    DEFAULT_DEADLINE_S,
+    DeliveryDeadlineError,
+    Outbox,
+    Pending,
+    PermanentDeliveryError,
+    in_memory,
+)
+from core.types import Reply
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +49,13 @@ class Transient:
 
 @dataclass(frozen=True, slots=True)
 class Permanent:
-    """Retrying cannot help (the user blocked the bot, the chat is gone): log and drop."""
+    """Retrying cannot help (the user blocked the bot, the chat is gone): give up at once."""
 
     reason: str
 
 
 class UndeliverableError(PermanentDeliveryError):
-    """A proactive message could not be delivered (after this module's own retries); the caller (the
-    handoff outbox) reports it instead of retrying again."""
+    """The platform refused a message for good; a proactive sender (an agent) is told."""
 
 
 #: ``None`` means "not a delivery problem": the error is a bug and propagates.
@@ -50,46 +64,171 @@ Classifier = Callable[[BaseException], Transient | Permanent | None]
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    max_attempts: int = 5
+    #: transient failures are retried until this long after the message was written
+    deadline_s: float = DEFAULT_DEADLINE_S
     backoff_s: float = 0.5
     max_backoff_s: float = 30.0
     #: minimum gap between two sends to the same chat (platforms throttle bursts per chat)
     chat_interval_s: float = 0.0
 
 
-class Delivery:
-    """Runs send calls with per-chat pacing, retries and the permanent-error policy."""
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One platform message of a reply."""
 
-    def __init__(self, platform: str, classify: Classifier, policy: RetryPolicy | None = None) -> None:
+    #: post it as a new message
+    send: Callable[[], Awaitable[object]]
+    #: or put it into the message streamed while the model wrote (given the platform's handle of it)
+    edit: Callable[[Any], Awaitable[object]] | None = None
+
+
+#: a reply's parts, as the adapter renders them for its platform
+Parts = Callable[[Reply], Sequence[Part]]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The engine's replies to a user's message, written to the outbox."""
+
+    replies: list[Reply]
+    pendings: list[Pending]
+
+
+class Delivery:
+    """Sends replies and platform calls with per-chat order and pacing, retries and the outbox."""
+
+    def __init__(
+        self,
+        platform: str,
+        classify: Classifier,
+        policy: RetryPolicy | None = None,
+        outbox: Outbox | None = None,
+    ) -> None:
         self.platform = platform
         self.classify = classify
         self.policy = policy or RetryPolicy()
+        self.outbox = outbox
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._reply_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._last_sent: dict[str, float] = {}
+
+    # --- whole replies ---
+    async def recorded(self, cid: str, work: Awaitable[list[Reply]]) -> Answer:
+        """Wait for the engine's replies and write them to the outbox at once, in the same task:
+        nothing the adapter does meanwhile (a typing indicator, a placeholder whose post a 429
+        holds up) keeps an answer out of Redis, where a restart would still find it."""
+        replies = await work
+        return Answer(replies, await self._open(cid, replies))
+
+    async def replies(
+        self, chat: str, answer: Answer, parts: Parts, streamed: StreamedMessage | None = None
+    ) -> None:
+        """Deliver the engine's answer to a user's message; the first part takes over the streamed
+        message, if any. A failure is recorded on the messages (kept or dropped), not raised."""
+        if not answer.replies:
+            if streamed is not None:  # nothing to say after all: no partial left behind
+                await streamed.discard()
+            return
+        await self._deliver(chat, answer.pendings, parts, streamed, strict=False)
+
+    async def proactive(
+        self, chat: str, cid: str, reply: Reply, parts: Parts, pending: Pending | None
+    ) -> None:
+        """Deliver a message with no user message in flight (or one sent again after a restart).
+
+        Raises ``UndeliverableError`` or ``DeliveryDeadlineError`` when it did not arrive.
+        """
+        if pending is None:
+            (pending,) = await self._open(cid, [reply])
+        await self._deliver(chat, [pending], parts, None, strict=True)
+
+    async def _open(self, cid: str, replies: Sequence[Reply]) -> list[Pending]:
+        if self.outbox is None:
+            return in_memory(self.platform, cid, replies, self.policy.deadline_s)
+        return await self.outbox.open(self.platform, cid, replies)
+
+    async def _deliver(
+        self,
+        chat: str,
+        pendings: Sequence[Pending],
+        parts: Parts,
+        streamed: StreamedMessage | None,
+        strict: bool,
+    ) -> None:
+        """One message's replies at a time per chat, all their parts: while one waits for a retry,
+        the next message's replies (already in the outbox) wait behind it, so the chat's order holds.
+        (Single calls have a lock of their own, so a delete of a stale partial never waits on this.)"""
+        failure: BaseException | None = None  # the first one, raised at the end when ``strict``
+        held_back: BaseException | None = None  # a message kept undelivered keeps those after it
+        async with self._reply_locks.setdefault(chat, asyncio.Lock()):
+            for index, pending in enumerate(pendings):
+                if held_back is not None:  # in order: they would be past the deadline anyway
+                    await pending.close(held_back)
+                    continue
+                first = streamed if index == 0 else None
+                try:
+                    await self._send_parts(chat, pending, parts(pending.reply), first)
+                except Exception as error:
+                    await pending.close(error)
+                    failure = failure or error
+                    if not isinstance(error, PermanentDeliveryError):
+                        held_back = error
+        if failure is not None and (
+            strict or not isinstance(failure, PermanentDeliveryError | DeliveryDeadlineError)
+        ):
+            raise failure  # proactive: the caller must know; or a bug
+
+    async def _send_parts(
+        self, chat: str, pending: Pending, parts: Sequence[Part], streamed: StreamedMessage | None
+    ) -> None:
+        deadline = pending.deadline
+        for index in range(pending.part, len(parts)):
+            part = parts[index]
+            send = functools.partial(self.send, chat, part.send, True, deadline)
+            if streamed is not None and index == 0 and part.edit is not None:
+                edit = functools.partial(self._edit, chat, part.edit, deadline)
+                await streamed.deliver_first(edit, send)
+            else:
+                await send()
+            if index + 1 < len(parts):
+                await pending.accepted(index + 1)
+        await pending.close()
+
+    async def _edit(
+        self, chat: str, edit: Callable[[Any], Awaitable[object]], deadline: float, handle: Any
+    ) -> None:
+        await self.send(chat, functools.partial(edit, handle), True, deadline)
+
+    # --- one platform call ---
+    async def send(
+        self, chat: str, call: Callable[[], Awaitable[T]], strict: bool = False, deadline: float | None = None
+    ) -> T | None:
+        """Run ``call`` (a fresh coroutine per attempt) until it succeeds, a permanent error, or
+        ``deadline`` (wall clock; default: the policy's from now). On failure: None, or with
+        ``strict`` raise ``UndeliverableError`` / ``DeliveryDeadlineError``."""
+        lock = self._locks.setdefault(chat, asyncio.Lock())
+        async with lock:  # one send at a time per chat keeps multi-part replies in order
+            try:
+                return await self._attempts(
+                    chat, call, strict, deadline or time.time() + self.policy.deadline_s
+                )
+            finally:
+                self._last_sent[chat] = time.monotonic()
+                if len(self._last_sent) > 10_000:  # forget idle chats; pacing only matters for bursts
+                    self._forget_idle()
 
     async def _pace(self, chat: str) -> None:
         wait = self._last_sent.get(chat, 0.0) + self.policy.chat_interval_s - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
 
-    async def send(self, chat: str, call: Callable[[], Awaitable[T]], strict: bool = False) -> T | None:
-        """Run ``call`` (a fresh coroutine per attempt); None when it could not be delivered.
-
-        ``strict``: raise ``UndeliverableError`` instead, for proactive sends whose caller must
-        know (an agent's reply that never arrived is shown to the agent, not silently lost).
-        """
-        lock = self._locks.setdefault(chat, asyncio.Lock())
-        async with lock:  # one send at a time per chat keeps multi-part replies in order
-            try:
-                return await self._attempts(chat, call, strict)
-            finally:
-                self._last_sent[chat] = time.monotonic()
-                if len(self._last_sent) > 10_000:  # forget idle chats; pacing only matters for bursts
-                    self._forget_idle()
-
-    async def _attempts(self, chat: str, call: Callable[[], Awaitable[T]], strict: bool) -> T | None:
+    async def _attempts(
+        self, chat: str, call: Callable[[], Awaitable[T]], strict: bool, deadline: float
+    ) -> T | None:
         policy = self.policy
-        for attempt in range(1, policy.max_attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             await self._pace(chat)
             try:
                 return await call()
@@ -98,14 +237,20 @@ class Delivery:
                 if verdict is None:
                     raise
                 if isinstance(verdict, Permanent):
-                    return self._undeliverable(chat, verdict.reason, error, strict, logging.WARNING)
-                if attempt == policy.max_attempts:
-                    reason = f"gave up after {attempt} attempts: {type(error).__name__}"
-                    return self._undeliverable(chat, reason, error, strict, logging.ERROR)
+                    return self._give_up(
+                        chat, UndeliverableError(f"{self.platform}: {verdict.reason}"), error, strict
+                    )
                 delay = verdict.retry_after
                 if delay is None:  # exponential backoff with jitter, so retries don't stampede
-                    delay = min(policy.max_backoff_s, policy.backoff_s * 2 ** (attempt - 1))
+                    delay = min(policy.max_backoff_s, policy.backoff_s * 2 ** min(attempt - 1, 30))
                     delay *= random.uniform(0.5, 1.0)
+                if time.time() + delay > deadline:
+                    reason = f"still failing at the delivery deadline after {attempt} attempts"
+                    reason += f": {type(error).__name__}"
+                    return self._give_up(
+                        chat, DeliveryDeadlineError(f"{self.platform}: {reason}"), error, strict
+                    )
+                metrics.DELIVERY_RETRIES.labels(self.platform).inc()
                 log.info(
                     "%s: retrying a send to %s in %.2fs (%s)",
                     self.platform,
@@ -114,12 +259,12 @@ class Delivery:
                     type(error).__name__,
                 )
                 await asyncio.sleep(delay)
-        return None
 
-    def _undeliverable(self, chat: str, reason: str, error: Exception, strict: bool, level: int) -> None:
-        log.log(level, "%s: dropped a message to %s: %s", self.platform, chat, reason)
+    def _give_up(self, chat: str, verdict: Exception, error: Exception, strict: bool) -> None:
+        level = logging.WARNING if isinstance(verdict, PermanentDeliveryError) else logging.ERROR
+        log.log(level, "%s: gave up a send to %s: %s", self.platform, chat, verdict)
         if strict:
-            raise UndeliverableError(f"{self.platform}: {reason}") from error
+            raise verdict from error
 
     def _forget_idle(self) -> None:
         horizon = time.monotonic() - max(self.policy.chat_interval_s, 1.0)

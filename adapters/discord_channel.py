@@ -23,11 +23,12 @@ from starlette.routing import BaseRoute
 
 from adapters.addressing import parse_conversation_id
 from adapters.commands import BOT_COMMANDS
-from adapters.delivery import Delivery, Permanent, RetryPolicy, Transient
+from adapters.delivery import Answer, Delivery, Part, Permanent, RetryPolicy, Transient
 from adapters.markup import to_discord_markdown
 from adapters.splitting import split_rendered
 from adapters.streaming import StreamedMessage, ask_engine
 from core.channel import OnNewMessage
+from core.outbox import Outbox, Pending
 from core.types import IncomingMessage, Reply, conversation_id
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,22 @@ def classify(error: BaseException) -> Transient | Permanent | None:
         return Transient(error.retry_after)
     if isinstance(error, discord.DiscordServerError):
         return Transient()
+    if isinstance(error, discord.HTTPException) and error.status == 429:
+        # Still limited after discord.py's own waits, or a 429 without Discord's Via header (the
+        # edge's, e.g. Cloudflare's): a pause, not a refusal.
+        return Transient(_retry_after(error))
     if isinstance(error, discord.HTTPException):  # 403 cannot message this user, 404 unknown channel …
         return Permanent(f"{error.status} {error.text or ''}".strip())
     if isinstance(error, aiohttp.ClientError | asyncio.TimeoutError | OSError):
         return Transient()
     return None
+
+
+def _retry_after(error: discord.HTTPException) -> float | None:
+    try:
+        return float(error.response.headers["Retry-After"])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
 
 
 def first_part(text: str) -> str:
@@ -90,10 +102,12 @@ def button_view(reply: Reply, ttl_s: float) -> discord.ui.View | None:
 class DiscordChannel:
     platform = PLATFORM
 
-    def __init__(self, on_new_message: OnNewMessage, config: DiscordConfig) -> None:
+    def __init__(
+        self, on_new_message: OnNewMessage, config: DiscordConfig, outbox: Outbox | None = None
+    ) -> None:
         self.on_new_message = on_new_message
         self.config = config
-        self.delivery = Delivery(PLATFORM, classify, config.retry)
+        self.delivery = Delivery(PLATFORM, classify, config.retry, outbox)
         intents = discord.Intents(guilds=True, guild_messages=True, dm_messages=True, message_content=True)
         self.client = discord.Client(
             intents=intents,
@@ -152,55 +166,47 @@ class DiscordChannel:
         return []
 
     # --- outgoing ---
-    async def send(self, conversation_id: str, reply: Reply) -> None:
+    async def send(self, conversation_id: str, reply: Reply, pending: Pending | None = None) -> None:
         """Send proactively (an agent's reply) to the conversation's channel or thread.
 
-        Raises ``UndeliverableError`` when it cannot arrive, so the handoff outbox can tell the agent.
+        Raises ``UndeliverableError`` or ``DeliveryDeadlineError`` when it cannot arrive, so the
+        handoff outbox can tell the agent.
         """
         dest = parse_conversation_id(conversation_id, PLATFORM)
-        await self._send_reply(self.client.get_partial_messageable(int(dest.chat_id)), reply, strict=True)
+        target = self.client.get_partial_messageable(int(dest.chat_id))
+        parts = functools.partial(self._parts, target)
+        await self.delivery.proactive(dest.chat_id, conversation_id, reply, parts, pending)
 
     async def _send_replies(
         self,
         target: discord.abc.Messageable,
-        replies: list[Reply],
+        answer: Answer,
         reference: discord.Message | None = None,
         streamed: StreamedMessage[discord.Message] | None = None,
     ) -> None:
         """Send the engine's replies; the first part takes over the streamed message, if any."""
-        if not replies and streamed is not None:  # nothing to say after all: no partial left behind
-            await streamed.discard()
-        for index, reply in enumerate(replies):
-            await self._send_reply(target, reply, reference, streamed=streamed if index == 0 else None)
+        parts = functools.partial(self._parts, target, reference=reference)
+        await self.delivery.replies(str(getattr(target, "id", "-")), answer, parts, streamed)
 
-    async def _send_reply(
-        self,
-        target: discord.abc.Messageable,
-        reply: Reply,
-        reference: discord.Message | None = None,
-        strict: bool = False,
-        streamed: StreamedMessage[discord.Message] | None = None,
-    ) -> None:
+    def _parts(
+        self, target: discord.abc.Messageable, reply: Reply, reference: discord.Message | None = None
+    ) -> list[Part]:
         chunks = split_rendered(reply.text, MESSAGE_LIMIT, to_discord_markdown)
-        chat = str(getattr(target, "id", "-"))
+        parts = []
         for index, chunk in enumerate(chunks):
-            last = index == len(chunks) - 1
-            view = button_view(reply, self.config.view_ttl_s) if last else None
+            view = button_view(reply, self.config.view_ttl_s) if index == len(chunks) - 1 else None
             kwargs: dict = {"view": view} if view else {}
             send_kwargs = dict(kwargs)
             if reference is not None and index == 0:
                 send_kwargs["reference"] = reference.to_reference(fail_if_not_exists=False)
-            call = functools.partial(target.send, chunk, **send_kwargs)
-            if streamed is not None and index == 0:
-                # The streamed message was posted with the reference; an edit keeps it.
-                await streamed.deliver_first(
-                    lambda message, chunk=chunk, kwargs=kwargs: self.delivery.send(
-                        chat, functools.partial(message.edit, content=chunk, **kwargs), strict=True
-                    ),
-                    lambda call=call: self.delivery.send(chat, call, strict),
-                )
-            else:
-                await self.delivery.send(chat, call, strict)
+            # The streamed message was posted with the reference; an edit keeps it.
+            edit = functools.partial(self._edit, content=chunk, **kwargs)
+            parts.append(Part(functools.partial(target.send, chunk, **send_kwargs), edit))
+        return parts
+
+    @staticmethod
+    async def _edit(message: discord.Message, **changes: object) -> None:
+        await message.edit(**changes)
 
     def _streamed_message(
         self, target: discord.abc.Messageable, reference: discord.Message | None
@@ -221,19 +227,16 @@ class DiscordChannel:
 
         return StreamedMessage(PLATFORM, post, edit, delete, self.config.stream_interval_s, first_part)
 
-    async def _followup(self, interaction: discord.Interaction, reply: Reply) -> None:
-        for index, chunk in enumerate(
-            chunks := split_rendered(reply.text, MESSAGE_LIMIT, to_discord_markdown)
-        ):
+    def _followup_parts(self, interaction: discord.Interaction, reply: Reply) -> list[Part]:
+        chunks = split_rendered(reply.text, MESSAGE_LIMIT, to_discord_markdown)
+        parts = []
+        for index, chunk in enumerate(chunks):
             view = button_view(reply, self.config.view_ttl_s) if index == len(chunks) - 1 else None
             kwargs: dict = {"view": view} if view else {}
-            await self.delivery.send(
-                str(interaction.channel_id), functools.partial(interaction.followup.send, chunk, **kwargs)
-            )
+            parts.append(Part(functools.partial(interaction.followup.send, chunk, **kwargs)))
+        return parts
 
-    async def _typing_while(
-        self, channel: discord.abc.Messageable, work: Awaitable[list[Reply]]
-    ) -> list[Reply]:
+    async def _typing_while(self, channel: discord.abc.Messageable, work: Awaitable[Answer]) -> Answer:
         """Show "typing…" while the engine works; discord.py renews it every 5 s until the block ends."""
         task = asyncio.ensure_future(work)  # the engine starts now, not after the typing request
         try:
@@ -275,10 +278,9 @@ class DiscordChannel:
         )
         reference = message if is_group else None
         streamed = self._streamed_message(message.channel, reference) if self.config.stream else None
-        replies = await self._typing_while(
-            message.channel, ask_engine(self.on_new_message, incoming, streamed)
-        )
-        await self._send_replies(message.channel, replies, reference, streamed)
+        work = self.delivery.recorded(cid, ask_engine(self.on_new_message, incoming, streamed))
+        answer = await self._typing_while(message.channel, work)
+        await self._send_replies(message.channel, answer, reference, streamed)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         custom_id = (interaction.data or {}).get("custom_id", "")
@@ -301,7 +303,8 @@ class DiscordChannel:
             action=custom_id.removeprefix(ACTION_PREFIX),
         )
         # A button press never generates (actions are answered by the engine's rules): no streaming.
-        await self._send_replies(channel, await self.on_new_message(incoming))  # type: ignore[arg-type]
+        answer = await self.delivery.recorded(cid, self.on_new_message(incoming))
+        await self._send_replies(channel, answer)  # type: ignore[arg-type]
 
     def _command_callback(self, name: str):
         async def command(interaction: discord.Interaction) -> None:
@@ -311,10 +314,10 @@ class DiscordChannel:
                 PLATFORM, str(interaction.channel_id), None, user, interaction.guild_id is not None
             )
             incoming = IncomingMessage(PLATFORM, cid, user, f"/{name}", event_id=str(interaction.id))
-            replies = await self.on_new_message(incoming)
-            for reply in replies:
-                await self._followup(interaction, reply)
-            if not replies:  # nothing to say: don't leave "thinking…" on screen
+            answer = await self.delivery.recorded(cid, self.on_new_message(incoming))
+            parts = functools.partial(self._followup_parts, interaction)
+            await self.delivery.replies(str(interaction.channel_id), answer, parts)
+            if not answer.replies:  # nothing to say: don't leave "thinking…" on screen
                 await self.delivery.send(str(interaction.channel_id), interaction.delete_original_response)
 
         return command

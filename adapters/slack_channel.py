@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.async_app import AsyncAck
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -30,12 +30,14 @@ from starlette.routing import Route
 
 from adapters.addressing import parse_conversation_id
 from adapters.commands import BOT_COMMANDS
-from adapters.delivery import Delivery, Permanent, RetryPolicy, Transient
+from adapters.delivery import Delivery, Part, Permanent, RetryPolicy, Transient
 from adapters.markup import to_slack_mrkdwn
+from adapters.slack_acks import bolt_app
 from adapters.slack_http import events_endpoint
 from adapters.splitting import split_rendered
 from adapters.streaming import StreamedMessage, ask_engine
 from core.channel import OnNewMessage
+from core.outbox import Outbox, Pending
 from core.types import IncomingMessage, Reply, conversation_id
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ class SlackConfig:
     placeholder_text: str = "…"
     #: post the placeholder only if the engine takes longer than this (a redelivery answers at once)
     placeholder_after_s: float = 0.3
+    #: 429s slack_sdk waits out itself (Retry-After) within one attempt
     rate_limit_retries: int = 5
     retry: RetryPolicy = RetryPolicy(chat_interval_s=1.0)
     #: edit the answer into the placeholder as the model writes it
@@ -111,10 +114,12 @@ def blocks(text: str, reply: Reply | None) -> list[dict[str, Any]]:
 class SlackChannel:
     platform = PLATFORM
 
-    def __init__(self, on_new_message: OnNewMessage, config: SlackConfig) -> None:
+    def __init__(
+        self, on_new_message: OnNewMessage, config: SlackConfig, outbox: Outbox | None = None
+    ) -> None:
         self.on_new_message = on_new_message
         self.config = config
-        self.delivery = Delivery(PLATFORM, classify, config.retry)
+        self.delivery = Delivery(PLATFORM, classify, config.retry, outbox)
         client = AsyncWebClient(
             token=config.bot_token,
             base_url=config.api_url.rstrip("/") + "/",
@@ -126,7 +131,7 @@ class SlackChannel:
         )
         socket_mode = config.app_token is not None
         # Socket Mode needs no request signatures: the connection itself is authenticated.
-        self.app = AsyncApp(
+        self.app = bolt_app(
             client=client,
             signing_secret=config.signing_secret or "",
             request_verification_enabled=not socket_mode,
@@ -162,49 +167,29 @@ class SlackChannel:
         return [Route(self.config.events_path, events_endpoint(self.app), methods=["POST"])]
 
     # --- outgoing ---
-    async def send(self, conversation_id: str, reply: Reply) -> None:
+    async def send(self, conversation_id: str, reply: Reply, pending: Pending | None = None) -> None:
         """Send proactively (an agent's reply) into the conversation's channel and thread.
 
-        Raises ``UndeliverableError`` when it cannot arrive, so the handoff outbox can tell the agent.
+        Raises ``UndeliverableError`` or ``DeliveryDeadlineError`` when it cannot arrive, so the
+        handoff outbox can tell the agent.
         """
         dest = parse_conversation_id(conversation_id, PLATFORM)
-        await self._post_replies(dest.chat_id, dest.thread_id, [reply], streamed=None, strict=True)
+        parts = functools.partial(self._parts, dest.chat_id, dest.thread_id)
+        await self.delivery.proactive(dest.chat_id, conversation_id, reply, parts, pending)
 
-    async def _post_replies(
-        self,
-        channel: str,
-        thread_ts: str | None,
-        replies: list[Reply],
-        streamed: StreamedMessage[str] | None,
-        strict: bool = False,
-    ) -> None:
-        """Post the replies; the first part takes over the placeholder or streamed message, if any."""
+    def _parts(self, channel: str, thread_ts: str | None, reply: Reply) -> list[Part]:
         client = self.app.client
-        if not replies and streamed is not None:
-            # Nothing to say (a redelivery, or a person holds the conversation): remove the "…".
-            await streamed.discard()
-        for reply in replies:
-            chunks = split_rendered(reply.text, SECTION_LIMIT, to_slack_mrkdwn)
-            for index, chunk in enumerate(chunks):
-                message = {
-                    "text": chunk,
-                    "blocks": blocks(chunk, reply if index == len(chunks) - 1 else None),
-                }
-                call = functools.partial(
-                    client.chat_postMessage, channel=channel, thread_ts=thread_ts, **message
-                )
-                if streamed is not None:
-                    await streamed.deliver_first(
-                        lambda ts, message=message: self.delivery.send(
-                            channel,
-                            functools.partial(client.chat_update, channel=channel, ts=ts, **message),
-                            strict=True,
-                        ),
-                        lambda call=call: self.delivery.send(channel, call, strict),
-                    )
-                    streamed = None
-                else:
-                    await self.delivery.send(channel, call, strict)
+        chunks = split_rendered(reply.text, SECTION_LIMIT, to_slack_mrkdwn)
+        parts = []
+        for index, chunk in enumerate(chunks):
+            message = {"text": chunk, "blocks": blocks(chunk, reply if index == len(chunks) - 1 else None)}
+            send = functools.partial(client.chat_postMessage, channel=channel, thread_ts=thread_ts, **message)
+            edit = functools.partial(self._update, channel, message)
+            parts.append(Part(send, edit))
+        return parts
+
+    async def _update(self, channel: str, message: dict[str, Any], ts: str) -> None:
+        await self.app.client.chat_update(channel=channel, ts=ts, **message)
 
     def _streamed_message(self, channel: str, thread_ts: str | None) -> StreamedMessage[str]:
         client = self.app.client
@@ -230,10 +215,14 @@ class SlackChannel:
         # The placeholder is the streamed message's first text: partials (when streaming is on) and
         # then the answer replace it.
         work = asyncio.ensure_future(
-            ask_engine(self.on_new_message, message, streamed if self.config.stream else None)
+            self.delivery.recorded(
+                message.conversation_id,
+                ask_engine(self.on_new_message, message, streamed if self.config.stream else None),
+            )
         )
         await self._placeholder_if_slow(streamed, work)
-        await self._post_replies(channel, thread_ts, await work, streamed)
+        parts = functools.partial(self._parts, channel, thread_ts)
+        await self.delivery.replies(channel, await work, parts, streamed)
 
     async def _placeholder_if_slow(self, streamed: StreamedMessage[str], work: Awaitable[Any]) -> None:
         done, _ = await asyncio.wait({asyncio.ensure_future(work)}, timeout=self.config.placeholder_after_s)

@@ -41,11 +41,12 @@ from telegram.ext import (
 
 from adapters.addressing import parse_conversation_id
 from adapters.commands import BOT_COMMANDS
-from adapters.delivery import Delivery, Permanent, RetryPolicy, Transient
+from adapters.delivery import Answer, Delivery, Part, Permanent, RetryPolicy, Transient
 from adapters.markup import to_telegram_html
 from adapters.splitting import split_rendered
 from adapters.streaming import StreamedMessage, ask_engine
 from core.channel import OnNewMessage
+from core.outbox import Outbox, Pending
 from core.types import IncomingMessage, Reply, conversation_id
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class TelegramConfig:
     typing_interval_s: float = 4.0
     max_rate_per_s: float = 30.0
     group_max_rate_per_min: float = 20.0
+    #: 429s PTB's limiter waits out itself (pausing every request, as Telegram asks) within one attempt
+    rate_limit_retries: int = 3
     retry: RetryPolicy = RetryPolicy(chat_interval_s=1.0)
     #: edit the answer into one message as the model writes it
     stream: bool = True
@@ -126,10 +129,12 @@ def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
 class TelegramChannel:
     platform = PLATFORM
 
-    def __init__(self, on_new_message: OnNewMessage, config: TelegramConfig) -> None:
+    def __init__(
+        self, on_new_message: OnNewMessage, config: TelegramConfig, outbox: Outbox | None = None
+    ) -> None:
         self.on_new_message = on_new_message
         self.config = config
-        self.delivery = Delivery(PLATFORM, classify, config.retry)
+        self.delivery = Delivery(PLATFORM, classify, config.retry, outbox)
         builder = (
             Application.builder()
             .token(config.token)
@@ -140,7 +145,7 @@ class TelegramChannel:
                 AIORateLimiter(
                     overall_max_rate=config.max_rate_per_s,
                     group_max_rate=config.group_max_rate_per_min,
-                    max_retries=config.retry.max_attempts,
+                    max_retries=config.rate_limit_retries,
                 )
             )
             .concurrent_updates(config.concurrency)
@@ -205,46 +210,38 @@ class TelegramChannel:
         return Response(status_code=200)
 
     # --- outgoing ---
-    async def send(self, conversation_id: str, reply: Reply) -> None:
+    async def send(self, conversation_id: str, reply: Reply, pending: Pending | None = None) -> None:
         """Send proactively (an agent's reply) to the conversation's chat and topic.
 
-        Raises ``UndeliverableError`` when it cannot arrive, so the handoff outbox can tell the agent.
+        Raises ``UndeliverableError`` or ``DeliveryDeadlineError`` when it cannot arrive, so the
+        handoff outbox can tell the agent.
         """
         dest = parse_conversation_id(conversation_id, PLATFORM)
-        thread_id = int(dest.thread_id) if dest.thread_id else None
-        await self._send_reply(int(dest.chat_id), thread_id, reply, strict=True)
+        chat_id, thread_id = int(dest.chat_id), int(dest.thread_id) if dest.thread_id else None
+        parts = functools.partial(self._parts, chat_id, thread_id)
+        await self.delivery.proactive(str(chat_id), conversation_id, reply, parts, pending)
 
     async def _send_replies(
         self,
         chat_id: int,
         thread_id: int | None,
-        replies: list[Reply],
+        answer: Answer,
         reply_to: int | None = None,
         streamed: StreamedMessage[int] | None = None,
     ) -> None:
         """Send the engine's replies; the first part takes over the streamed message, if any."""
-        if not replies and streamed is not None:  # nothing to say after all: no partial left behind
-            await streamed.discard()
-        for index, reply in enumerate(replies):
-            await self._send_reply(
-                chat_id, thread_id, reply, reply_to, streamed=streamed if index == 0 else None
-            )
+        parts = functools.partial(self._parts, chat_id, thread_id, reply_to=reply_to)
+        await self.delivery.replies(str(chat_id), answer, parts, streamed)
 
-    async def _send_reply(
-        self,
-        chat_id: int,
-        thread_id: int | None,
-        reply: Reply,
-        reply_to: int | None = None,
-        strict: bool = False,
-        streamed: StreamedMessage[int] | None = None,
-    ) -> None:
+    def _parts(
+        self, chat_id: int, thread_id: int | None, reply: Reply, reply_to: int | None = None
+    ) -> list[Part]:
         chunks = split_rendered(reply.text, MessageLimit.MAX_TEXT_LENGTH, to_telegram_html)
         markup = keyboard(reply)
-        chat = str(chat_id)
+        parts = []
         for index, chunk in enumerate(chunks):
             part_markup = markup if index == len(chunks) - 1 else None  # buttons under the last part
-            call = functools.partial(
+            send = functools.partial(
                 self.app.bot.send_message,
                 chat_id,
                 chunk,
@@ -257,16 +254,9 @@ class TelegramChannel:
                 ),
                 reply_markup=part_markup,
             )
-            if streamed is not None and index == 0:
-                edit = functools.partial(self._edit, chat_id, text=chunk, reply_markup=part_markup)
-                await streamed.deliver_first(
-                    lambda message_id, edit=edit: self.delivery.send(
-                        chat, functools.partial(edit, message_id), strict=True
-                    ),
-                    lambda call=call: self.delivery.send(chat, call, strict),
-                )
-            else:
-                await self.delivery.send(chat, call, strict)
+            edit = functools.partial(self._edit, chat_id, text=chunk, reply_markup=part_markup)
+            parts.append(Part(send, edit))
+        return parts
 
     async def _edit(
         self, chat_id: int, message_id: int, text: str, reply_markup: InlineKeyboardMarkup | None = None
@@ -311,9 +301,7 @@ class TelegramChannel:
             interval_s = max(interval_s, 60.0 / self.config.group_max_rate_per_min)
         return StreamedMessage(PLATFORM, post, edit, delete, interval_s, first_part)
 
-    async def _typing_while(
-        self, chat_id: int, thread_id: int | None, work: Awaitable[list[Reply]]
-    ) -> list[Reply]:
+    async def _typing_while(self, chat_id: int, thread_id: int | None, work: Awaitable[Answer]) -> Answer:
         """Show "typing…" until the engine answers; Telegram clears it after 5 s, so repeat it.
 
         The chat action runs beside the engine, never before the answer: under load its round trip
@@ -383,9 +371,9 @@ class TelegramChannel:
         streamed = (
             self._streamed_message(message.chat.id, thread_id, reply_to) if self.config.stream else None
         )
-        work = ask_engine(self.on_new_message, incoming, streamed)
-        replies = await self._typing_while(message.chat.id, thread_id, work)
-        await self._send_replies(message.chat.id, thread_id, replies, reply_to, streamed)
+        work = self.delivery.recorded(cid, ask_engine(self.on_new_message, incoming, streamed))
+        answer = await self._typing_while(message.chat.id, thread_id, work)
+        await self._send_replies(message.chat.id, thread_id, answer, reply_to, streamed)
 
     async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
@@ -408,8 +396,10 @@ class TelegramChannel:
             PLATFORM, cid, str(user.id), "", event_id=str(update.update_id), action=query.data
         )
         # A button press never generates (actions are answered by the engine's rules): no streaming.
-        replies = await self._typing_while(message.chat.id, thread_id, self.on_new_message(incoming))
-        await self._send_replies(message.chat.id, thread_id, replies)
+        work = self.delivery.recorded(cid, self.on_new_message(incoming))
+        await self._send_replies(
+            message.chat.id, thread_id, await self._typing_while(message.chat.id, thread_id, work)
+        )
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         # A handler bug must not stop the bot; PTB passes errors here instead of raising.

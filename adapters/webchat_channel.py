@@ -9,7 +9,8 @@ model generates), ``{"type": "reply", "text", "buttons": [{label, action}], "met
 [{"role": "user" | "assistant" | "agent", "text"}]}``: the conversation as the server keeps it, so a
 user who closed the page sees what an agent wrote meanwhile. The page keeps a random client id in
 localStorage; that is the user and the conversation. Message ids make a resent frame (after a
-reconnect) a no-op.
+reconnect) a no-op. A browser's handshake is refused (HTTP 403) unless the page's ``Origin`` is
+allowed: the bot's own pages and the sites that embed the widget (``adapters/web_origins.py``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from dataclasses import dataclass
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from adapters.web_origins import OriginPolicy
 from core.channel import OnNewMessage
-from core.outbox import PermanentDeliveryError
+from core.outbox import Pending, PermanentDeliveryError
 from core.types import IncomingMessage, Reply, Role, Turn, conversation_id
 
 log = logging.getLogger(__name__)
@@ -87,18 +89,22 @@ class WebChatChannel:
         path: str = "/ws/chat",
         stream: bool = True,
         history: History | None = None,
+        origins: OriginPolicy | None = None,
     ) -> None:
         self.on_new_message = on_new_message
         self.path = path
         self.stream = stream
         self.history = history
+        #: which pages may connect, by the handshake's Origin header (the widget's sites); None: any
+        self.origins = origins
         self._sockets: dict[str, set[WebSocket]] = defaultdict(set)
 
     def routes(self) -> list[WebSocketRoute]:
         return [WebSocketRoute(self.path, self.endpoint)]
 
-    async def send(self, conversation_id: str, reply: Reply) -> None:
-        """Push a reply to every open tab of this conversation (e.g. an agent's message)."""
+    async def send(self, conversation_id: str, reply: Reply, pending: Pending | None = None) -> None:
+        """Push a reply to every open tab of this conversation (e.g. an agent's message); one frame,
+        so there is no progress to note on ``pending``."""
         sockets = list(self._sockets.get(conversation_id, ()))
         if not sockets:
             raise ChannelUnavailableError(
@@ -108,6 +114,11 @@ class WebChatChannel:
             await ws.send_json(reply_frame(reply))
 
     async def endpoint(self, ws: WebSocket) -> None:
+        origin = ws.headers.get("origin")
+        if self.origins is not None and not self.origins.allows(origin, ws.headers):
+            log.info("web chat: refused a connection from %s, which is not in the allowed origins", origin)
+            await ws.close(code=4403, reason="this site may not embed the chat")  # HTTP 403
+            return
         client = ws.query_params.get("client", "")
         if not _CLIENT_ID.match(client):
             # Closing before accepting refuses the handshake (HTTP 403).

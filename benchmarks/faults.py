@@ -1,14 +1,22 @@
-"""Faults survived, with counts of messages sent, answered, lost and answered twice (must be 0):
+"""Faults survived, with counts of messages sent, delivered, lost (sent - delivered) and delivered
+twice (lost and doubled must be 0):
 
 1. kill -9 of `chatbot run` at random points of a scripted web-chat conversation (x20 by default);
 2. Redis restarted mid-conversation;
 3. Redis unavailable for 30 s while users keep writing;
-4. Telegram API 429 storms and 5xx bursts while 50 users write (real python-telegram-bot adapter
-   against the fake Bot API);
+4. a platform storm on Telegram, Slack and Discord (the real adapters against the fake platform
+   servers): 429s with the platform's retry instruction, 5xx bursts and dropped connections while
+   50 users write 3 messages each;
+5. the same storm with `chatbot run` killed with SIGKILL mid-storm and restarted;
 and the Redis memory per idle conversation.
+
+A message counts as delivered only when the recipient got it: for the storms, when every reply the
+engine stored for it is a message the fake platform accepted (2xx) and shows in the user's chat
+(``tests/storm.py``); for the web chat, when the client received the answer.
 
     python benchmarks/faults.py                          # all, with the default model
     python benchmarks/faults.py --only kill --kills 20 --messages 40
+    python benchmarks/faults.py --only storm storm-kill --platforms telegram
 """
 
 from __future__ import annotations
@@ -17,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import sys
 import tempfile
 import time
@@ -37,14 +44,21 @@ from core.types import IncomingMessage, Reply, Role, Turn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.pop("HTTP_PROXY", None)
 os.environ.pop("HTTPS_PROXY", None)
+from tests.storm import BotProcess, Storm, bot_in_process, run_storm  # noqa: E402
+from tests.storm import platform as fake_platform  # noqa: E402
+
+SCENARIOS = ["kill", "restart", "outage", "storm", "storm-kill"]
+PLATFORMS = ("telegram", "slack", "discord")
+#: with the kill: long 429s, so that replies are still waiting for a retry when the bot dies
+KILL_STORM = Storm(rate_limits=0.6, bursts=0.2, drops=0.2, retry_after_s=3.0)
 
 
-def row(name: str, sent: int, answered: int, lost: int, doubled: int, extra: str = "") -> dict:
-    print(f"| {name} | {sent} | {answered} | {lost} | {doubled} | {extra} |", flush=True)
+def row(name: str, sent: int, delivered: int, lost: int, doubled: int, extra: str = "") -> dict:
+    print(f"| {name} | {sent} | {delivered} | {lost} | {doubled} | {extra} |", flush=True)
     return {
         "fault": name,
         "sent": sent,
-        "answered": answered,
+        "delivered": delivered,
         "lost": lost,
         "doubled": doubled,
         "note": extra,
@@ -145,60 +159,51 @@ async def redis_outage(model_dir: Path, down_s: float, rate_s: float, name: str)
     return row(name, sent, answered, sent - answered, doubled, note)
 
 
-async def telegram_storm(model_dir: Path, users: int) -> dict:
-    from adapters.delivery import RetryPolicy
-    from adapters.telegram_channel import TelegramChannel, TelegramConfig
-    from core.engine import DialogueEngine
-    from tests.fakes.telegram_api import FakeTelegram
-
-    token = "123:storm"
-    with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedRedis(Path(tmp) / "redis").start()
+async def storm(
+    platform: str,
+    model_dir: Path,
+    users: int,
+    messages: int,
+    plan: Storm | None = None,
+    kill: bool = False,
+    deadline_s: float = 600.0,
+    within_s: float = 600.0,
+) -> dict:
+    """One storm row: the platform's real adapter (in this process, or ``chatbot run`` killed with
+    SIGKILL mid-storm and restarted) against its fake; counted from what the users' chats show."""
+    plan = plan or (KILL_STORM if kill else Storm())
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(tmp) as server:
         redis = connect(server.url)
-        backend = backend_for(model_dir)
-        engine = DialogueEngine(ContextStore(redis, prefix="storm:"), backend)
-        async with FakeTelegram(token) as fake:
-            retry = RetryPolicy(max_attempts=8, backoff_s=0.05, max_backoff_s=1.0, chat_interval_s=0.0)
-            channel = TelegramChannel(
-                engine.handle,
-                TelegramConfig(token=token, api_url=fake.url, poll_timeout_s=1, retry=retry, stream=False),
-            )
-            await channel.start()
-            rng = random.Random(1)
-            injected = 0
-            for _ in range(users):  # a storm: many sends fail first with 429 or a 5xx burst
-                if rng.random() < 0.5:
-                    fake.fail_next("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
-                else:
-                    for _ in range(3):
-                        fake.fail_next("sendMessage", 502, "Bad Gateway")
-                    injected += 2
-                injected += 1
-            for u in range(users):
-                await fake.push(fake.message(f"hello from user {u}", chat_id=10_000 + u, user_id=10_000 + u))
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                chats = {int(c.params["chat_id"]) for c in fake.log.of("sendMessage")}
-                if len(chats) >= users:
-                    break
-                await asyncio.sleep(0.5)
-            await asyncio.sleep(1)
-            answers = {}
-            for call in fake.log.of("sendMessage"):
-                answers.setdefault(int(call.params["chat_id"]), []).append(call.params["text"])
-            await channel.stop()
-        doubled = sum(1 for texts in answers.values() if len(texts) != len(set(texts)))
+        async with fake_platform(platform) as where:
+            if kill:
+                bot = BotProcess(where, model_dir, server.url, "storm:", deadline_s)
+                await bot.start()
+                try:
+                    result = await run_storm(
+                        where, redis, "storm:", users, messages, plan, within_s=within_s, bot=bot
+                    )
+                finally:
+                    await bot.stop()
+            else:
+                backend = backend_for(model_dir)
+                async with bot_in_process(where, backend, redis, "storm:", deadline_s):
+                    result = await run_storm(where, redis, "storm:", users, messages, plan, within_s=within_s)
+                await backend.aclose()
         await redis.aclose()
-        server.stop()
-        await backend.aclose()
-    return row(
-        f"Telegram 429/5xx storm ({users} users)",
-        users,
-        len(answers),
-        users - len(answers),
-        doubled,
-        f"{injected} failures injected",
+    name = f"{platform.capitalize()} storm ({users} users x {messages} messages)"
+    note = (
+        f"{result.failures} calls failed (429, 5xx, dropped); "
+        f"drained {result.drain_s:.1f} s after the last message"
     )
+    if result.strays:
+        note += f"; {result.strays} placeholders left in the chats"
+    if kill:
+        name += " + kill -9"
+        note += (
+            f"; killed with {result.pending_at_kill} replies waiting for a retry, all sent "
+            f"{result.drain_after_restart_s:.1f} s after the restart"
+        )
+    return row(name, result.sent, result.delivered, result.lost, result.doubled, note)
 
 
 async def memory_per_conversation(n: int = 1000) -> None:
@@ -223,16 +228,18 @@ async def memory_per_conversation(n: int = 1000) -> None:
 async def main(args: argparse.Namespace) -> None:
     model_dir = resolve_model_dir(args.model or CoreSettings().model_path)
     print(f"model {model_dir.name}\n")
-    print("| fault | messages sent | answered | lost | answered twice | notes |")
+    print("| fault | messages sent | delivered | lost | doubled | notes |")
     print("|---|---|---|---|---|---|")
     results = []
-    only = set(args.only or ["kill", "restart", "outage", "storm"])
+    only = set(args.only or SCENARIOS)
     if "restart" in only:
         results.append(await redis_outage(model_dir, down_s=2, rate_s=0.5, name="Redis restart"))
     if "outage" in only:
         results.append(await redis_outage(model_dir, down_s=30, rate_s=1.0, name="Redis unavailable 30 s"))
-    if "storm" in only:
-        results.append(await telegram_storm(model_dir, users=args.storm_users))
+    for platform in args.platforms if "storm" in only else []:
+        results.append(await storm(platform, model_dir, args.storm_users, args.storm_messages))
+    for platform in args.platforms if "storm-kill" in only else []:
+        results.append(await storm(platform, model_dir, args.storm_users, args.storm_messages, kill=True))
     if "kill" in only:
         with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(tmp) as server:
             results.append(await kills(server.url, model_dir, args.messages, args.kills, seed=args.seed))
@@ -247,10 +254,12 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", help="model directory (default: MODEL_PATH / models)")
-    parser.add_argument("--only", nargs="+", choices=["kill", "restart", "outage", "storm"])
+    parser.add_argument("--only", nargs="+", choices=SCENARIOS)
+    parser.add_argument("--platforms", nargs="+", choices=PLATFORMS, default=list(PLATFORMS))
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--messages", type=int, default=40)
     parser.add_argument("--storm-users", type=int, default=50)
+    parser.add_argument("--storm-messages", type=int, default=3, help="messages per user in a storm")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--json", help="also write the rows as JSON here")
     asyncio.run(main(parser.parse_args()))

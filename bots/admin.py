@@ -1,6 +1,6 @@
 """The admin dashboard at ``/admin`` (admin accounts only, a login separate from the agents'):
-traffic, latency, handoff and feedback over time per model version, and the model registry with
-each version's evaluation and gate decision.
+traffic, latency, handoff and feedback over time per model version, the model registry with
+each version's evaluation and gate decision, and the messages that could not be delivered.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Route
 
 from bots.sessions import SessionStore
+from bots.undelivered import UndeliveredApi
 from bots.web_login import WebLogin
 from core.agents import AgentDirectory
 from core.analytics import series
 from core.chatlog import ChatLog
+from core.outbox import Outbox
 
 STATIC = Path(__file__).parent / "static"
 MAX_DAYS = 90
@@ -70,14 +72,17 @@ class AdminDashboard:
         sessions: SessionStore,
         models_path: str | Path,
         cookie_secure: bool = False,
+        outbox: Outbox | None = None,
     ) -> None:
         self.chatlog = chatlog
         self.models_path = models_path
         self.auth = WebLogin(agents, sessions, "/admin", "Admin", frozenset({"admin"}), cookie_secure)
+        self.undelivered = UndeliveredApi(outbox or Outbox(), self.auth, "/admin")
 
     def routes(self) -> list[BaseRoute]:
         return [
             *self.auth.routes(),
+            *self.undelivered.routes(),
             Route("/admin", self.page),
             Route("/admin/api/me", self.me),
             Route("/admin/api/series", self.series),

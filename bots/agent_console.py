@@ -1,4 +1,5 @@
-"""The agent console at `/agent`: login, live queue, transcripts, reply, claim/release/transfer/resolve.
+"""The agent console at `/agent`: login, live queue, transcripts, reply, claim/release/transfer/resolve,
+and the messages that could not be delivered (to send again).
 
 JSON API under ``/agent/api``; live updates as Server-Sent Events relayed from the handoff
 service's Redis pub/sub channel, so every replica's console sees every change.
@@ -23,6 +24,7 @@ from starlette.responses import (
 from starlette.routing import BaseRoute, Route
 
 from bots.sessions import SessionStore
+from bots.undelivered import UndeliveredApi
 from bots.web_login import WebLogin
 from core.handoff import HandoffError, HandoffService
 from core.handoff_metrics import figures_since, start_of_today
@@ -48,10 +50,12 @@ class AgentConsole:
             self.agents, sessions, "/agent", "Agent console", frozenset({"agent", "admin"}), cookie_secure,
             on_login=lambda agent: self.agents.set_presence(agent.username, "online"),
         )  # fmt: skip
+        self.undelivered = UndeliveredApi(handoff.outbox, self.auth, "/agent")
 
     def routes(self) -> list[BaseRoute]:
         return [
             *self.auth.routes(),
+            *self.undelivered.routes(),
             Route("/agent", self.page),
             Route("/agent/api/me", self.me),
             Route("/agent/api/queue", self.queue),
@@ -111,15 +115,10 @@ class AgentConsole:
 
     # --- actions ---
     async def act(self, request: Request) -> Response:
-        session = await self.auth.require(request, mutating=True)
-        if isinstance(session, Response):
-            return session
-        try:
-            body = await request.json()
-        except json.JSONDecodeError:
-            return JSONResponse({"error": "send a JSON object"}, status_code=400)
-        if not isinstance(body, dict) or not isinstance(body.get("cid"), str):
-            return JSONResponse({"error": "`cid` is required"}, status_code=400)
+        checked = await self.auth.require_action(request, "cid")
+        if isinstance(checked, Response):
+            return checked
+        session, body = checked
         cid, action, me = body["cid"], body.get("action"), session.username
         try:
             if action == "claim":
@@ -139,7 +138,8 @@ class AgentConsole:
         except HandoffError as error:
             return JSONResponse({"error": str(error)}, status_code=409)
         except DeliveryError as error:
-            # The reply is recorded; the agent must know it did not reach the user yet.
+            # The reply is recorded (and, unless refused for good, listed under "Not delivered"); the
+            # agent must know it did not reach the user yet.
             return JSONResponse({"error": f"Saved, but not delivered: {error}"}, status_code=502)
         return JSONResponse({"ok": True})
 

@@ -1,5 +1,5 @@
 """Background duties of a bot process: tell users who waited too long for an agent, trim the chat
-log, answer messages kept while Redis was unreachable."""
+log, answer messages kept while Redis was unreachable, send messages a stopped process left pending."""
 
 from __future__ import annotations
 
@@ -45,3 +45,15 @@ async def replay_spool_forever(engine: DialogueEngine, outbox: Outbox, interval_
                     log.info("answered %d messages kept during a Redis outage", answered)
         except Exception:
             log.exception("spool replay failed; retrying next interval")
+
+
+async def recover_outbox_forever(outbox: Outbox, interval_s: float) -> None:
+    """Take over messages left pending by a process that stopped (or sent again from the console),
+    and keep the outbox gauges of ``/metrics`` current."""
+    while True:
+        try:
+            await outbox.recover()
+            await outbox.refresh_metrics()
+        except Exception:
+            log.exception("outbox recovery failed; retrying next interval")
+        await asyncio.sleep(interval_s)

@@ -19,6 +19,7 @@ from adapters.delivery import RetryPolicy
 from bots.settings import Settings
 from core.channel import OnNewMessage
 from core.handoff import HandoffService
+from core.outbox import Outbox, Pending
 from core.types import Reply
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class PlatformChannel(Protocol):
 
     def routes(self) -> list[BaseRoute]: ...
 
-    async def send(self, conversation_id: str, reply: Reply) -> None: ...
+    async def send(self, conversation_id: str, reply: Reply, pending: Pending | None = None) -> None: ...
 
 
 class PlatformNotConfiguredError(RuntimeError):
@@ -54,7 +55,7 @@ def configured_platforms(settings: Settings) -> list[str]:
 
 def _policy(settings: Settings, chat_interval_s: float) -> RetryPolicy:
     return RetryPolicy(
-        max_attempts=settings.delivery_max_attempts,
+        deadline_s=settings.delivery_deadline_s,
         backoff_s=settings.delivery_backoff_s,
         max_backoff_s=settings.delivery_max_backoff_s,
         chat_interval_s=chat_interval_s,
@@ -65,7 +66,10 @@ def _secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def build_channel(name: str, settings: Settings, on_new_message: OnNewMessage) -> PlatformChannel:
+def build_channel(
+    name: str, settings: Settings, on_new_message: OnNewMessage, outbox: Outbox | None = None
+) -> PlatformChannel:
+    """One platform's channel; with ``outbox``, its messages are recorded there until delivered."""
     if name == "telegram":
         from adapters.telegram_channel import TelegramChannel, TelegramConfig
 
@@ -86,6 +90,7 @@ def build_channel(name: str, settings: Settings, on_new_message: OnNewMessage) -
                 stream=settings.telegram_stream,
                 stream_interval_s=settings.telegram_stream_interval_s,
             ),
+            outbox,
         )
     if name == "slack":
         from adapters.slack_channel import SlackChannel, SlackConfig
@@ -100,11 +105,11 @@ def build_channel(name: str, settings: Settings, on_new_message: OnNewMessage) -
                 events_path=settings.slack_events_path,
                 placeholder_text=settings.slack_placeholder_text,
                 placeholder_after_s=settings.slack_placeholder_after_s,
-                rate_limit_retries=settings.delivery_max_attempts,
                 retry=_policy(settings, settings.slack_chat_interval_s),
                 stream=settings.slack_stream,
                 stream_interval_s=settings.slack_stream_interval_s,
             ),
+            outbox,
         )
     if name == "discord":
         from adapters.discord_channel import DiscordChannel, DiscordConfig
@@ -122,6 +127,7 @@ def build_channel(name: str, settings: Settings, on_new_message: OnNewMessage) -
                 stream=settings.discord_stream,
                 stream_interval_s=settings.discord_stream_interval_s,
             ),
+            outbox,
         )
     raise ValueError(f"unknown platform {name!r}; choose from {', '.join(PLATFORMS)}")
 
@@ -141,9 +147,9 @@ def check_only(settings: Settings, only: str | None) -> list[str]:
 
 
 def build_channels(
-    settings: Settings, on_new_message: OnNewMessage, only: str | None = None
+    settings: Settings, on_new_message: OnNewMessage, only: str | None = None, outbox: Outbox | None = None
 ) -> list[PlatformChannel]:
-    return [build_channel(name, settings, on_new_message) for name in check_only(settings, only)]
+    return [build_channel(name, settings, on_new_message, outbox) for name in check_only(settings, only)]
 
 
 @asynccontextmanager

@@ -11,12 +11,14 @@ import uvicorn
 from adapters.webchat_channel import WebChatChannel
 from bots.admin import AdminDashboard
 from bots.agent_console import AgentConsole
-from bots.housekeeping import replay_spool_forever, sweep_forever
+from bots.housekeeping import recover_outbox_forever, replay_spool_forever, sweep_forever
 from bots.platforms import WEB, build_channels, check_only, redact_secrets_in_logs, running, slack_agent_desk
 from bots.sessions import SessionStore
 from bots.settings import Settings
 from bots.web import create_web_app
+from bots.widget import Widget
 from core.builder import build_engine
+from core.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +28,18 @@ async def serve(settings: Settings, open_browser: bool = False, only: str | None
     redact_secrets_in_logs(settings)
     check_only(settings, only)  # a missing token fails before the model loads
     async with build_engine(settings) as engine:
-        webchat = WebChatChannel(engine.handle, stream=settings.web_stream, history=engine.store.history)
-        channels = build_channels(settings, engine.handle, only)
         handoff = engine.handoff
-        handoff.outbox.register(webchat)
+        # Every outgoing message is recorded in Redis until delivered, claimed under this process's
+        # heartbeat, so that another process (or this one, restarted) sends what a dead one left.
+        outbox = handoff.outbox = Outbox(engine.store, engine.instance, settings.delivery_deadline_s)
+        widget = Widget.from_settings(settings)
+        webchat = WebChatChannel(
+            engine.handle, stream=settings.web_stream, history=engine.store.history, origins=widget.origins
+        )
+        channels = build_channels(settings, engine.handle, only, outbox)
+        outbox.register(webchat)
         for channel in channels:  # proactive sends (agents' replies) go out through them
-            handoff.outbox.register(channel)
+            outbox.register(channel)
         sessions = SessionStore(engine.store.redis, settings.redis_key_prefix, settings.agent_session_ttl_s)
         console = AgentConsole(handoff, sessions, cookie_secure=settings.cookie_secure)
         admin = AdminDashboard(
@@ -40,17 +48,18 @@ async def serve(settings: Settings, open_browser: bool = False, only: str | None
             sessions,
             settings.model_path,
             cookie_secure=settings.cookie_secure,
+            outbox=outbox,
         )
         desk = slack_agent_desk(settings, handoff)
         serve_webchat = settings.web_enabled and only in (None, WEB)
-        routes = [*(webchat.routes() if serve_webchat else []), *console.routes(), *admin.routes()]
+        routes = [*(webchat.routes() + widget.routes() if serve_webchat else []), *console.routes()]
+        routes += admin.routes()
         routes += desk.routes() if desk else []
         routes += [route for channel in channels for route in channel.routes()]  # webhooks, Slack events
         app = create_web_app(routes)
         sweeper = asyncio.create_task(sweep_forever(handoff, settings.handoff_sweep_interval_s))
-        replayer = asyncio.create_task(
-            replay_spool_forever(engine, handoff.outbox, settings.spool_replay_interval_s)
-        )
+        replayer = asyncio.create_task(replay_spool_forever(engine, outbox, settings.spool_replay_interval_s))
+        recovery: asyncio.Task[None] | None = None
         config = uvicorn.Config(
             app, host=settings.web_host, port=settings.web_port, log_level="warning", lifespan="off"
         )
@@ -69,10 +78,16 @@ async def serve(settings: Settings, open_browser: bool = False, only: str | None
             # After the web server: a webhook registered at start is posted to at once.
             async with running([*channels, *([desk] if desk else [])]):
                 log.info("platforms running: %s", ", ".join(c.platform for c in channels) or "none")
+                # Once the channels can send: messages a stopped process left are taken over.
+                recovery = asyncio.create_task(
+                    recover_outbox_forever(outbox, settings.delivery_recovery_interval_s)
+                )
                 await serving
                 # SIGTERM: no new events come in; finish those in flight while channels can still send.
                 await engine.drain(settings.shutdown_grace_s)
         finally:
             sweeper.cancel()
             replayer.cancel()
+            if recovery is not None:
+                recovery.cancel()
             server.should_exit = True

@@ -18,6 +18,31 @@ class Settings(CoreSettings):
     web_port: int = Field(8080, ge=0, le=65535, description="Port of the web server.")
     web_enabled: bool = Field(True, description="Serve the local web chat page and its WebSocket.")
     web_stream: bool = Field(True, description="Stream replies into the web chat as they are generated.")
+    # --- the embeddable widget (/widget.js); its data-* attributes override the look ---
+    web_widget_origins: list[str] = Field(
+        [],
+        description="Sites (scheme://host[:port]) that may embed the widget and open the web chat; "
+        '["*"]: any. The bot\'s own pages always may.',
+    )
+    web_widget_title: str = Field(
+        "Chat with us", min_length=1, description="Widget panel title (data-title)."
+    )
+    web_widget_greeting: str = Field(
+        "Hi! How can we help?", description="First line in the widget panel (data-greeting; empty: none)."
+    )
+    web_widget_color: str = Field(
+        "#2563eb",
+        pattern=r"^#(?:[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$",
+        description="Widget accent colour: launcher, header, your messages (data-color).",
+    )
+    web_widget_text_color: str = Field(
+        "#ffffff",
+        pattern=r"^#(?:[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$",
+        description="Text colour on the widget accent (data-text-color).",
+    )
+    web_widget_position: Literal["bottom-right", "bottom-left"] = Field(
+        "bottom-right", description="Corner of the widget's launcher bubble (data-position)."
+    )
     agent_session_ttl_s: int = Field(
         8 * 3600, ge=60, description="Agent console sessions expire after this long (log in again)."
     )
@@ -109,7 +134,6 @@ class Settings(CoreSettings):
     discord_stream_interval_s: float = Field(
         1.0, gt=0, description="Minimum gap between edits of a streamed message (Discord: 5 per 5 s)."
     )
-    delivery_max_attempts: int = Field(5, ge=1, description="Tries per outgoing platform message.")
     delivery_backoff_s: float = Field(0.5, gt=0, description="First retry delay on network errors (doubles).")
     delivery_max_backoff_s: float = Field(30.0, gt=0, description="Longest retry delay on network errors.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")

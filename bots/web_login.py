@@ -9,6 +9,7 @@ double-submit token.
 from __future__ import annotations
 
 import html
+import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -73,6 +74,20 @@ class WebLogin:
         if mutating and not secrets.compare_digest(request.headers.get("x-csrf-token", ""), session.csrf):
             return JSONResponse({"error": "missing or wrong CSRF token"}, status_code=403)
         return session
+
+    async def require_action(self, request: Request, key: str) -> tuple[Session, dict] | Response:
+        """For a state-changing JSON request: the session and the body (an object whose ``key`` is a
+        string), or the response to send instead (401, 403, or 400 for a malformed body)."""
+        session = await self.require(request, mutating=True)
+        if isinstance(session, Response):
+            return session
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            return JSONResponse({"error": "send a JSON object"}, status_code=400)
+        if not isinstance(body, dict) or not isinstance(body.get(key), str):
+            return JSONResponse({"error": f"`{key}` is required"}, status_code=400)
+        return session, body
 
     def _set_cookie(self, response: Response, name: str, value: str, max_age: int | None = None) -> None:
         response.set_cookie(

@@ -2,15 +2,20 @@
 
 An input channel is handed the engine as a callback (``OnNewMessage``) and calls it with each
 platform event it has translated; an output channel needs only ``send`` for messages that arrive
-with no user message in flight (an agent's reply, say).
+with no user message in flight (an agent's reply, say), or that it sends again after a restart:
+``pending`` is the message's outbox record, on which the channel notes the parts the platform
+accepted (a channel that sends in one piece may ignore it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from core.types import IncomingMessage, Reply
+
+if TYPE_CHECKING:
+    from core.outbox import Pending
 
 #: receives the reply text so far while the model generates (for platforms that can edit a message)
 StreamSink = Callable[[str], Awaitable[None]]
@@ -28,4 +33,4 @@ class OnNewMessage(Protocol):
 class OutputChannel(Protocol):
     platform: str
 
-    async def send(self, conversation_id: str, reply: Reply) -> None: ...
+    async def send(self, conversation_id: str, reply: Reply, pending: Pending | None = None) -> None: ...

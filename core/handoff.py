@@ -263,7 +263,8 @@ class HandoffService:
         gold reply for its context), then deliver it to the user.
 
         Raises HandoffError if the agent does not hold the conversation, DeliveryError if the user's
-        platform could not be reached after retries (the message stays recorded).
+        platform refused it or could not be reached until the delivery deadline (the turn stays
+        recorded, and the message stays in the undelivered list, to be sent again).
         """
         text = text.strip()
         if not text:
@@ -321,9 +322,10 @@ class HandoffService:
         return notified
 
     async def forget(self, cids: Sequence[str]) -> None:
-        """Remove conversations from the queue, every agent's list and their transcripts."""
+        """Remove conversations from the queue, every agent's list, their transcripts and the outbox."""
         if not cids:
             return
+        await self.outbox.forget(cids)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrem(self.queue_key, *cids)
             for agent in await self.agents.all():

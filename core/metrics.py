@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, Info
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 
@@ -29,3 +29,19 @@ SAFETY = Counter(
     ["direction", "category"],
 )
 RATE_LIMITED = Counter("chatbot_rate_limited_total", "Messages refused by a rate limit.", ["scope"])
+DELIVERY_RETRIES = Counter(
+    "chatbot_delivery_retries_total",
+    "Platform calls retried after a transient error (429, 5xx, a network error).",
+    ["platform"],
+)
+UNDELIVERED = Counter(
+    "chatbot_undelivered_total",
+    "Outgoing messages given up on: past the delivery deadline or after an error (kept, can be sent "
+    "again), or refused for good by the platform (permanent: dropped).",
+    ["platform", "why"],
+)
+OUTBOX = Gauge(
+    "chatbot_outbox_messages",
+    "Outgoing messages in Redis (shared by every process): pending delivery, or kept undelivered.",
+    ["state"],
+)

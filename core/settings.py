@@ -125,6 +125,17 @@ class CoreSettings(BaseSettings):
         30.0, ge=0, description="On SIGTERM, wait this long for messages in flight."
     )
 
+    # --- delivery ---
+    delivery_deadline_s: float = Field(
+        600.0,
+        gt=0,
+        description="Outgoing messages are retried on 429s, 5xx and network errors this long, then "
+        "kept as undelivered (agents and admins can send them again).",
+    )
+    delivery_recovery_interval_s: float = Field(
+        5.0, gt=0, description="How often messages left pending by a stopped process are looked for."
+    )
+
     # --- conversation ---
     max_message_chars: int = Field(4000, ge=1, description="Longer user messages are refused with a notice.")
     bot_name: str = Field("Chatbot", description="The assistant's name in greetings and the system turn.")

@@ -108,7 +108,7 @@ class ContextStore:
     def user_key(self, platform: str, user_id: str) -> str:
         return f"{self.prefix}user:{platform}:{user_id}:convs"
 
-    def _event(self, platform: str, event_id: str) -> str:
+    def event_key(self, platform: str, event_id: str) -> str:
         return f"{self.prefix}event:{platform}:{event_id}"
 
     # --- history ---
@@ -161,9 +161,13 @@ class ContextStore:
     async def heartbeat(self, instance: str, ttl_s: int) -> None:
         await self.redis.set(self._instance(instance), b"1", ex=ttl_s)
 
+    async def is_alive(self, instance: str) -> bool:
+        """Whether that process still heart-beats (a killed one stops within ``ttl_s``)."""
+        return bool(await self.redis.exists(self._instance(instance)))
+
     async def claim_event(self, platform: str, event_id: str, instance: str = "-") -> EventClaim:
         """Claim an event for this process; tells a first delivery from a redelivery (and its state)."""
-        key = self._event(platform, event_id)
+        key = self.event_key(platform, event_id)
         if await self.redis.set(key, f"p:{instance}", nx=True, ex=self.dedupe_ttl_s):
             return EventClaim(True)
         current = await self.redis.get(key)
@@ -173,7 +177,7 @@ class ContextStore:
         if value.startswith("d:"):
             return EventClaim(False, done=True, replies=json.loads(value[2:]))
         holder = value[2:]
-        if holder != instance and not await self.redis.exists(self._instance(holder)):
+        if holder != instance and not await self.is_alive(holder):
             taken = await self._take_over(keys=[key], args=[value, f"p:{instance}", self.dedupe_ttl_s])
             return EventClaim(bool(taken))
         return EventClaim(False)
@@ -181,12 +185,19 @@ class ContextStore:
     async def complete_event(self, platform: str, event_id: str, replies: list[dict]) -> None:
         """Mark an event answered, keeping its replies for a client that re-sends it."""
         await self.redis.set(
-            self._event(platform, event_id), "d:" + json.dumps(replies), ex=self.dedupe_ttl_s
+            self.event_key(platform, event_id), "d:" + json.dumps(replies), ex=self.dedupe_ttl_s
         )
+
+    async def event_replies(self, platform: str, event_id: str) -> list[dict] | None:
+        """The replies an answered event returned; None while it is unanswered (or unknown)."""
+        value = await self.redis.get(self.event_key(platform, event_id))
+        if value is None or not value.startswith(b"d:"):
+            return None
+        return json.loads(value[2:])
 
     async def release_event(self, platform: str, event_id: str) -> None:
         """Forget a claimed event whose handling failed, so the platform's redelivery is answered."""
-        await self.redis.delete(self._event(platform, event_id))
+        await self.redis.delete(self.event_key(platform, event_id))
 
     # --- forget ---
     async def forget_user(self, platform: str, user_id: str) -> list[str]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import discord
 import pytest
 
-from adapters.delivery import RetryPolicy, UndeliverableError
-from adapters.discord_channel import DiscordChannel, DiscordConfig
+from adapters.delivery import Permanent, RetryPolicy, Transient, UndeliverableError
+from adapters.discord_channel import DiscordChannel, DiscordConfig, classify
 from core import texts
 from core.types import Button, Reply, conversation_id
 from tests.adapters.conftest import STREAM_INTERVAL_S, Answered, assert_paced
@@ -34,7 +35,7 @@ async def channel(fake, engine) -> AsyncIterator[DiscordChannel]:
         api_url=fake.api_url,
         gateway_url=fake.gateway_url,
         ready_timeout_s=10,
-        retry=RetryPolicy(max_attempts=3, backoff_s=0.05),
+        retry=RetryPolicy(deadline_s=5, backoff_s=0.05),
         stream=False,  # streaming has tests of its own, at the end
     )
     channel = DiscordChannel(engine.handle, config)
@@ -161,7 +162,7 @@ async def streaming_channel(fake: FakeDiscord, engine: Answered, stream: bool = 
         gateway_url=fake.gateway_url,
         ready_timeout_s=10,
         sync_commands=False,
-        retry=RetryPolicy(max_attempts=3, backoff_s=0.05),
+        retry=RetryPolicy(deadline_s=5, backoff_s=0.05),
         stream=stream,
         stream_interval_s=STREAM_INTERVAL_S,
     )
@@ -223,3 +224,13 @@ async def test_failing_edits_still_deliver_the_answer_once(fake, streaming_engin
     assert [m["content"] for m in fake.messages.values() if m["channel_id"] == "9103"] == [final]
     edit = f"PATCH /channels/9103/messages/{partial.result['id']}"
     assert fake.log.of(edit, ok_only=False) and not fake.log.of(edit)
+
+
+def test_a_429_is_a_pause_even_without_discords_via_header() -> None:
+    # discord.py raises a 429 it did not wait out (no Via header: the edge's, e.g. Cloudflare's) as an
+    # HTTPException; retrying later is right, giving up is not.
+    edge = SimpleNamespace(status=429, reason="Too Many Requests", headers={"Retry-After": "7"})
+    assert classify(discord.HTTPException(edge, "error code: 1015")) == Transient(7.0)
+    refused = SimpleNamespace(status=403, reason="Forbidden", headers={})
+    verdict = classify(discord.HTTPException(refused, {"message": "Missing Access", "code": 50001}))
+    assert verdict == Permanent("403 Missing Access")

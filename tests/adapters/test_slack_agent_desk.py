@@ -37,11 +37,11 @@ PATH = "/slack/agent-events"
 @pytest.fixture
 async def world(redis, backend) -> AsyncIterator[tuple]:
     store = ContextStore(redis, prefix="desk:")
-    outbox = Outbox(attempts=2, backoff_s=0.01)
+    outbox = Outbox()
     handoff = HandoffService(store, AgentDirectory(redis, "desk:"), outbox)
     policy = escalation_from(CoreSettings(low_confidence_score=-1e9))
     engine = DialogueEngine(store, backend, handoff=handoff, escalation=policy)
-    retry = RetryPolicy(max_attempts=3, backoff_s=0.05, chat_interval_s=0.0)
+    retry = RetryPolicy(deadline_s=5, backoff_s=0.05, chat_interval_s=0.0)
     async with FakeTelegram(TG_TOKEN) as tg, FakeSlack(SLACK_TOKEN, SECRET) as slack:
         telegram = TelegramChannel(
             engine.handle, TelegramConfig(token=TG_TOKEN, api_url=tg.url, poll_timeout_s=1, retry=retry)

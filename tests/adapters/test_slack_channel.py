@@ -37,7 +37,7 @@ async def running(
         signing_secret=SECRET,
         api_url=f"{fake.url}/api/",
         placeholder_after_s=0.0,
-        retry=RetryPolicy(max_attempts=4, backoff_s=0.05),
+        retry=RetryPolicy(deadline_s=5, backoff_s=0.05),
         **overrides,
     )
     channel = SlackChannel(on_new_message, config)

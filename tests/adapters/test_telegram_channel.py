@@ -18,7 +18,7 @@ from tests.adapters.conftest import STREAM_INTERVAL_S, Answered, assert_paced
 from tests.fakes.telegram_api import FakeTelegram
 
 TOKEN = "123456:TEST-token-do-not-log"
-FAST = RetryPolicy(max_attempts=4, backoff_s=0.05, chat_interval_s=0.0)
+FAST = RetryPolicy(deadline_s=5, backoff_s=0.05, chat_interval_s=0.0)
 
 
 @pytest.fixture

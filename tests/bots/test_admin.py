@@ -3,6 +3,7 @@ and the page rendering its charts in real headless Chromium."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 
@@ -15,12 +16,23 @@ from bots.web import create_web_app
 from core.agents import AgentDirectory
 from core.chatlog import ChatLog
 from core.engine import DialogueEngine
+from core.outbox import DeliveryDeadlineError, Outbox, Pending
 from core.scoring import Reranker, length_normalised_logprob
 from core.store import ContextStore
 from core.transformers_backend import DecodingConfig, TransformersBackend
-from core.types import IncomingMessage
+from core.types import IncomingMessage, Reply
 from tests.asgi_server import running_server
 from tests.bots.test_web_chat_page import CHROMIUM, CHROMIUM_ARGS
+
+#: what the admin site's Telegram channel sent
+SENT: list[str] = []
+
+
+class Recorder:
+    platform = "telegram"
+
+    async def send(self, conversation_id: str, reply: Reply, pending: Pending | None = None) -> None:
+        SENT.append(reply.text)
 
 
 @pytest.fixture
@@ -56,7 +68,13 @@ async def admin_site(redis, tiny_model_dir, tmp_path):
         feedback = replies[-1].buttons[0 if user != "u3" else 1].action
         await engine.handle(IncomingMessage("telegram", f"telegram:{user}", user, "", action=feedback))
     await chatlog.event("telegram:u1", "telegram", "u1", "escalation", reason="user_request")
-    dashboard = AdminDashboard(chatlog, agents, SessionStore(redis, "adm:", 600), models)
+    SENT.clear()
+    outbox = Outbox(engine.store, "admin-tests")
+    telegram = Recorder()
+    outbox.register(telegram)
+    (pending,) = await outbox.open("telegram", "telegram:u2", [Reply("an answer lost in a storm")])
+    await pending.close(DeliveryDeadlineError("telegram: still failing at the delivery deadline"))
+    dashboard = AdminDashboard(chatlog, agents, SessionStore(redis, "adm:", 600), models, outbox=outbox)
     async with running_server(create_web_app(dashboard.routes())) as url:
         yield url
     await backend.aclose()
@@ -103,6 +121,22 @@ async def test_series_and_registry_reflect_real_traffic(admin_site) -> None:
         )
 
 
+async def test_undelivered_messages_are_shown_and_sent_again(admin_site) -> None:
+    async with httpx.AsyncClient(base_url=admin_site) as client:
+        await login_admin(client, "root", "admin password")
+        csrf = {"x-csrf-token": (await client.get("/admin/api/me")).json()["csrf"]}
+        (kept,) = (await client.get("/admin/api/undelivered")).json()["messages"]
+        assert (kept["platform"], kept["cid"]) == ("telegram", "telegram:u2")
+        retry = {"id": kept["id"], "action": "retry"}
+        assert (await client.post("/admin/api/undelivered", json=retry, headers=csrf)).json() == {"ok": True}
+        for _ in range(100):  # sent in the background by the process running the platform
+            if "an answer lost in a storm" in SENT:
+                break
+            await asyncio.sleep(0.02)
+        assert SENT.count("an answer lost in a storm") == 1
+        assert (await client.get("/admin/api/undelivered")).json()["messages"] == []
+
+
 def test_registry_of_a_plain_model_directory_is_empty(tiny_model_dir) -> None:
     assert registry(tiny_model_dir.parent / "nothing")["versions"] == []
 
@@ -124,5 +158,11 @@ async def test_dashboard_renders_charts_in_the_browser(admin_site, tmp_path) -> 
         assert await page.locator("#chart-latency polyline.series").count() >= 1
         assert await page.locator("#models tbody tr.current >> text=chat-v1 (current)").count() == 1
         assert await page.locator("#feedback tbody tr >> text=chat-v1").count() == 1
+        kept = page.locator("#undelivered tbody tr", has_text="an answer lost in a storm")
+        assert await kept.count() == 1
+        await page.screenshot(path=str(tmp_path / "admin-undelivered.png"), full_page=True)
+        await kept.locator("button", has_text="Retry").click()
+        await page.wait_for_selector("#undelivered-none", state="visible")
+        assert SENT == ["an answer lost in a storm"]
         await page.screenshot(path=str(tmp_path / "admin.png"), full_page=True)
         await browser.close()

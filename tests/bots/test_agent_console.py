@@ -19,11 +19,11 @@ from core import texts
 from core.agents import AgentDirectory
 from core.engine import DialogueEngine
 from core.handoff import HandoffService
-from core.outbox import Outbox
+from core.outbox import DeliveryDeadlineError, Outbox
 from core.scoring import Reranker, length_normalised_logprob
 from core.store import ContextStore
 from core.transformers_backend import DecodingConfig, TransformersBackend
-from core.types import IncomingMessage
+from core.types import IncomingMessage, Reply
 from tests.asgi_server import running_server
 from tests.bots.test_web_chat_page import CHROMIUM, CHROMIUM_ARGS
 
@@ -37,7 +37,7 @@ async def site(redis, tiny_model_dir):
     agents = AgentDirectory(redis, "ac:")
     await agents.add("ada", "correct horse", "Ada")
     await agents.add("bob", "battery staple", "Bob")
-    outbox = Outbox(attempts=2, backoff_s=0.01)
+    outbox = Outbox(store, "console-tests")
     handoff = HandoffService(store, agents, outbox)
     engine = DialogueEngine(store, backend, handoff=handoff)
     webchat = WebChatChannel(engine.handle)
@@ -45,6 +45,7 @@ async def site(redis, tiny_model_dir):
     console = AgentConsole(handoff, SessionStore(redis, "ac:", ttl_s=3600), heartbeat_s=1.0)
     async with running_server(create_web_app([*webchat.routes(), *console.routes()])) as url:
         yield url, engine
+    await outbox.wait_idle()
     await backend.aclose()
 
 
@@ -102,6 +103,34 @@ async def test_csrf_token_is_required_and_agents_cannot_act_on_others(site) -> N
             assert taken.status_code == 409 and "Another agent" in taken.json()["error"]
 
 
+async def test_undelivered_messages_are_listed_and_can_be_sent_again_or_discarded(site) -> None:
+    url, engine = site
+    outbox = engine.handoff.outbox
+    for text in ("lost in a storm", "also lost"):
+        (pending,) = await outbox.open("web", "web:stormy-user", [Reply(text)])
+        await pending.close(DeliveryDeadlineError("web: still failing at the delivery deadline"))
+    async with httpx.AsyncClient(base_url=url) as ada:
+        assert (await ada.get("/agent/api/undelivered")).status_code == 401
+        await login(ada, "ada", "correct horse")
+        csrf = {"x-csrf-token": (await ada.get("/agent/api/me")).json()["csrf"]}
+        listed = (await ada.get("/agent/api/undelivered")).json()
+        assert listed["counts"]["undelivered"] == 2
+        newest, oldest = listed["messages"]
+        assert (oldest["cid"], oldest["text"]) == ("web:stormy-user", "lost in a storm")
+        assert "deadline" in oldest["error"] and newest["text"] == "also lost"
+        retry = {"id": oldest["id"], "action": "retry"}
+        assert (await ada.post("/agent/api/undelivered", json=retry)).status_code == 403  # no CSRF token
+        assert (await ada.post("/agent/api/undelivered", json=retry, headers=csrf)).json() == {"ok": True}
+        await outbox.wait_idle()  # (the user has no page open: the web chat shows it when they return)
+        discard = {"id": newest["id"], "action": "discard"}
+        assert (await ada.post("/agent/api/undelivered", json=discard, headers=csrf)).json() == {"ok": True}
+        assert (await ada.get("/agent/api/undelivered")).json()["messages"] == []
+        gone = await ada.post("/agent/api/undelivered", json=discard, headers=csrf)
+        assert gone.status_code == 404
+        bad = await ada.post("/agent/api/undelivered", json={"id": "x", "action": "shout"}, headers=csrf)
+        assert bad.status_code == 400
+
+
 pytestmark_browser = pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium not installed")
 
 
@@ -110,7 +139,9 @@ pytestmark_browser = pytest.mark.skipif(not shutil.which("chromium"), reason="De
 async def test_handoff_round_trip_in_the_browser(site) -> None:
     from playwright.async_api import async_playwright
 
-    url, _ = site
+    url, engine = site
+    (pending,) = await engine.handoff.outbox.open("web", "web:stormy-user", [Reply("lost in a storm")])
+    await pending.close(DeliveryDeadlineError("web: still failing at the delivery deadline"))
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         user = await (await browser.new_context()).new_page()
@@ -129,6 +160,10 @@ async def test_handoff_round_trip_in_the_browser(site) -> None:
         await agent.fill("input[name=password]", "correct horse")
         await agent.click("button[type=submit]")
         await agent.wait_for_selector("#today >> text=Handoffs today")
+        kept = agent.locator("#undelivered .item", has_text="lost in a storm")
+        await kept.wait_for()
+        await kept.locator("button", has_text="Discard").click()
+        await kept.wait_for(state="detached")
         await agent.click(".item >> text=web ·")
         await agent.wait_for_selector(".t.user >> text=my parcel never arrived")
         await agent.click("#info button:has-text('Claim')")

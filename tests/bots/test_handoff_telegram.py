@@ -45,11 +45,11 @@ async def test_telegram_user_is_served_by_an_agent_in_the_console(redis, tiny_mo
     store = ContextStore(redis, prefix="tgh:")
     agents = AgentDirectory(redis, "tgh:")
     await agents.add("ada", "correct horse", "Ada")
-    outbox = Outbox(attempts=2, backoff_s=0.01)
+    outbox = Outbox()
     handoff = HandoffService(store, agents, outbox)
     engine = DialogueEngine(store, backend, handoff=handoff)
     console = AgentConsole(handoff, SessionStore(redis, "tgh:", ttl_s=600), heartbeat_s=1.0)
-    retry = RetryPolicy(max_attempts=3, backoff_s=0.05, chat_interval_s=0.0)
+    retry = RetryPolicy(deadline_s=5, backoff_s=0.05, chat_interval_s=0.0)
     async with FakeTelegram(TOKEN) as fake, running_server(create_web_app(console.routes())) as url:
         # Whole answers: the history is read once the bot's answer is sent, not its first partial.
         config = TelegramConfig(token=TOKEN, api_url=fake.url, poll_timeout_s=1, retry=retry, stream=False)

@@ -14,6 +14,7 @@ from bots.platforms import PlatformNotConfiguredError, RedactSecrets, build_chan
 from bots.runner import serve
 from bots.settings import Settings
 from core import texts
+from core.outbox import Outbox
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.telegram_api import FakeTelegram
@@ -57,6 +58,22 @@ async def test_streaming_settings_reach_each_platform(monkeypatch) -> None:
     assert (configs["telegram"].stream, configs["telegram"].stream_interval_s) == (False, 1.0)
     assert (configs["slack"].stream, configs["slack"].stream_interval_s) == (True, 2.5)
     assert (configs["discord"].stream, configs["discord"].stream_interval_s) == (True, 1.5)
+
+
+async def test_the_delivery_deadline_and_the_outbox_reach_each_platform(monkeypatch) -> None:
+    monkeypatch.setenv("DELIVERY_DEADLINE_S", "42")
+    settings = Settings(
+        telegram_bot_token=TG_TOKEN, slack_bot_token=SLACK_TOKEN, slack_signing_secret=SLACK_SECRET,
+        discord_bot_token=DISCORD_TOKEN,
+    )  # fmt: skip
+
+    async def on_new_message(message, stream=None, stream_interval_s=0.0):
+        return []
+
+    outbox = Outbox()
+    for channel in build_channels(settings, on_new_message, outbox=outbox):
+        assert channel.config.retry.deadline_s == 42  # type: ignore[attr-defined]
+        assert channel.delivery.outbox is outbox  # type: ignore[attr-defined]
 
 
 def test_secrets_are_redacted_from_messages_and_tracebacks() -> None:
@@ -110,6 +127,7 @@ async def test_serve_answers_on_every_configured_platform(redis, redis_server, t
             await telegram.log.wait_for("sendMessage", lambda c: c.params["text"] == texts.RESET)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
                 assert (await http.get("/healthz")).status_code == 200
+                assert (await http.get("/widget/config")).json()["allowed"] is True  # the widget is served
                 response = await slack.deliver(http, "/slack/events", slack.dm("/reset", channel="D8"))
                 assert response.status_code == 200
             await slack.log.wait_for("chat.postMessage", lambda c: c.params["text"] == texts.RESET)

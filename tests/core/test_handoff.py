@@ -21,7 +21,7 @@ class RecordingChannel:
     def __init__(self, platform: str = "web", failures: int = 0) -> None:
         self.platform, self.failures, self.sent = platform, failures, []
 
-    async def send(self, conversation_id: str, reply: Reply) -> None:
+    async def send(self, conversation_id: str, reply: Reply, pending: object = None) -> None:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("platform unreachable")
@@ -35,7 +35,7 @@ async def setup(redis):
     await agents.add("ada", "correct horse", "Ada", max_concurrent=2)
     await agents.add("bob", "battery staple", "Bob", max_concurrent=1)
     channel = RecordingChannel()
-    outbox = Outbox(attempts=3, backoff_s=0.01)
+    outbox = Outbox(store, "handoff-tests")
     outbox.register(channel)
     handoff = HandoffService(store, agents, outbox, no_agent_wait_s=60)
     return store, handoff, channel
@@ -127,17 +127,22 @@ async def test_transfer_moves_the_conversation_and_tells_the_user(setup) -> None
     await handoff.agent_reply("web:c1", "bob", "Bob here")
 
 
-async def test_delivery_is_retried_then_surfaced_but_the_reply_is_kept(setup) -> None:
+async def test_an_undelivered_reply_is_surfaced_kept_and_sent_again(setup) -> None:
     store, handoff, channel = setup
     await start(store, handoff, "web:c1")
     await handoff.claim("web:c1", "ada")
-    channel.failures = 2
-    await handoff.agent_reply("web:c1", "ada", "third time lucky")
-    assert channel.sent[-1][1].text == "third time lucky"
-    channel.failures = 5
-    with pytest.raises(DeliveryError):
-        await handoff.agent_reply("web:c1", "ada", "never arrives")
-    assert [t.text for t in await handoff.transcript("web:c1")][-1] == "never arrives"
+    channel.failures = 1  # the channel got nowhere (a platform's retries end at the delivery deadline)
+    with pytest.raises(DeliveryError) as raised:
+        await handoff.agent_reply("web:c1", "ada", "arrives on the second try")
+    assert raised.value.kept
+    assert [t.text for t in await handoff.transcript("web:c1")][-1] == "arrives on the second try"
+    (kept,) = await handoff.outbox.undelivered()
+    assert (kept.conversation_id, kept.text) == ("web:c1", "arrives on the second try")
+    assert "platform unreachable" in kept.error
+    assert await handoff.outbox.retry(kept.id)  # from the console: this process runs the platform
+    await handoff.outbox.wait_idle()
+    assert channel.sent[-1][1].text == "arrives on the second try"
+    assert await handoff.outbox.undelivered() == [] and not await handoff.outbox.retry(kept.id)
 
 
 async def test_agent_replies_are_logged_as_gold_and_metrics_are_recorded(redis) -> None:
@@ -194,14 +199,15 @@ async def test_a_permanent_delivery_failure_is_not_retried(setup) -> None:
 
     attempts = []
 
-    async def blocked(conversation_id, reply):
+    async def blocked(conversation_id, reply, pending=None):
         attempts.append(reply.text)
         raise PermanentDeliveryError("bot was blocked by the user")
 
     channel.send = blocked
-    with pytest.raises(DeliveryError, match="blocked"):
+    with pytest.raises(DeliveryError, match="blocked") as raised:
         await handoff.agent_reply("web:c1", "ada", "hello?")
-    assert attempts == ["hello?"]
+    assert attempts == ["hello?"] and not raised.value.kept
+    assert await handoff.outbox.undelivered() == []  # refused for good: nothing to send again
 
 
 async def test_routing_by_team(setup, redis) -> None:

@@ -257,6 +257,8 @@ class FakeDiscord(FakeServer):
         body = await request.json() if request.can_read_body and request.content_type == JSON else {}
         route = f"{request.method} /{path}"
         call = Call(route, body)
+        if await self.dropped(request, call):
+            return web.Response()  # never reaches the client
         ratelimit = {
             "X-RateLimit-Limit": "5",
             "X-RateLimit-Remaining": "4",

@@ -1,14 +1,19 @@
-"""What every fake platform server shares: a free port on 127.0.0.1, a log of calls, waiting on it."""
+"""What every fake platform server shares: a free port on 127.0.0.1, a log of calls, waiting on it,
+and dropped connections."""
 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+#: the status recorded for a call whose connection was dropped (no answer: not accepted)
+DROPPED = 0
 
 
 @dataclass
@@ -18,6 +23,11 @@ class Call:
     at: float = field(default_factory=time.monotonic)
     status: int = 200
     result: Any = None
+
+    @property
+    def accepted(self) -> bool:
+        """The platform took it: a 2xx answer (a dropped or refused call did nothing)."""
+        return 200 <= self.status < 300
 
 
 class CallLog:
@@ -39,7 +49,7 @@ class CallLog:
     def of(
         self, method: str, where: Callable[[Call], bool] = lambda c: True, ok_only: bool = True
     ) -> list[Call]:
-        return [c for c in self.calls if c.method == method and where(c) and (c.status < 400 or not ok_only)]
+        return [c for c in self.calls if c.method == method and where(c) and (c.accepted or not ok_only)]
 
     async def wait_for(
         self,
@@ -72,6 +82,25 @@ class FakeServer:
         self.app = web.Application()
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self._drops: dict[str, int] = {}
+
+    def drop_next(self, method: str, times: int = 1) -> None:
+        """Drop the connection of the next ``times`` calls of ``method`` (a glob for routes, like
+        ``POST /channels/*/messages``) before the platform acts on them: the client sees the server
+        disconnect without an answer, and nothing was sent."""
+        self._drops[method] = self._drops.get(method, 0) + times
+
+    async def dropped(self, request: web.Request, call: Call) -> bool:
+        """Whether this call is one to drop; if so it is recorded as ``DROPPED`` and cut off."""
+        for pattern, left in self._drops.items():
+            if left and fnmatch.fnmatchcase(call.method, pattern):
+                self._drops[pattern] = left - 1
+                call.status = DROPPED
+                await self.log.record(call)
+                assert request.transport is not None
+                request.transport.abort()
+                return True
+        return False
 
     @property
     def url(self) -> str:

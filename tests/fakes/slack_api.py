@@ -64,6 +64,8 @@ class FakeSlack(FakeServer):
         else:
             params.update(await request.post())
         call = Call(method, params)
+        if await self.dropped(request, call):
+            return web.Response()  # never reaches the client
         headers: dict[str, str] = {}
         token = self.app_token if method == "apps.connections.open" else self.bot_token
         if request.headers.get("Authorization") != f"Bearer {token}":

@@ -137,6 +137,8 @@ class FakeTelegram(FakeServer):
     async def _handle(self, request: web.Request) -> web.Response:
         method, params = request.match_info["method"], await self._params(request)
         call = Call(method, params)
+        if await self.dropped(request, call):
+            return web.Response()  # never reaches the client
         if request.match_info["token"] != self.token:
             status, body = 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
         elif self._failures.get(method):

@@ -37,7 +37,7 @@ class Inbox:
     def __init__(self) -> None:
         self.sent: list[tuple[str, Reply]] = []
 
-    async def send(self, conversation_id: str, reply: Reply) -> None:
+    async def send(self, conversation_id: str, reply: Reply, pending: object = None) -> None:
         self.sent.append((conversation_id, reply))
 
 
@@ -86,7 +86,7 @@ async def engine_over(redis, backend: ModelBackend) -> tuple[DialogueEngine, Han
     agents = AgentDirectory(redis, PREFIX)
     if await agents.get("ada") is None:
         await agents.add("ada", "correct horse", "Ada")
-    outbox = Outbox(attempts=1, backoff_s=0)
+    outbox = Outbox()
     outbox.register(Inbox())
     handoff = HandoffService(store, agents, outbox, chatlog=chatlog)
     return DialogueEngine(store, backend, handoff=handoff, chatlog=chatlog), handoff, chatlog
