@@ -7,7 +7,7 @@ A turn's scored tokens are its text and its ``<|end|>``; role tokens are given, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -113,6 +113,16 @@ def windows(
             i += 1
         return ids, mask, i
 
+    return schedule_windows(n, build)
+
+
+WindowBuilder = Callable[[int, int], tuple[list[int], list[int], int]]
+
+
+def schedule_windows(n: int, build: WindowBuilder) -> list[tuple[list[int], list[int]]]:
+    """Cover ``n`` turns with windows, ``build(start, done)`` filling one from turn ``start`` and
+    scoring turns from ``done`` on (returning ids, mask and the first turn left out): each window
+    repeats the previous turn as context when it fits, and windows without a scored token are dropped."""
     out: list[tuple[list[int], list[int]]] = []
     done = 0
     while done < n:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerFast
 
+from training.data import schedule_windows
 from training.sources import Conversation
 
 
@@ -121,13 +122,4 @@ def template_windows(e: TemplateTurns, ctx: int, max_turn_tokens: int) -> list[t
             i += 1
         return ids, mask, i
 
-    out: list[tuple[list[int], list[int]]] = []
-    done = 0
-    while done < n:
-        ids, mask, end = build(max(0, done - 1), done)
-        if end <= done:
-            ids, mask, end = build(done, done)
-        if any(mask):
-            out.append((ids, mask))
-        done = end
-    return out
+    return schedule_windows(n, build)
