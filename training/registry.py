@@ -159,7 +159,7 @@ def register(cfg: RegisterConfig) -> Path:
         if (src / SERVING_CARD).exists():
             shutil.copy(src / SERVING_CARD, tmp / SERVING_CARD)
     ev = Path(cfg.eval_dir)
-    for name in ("eval.json", "eval.md", "eval_bpb.png", "eval_f1.png"):
+    for name in ("eval.json", "eval.md", "eval_bpb.png", "eval_f1.png", "eval_semantic.png"):
         if (ev / name).exists():
             shutil.copy(ev / name, tmp / name)
     runs = [(cfg.pretrain_dir, "loss_pretrain.png")]
