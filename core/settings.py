@@ -209,7 +209,7 @@ class CoreSettings(BaseSettings):
         2, ge=1, description="Frustrated messages (repeats, cues) before a handoff."
     )
     low_confidence_score: float = Field(
-        -6.0,
+        -7.5,
         description="A best reply scoring under this counts as low confidence (see LENGTH_PENALTY_ALPHA).",
     )
     low_confidence_margin: float = Field(
