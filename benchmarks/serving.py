@@ -1,5 +1,5 @@
 """Serving throughput and latency: naive one-at-a-time generation vs the batching scheduler vs the
-batching scheduler with int8 quantisation, side by side in one run.
+batching scheduler with int8 quantisation or bf16 weights, side by side in one run.
 
 For each level of concurrent conversations every conversation sends one message at once; the table
 gives replies/s, generated tokens/s, p50/p99 latency and p50 time to first streamed token, plus the
@@ -141,7 +141,12 @@ async def main(args: argparse.Namespace) -> None:
             batching=BatchingConfig(max_batch=args.max_batch, max_wait_s=0.01, max_queue=10_000),
             quantize="int8",
         ),
+        "batched+bf16": dict(
+            batching=BatchingConfig(max_batch=args.max_batch, max_wait_s=0.01, max_queue=10_000),
+            dtype="bfloat16",
+        ),
     }
+    variants = {k: v for k, v in variants.items() if k in args.variants}
     pairs = eval_pairs(args.eval_pairs)
     results: dict[str, dict[int, dict]] = {}
     quality: dict[str, float] = {}
@@ -197,5 +202,11 @@ if __name__ == "__main__":
         "--greedy", action="store_true", help="one greedy candidate, whatever the settings say"
     )
     parser.add_argument("--eval-pairs", type=int, default=200)
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["naive", "batched", "batched+int8", "batched+bf16"],
+        help="which to run (naive is the baseline the speed-ups are measured against)",
+    )
     parser.add_argument("--out", default="runs/serving.png")
     asyncio.run(main(parser.parse_args()))
