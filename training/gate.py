@@ -33,7 +33,7 @@ import torch
 from training.chat_formats import load_version
 from training.clean import blocklist_pattern
 from training.evaluate import dialogue_pairs, split_bpb, token_bytes
-from training.generation import generate_replies
+from training.generation import generate_with_ends
 from training.metrics import repetition_rate
 from training.preference import batched_logps
 from training.sources import Conversation
@@ -102,7 +102,7 @@ def measure(model_dir: str | Path, test: list[Conversation], regression: list[di
     contexts = [r["context"] for r in regression] + [c for c, _, _ in pairs]
     prompts = [fmt.prompt(c, ctx, cfg.max_new_tokens) for c in contexts]
     replies = (
-        generate_replies(model, fmt.tok, prompts, v.gen, cfg.batch_size, desc="gate replies")
+        generate_with_ends(model, fmt.tok, prompts, v.gen, cfg.batch_size, desc="gate replies")[0]
         if prompts
         else []
     )

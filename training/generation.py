@@ -75,15 +75,3 @@ def generate_with_ends(
                 new = new[: new.index(eos)]
             replies[i] = (tok.decode(new, skip_special_tokens=True).strip(), ended)
     return [replies[i][0] for i in range(len(prompts))], [replies[i][1] for i in range(len(prompts))]
-
-
-def generate_replies(
-    model,
-    tok: PreTrainedTokenizerFast,
-    prompts: list[list[int]],
-    gen: GenerationConfig,
-    batch_size: int = 16,
-    desc: str = "generate",
-) -> list[str]:
-    """:func:`generate_with_ends`, replies only."""
-    return generate_with_ends(model, tok, prompts, gen, batch_size, desc)[0]
