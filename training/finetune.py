@@ -1,13 +1,18 @@
 """Fine-tune stage: supervised fine-tuning on dialogues with the loss on assistant turns only.
 
     python -m training.cli finetune --config training/configs/small.toml
+    python -m training.cli finetune --config training/configs/smollm2.toml     # LoRA on a built base
     python -m training.cli finetune --set base=/path/to/any/hf-causal-lm --set lora=true --set max_steps=500
 
 Each two-person chat of the train split is used from both sides (each speaker once as the
 assistant). Long chats are cut into turn-aligned windows; windows are packed into rows. The scored
-tokens are each assistant turn's text and its ``<|end|>`` (so the model learns to stop). A ``--base``
-model without our chat tokens gets them added (embeddings resized). With ``lora=true`` adapters are
-trained with ``peft`` and merged into the weights on save.
+tokens are each assistant turn's text and its end-of-turn token (so the model learns to stop).
+
+A base with its own chat template (``base:NAME``, built by ``chatbot train base``) keeps it: examples
+open with the engine's system turn and the mask comes from the template (``training/template_data.py``).
+A base without one gets our chat tokens (embeddings resized). With ``lora=true`` adapters are trained
+with ``peft``, merged into the weights on save or, with ``merge_lora=false``, saved as the adapter
+only; an adapter given as ``base`` is trained further on its own base.
 """
 
 from __future__ import annotations
