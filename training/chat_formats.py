@@ -54,7 +54,22 @@ class ChatFormat(Protocol):
         ...
 
 
-class OwnFormat:
+class _Completions:
+    """``ChatFormat.completion`` for any format: its prompt, then the reply and end-of-turn token."""
+
+    tok: PreTrainedTokenizerFast
+    eos: int
+
+    def prompt(self, context: Sequence[Message], ctx: int, max_new: int) -> list[int]:
+        raise NotImplementedError
+
+    def completion(self, context: Sequence[Message], reply: str, ctx: int) -> Example:
+        comp = self.tok(reply, add_special_tokens=False)["input_ids"][: ctx // 2] + [self.eos]
+        prompt = self.prompt(context, ctx, len(comp))
+        return prompt + comp, [0] * len(prompt) + [1] * len(comp)
+
+
+class OwnFormat(_Completions):
     """Models trained from scratch here: :mod:`training.chat_format`'s tokens, no system turn."""
 
     def __init__(self, tok: PreTrainedTokenizerFast) -> None:
@@ -76,13 +91,8 @@ class OwnFormat:
     def prompt(self, context: Sequence[Message], ctx: int, max_new: int) -> list[int]:
         return prompt_ids(self._encoded(context, ctx), self.sp, ctx, max_new)
 
-    def completion(self, context: Sequence[Message], reply: str, ctx: int) -> Example:
-        comp = self.tok(reply, add_special_tokens=False)["input_ids"][: ctx // 2] + [self.eos]
-        prompt = self.prompt(context, ctx, len(comp))
-        return prompt + comp, [0] * len(prompt) + [1] * len(comp)
 
-
-class TemplateFormat:
+class TemplateFormat(_Completions):
     """A pretrained base's own chat template, with the engine's system turn opening every prompt."""
 
     def __init__(self, tok: PreTrainedTokenizerFast, system: str) -> None:
@@ -120,11 +130,6 @@ class TemplateFormat:
             if len(ids) <= ctx - max_new or len(msgs) <= 1:
                 return ids[-(ctx - max_new) :]
             msgs = msgs[1:]
-
-    def completion(self, context: Sequence[Message], reply: str, ctx: int) -> Example:
-        comp = self.tok(reply, add_special_tokens=False)["input_ids"][: ctx // 2] + [self.eos]
-        prompt = self.prompt(context, ctx, len(comp))
-        return prompt + comp, [0] * len(prompt) + [1] * len(comp)
 
 
 def has_own_template(tok: PreTrainedTokenizerFast) -> bool:

@@ -29,11 +29,11 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from core.bases import BASE_CARD, BaseRef, find_base, is_adapter, resolve_base
+from core.bases import BASE_CARD, BaseRef, is_adapter, resolve_base
 from core.serving_card import ServingCard
 from training import manifest
 from training.chat_format import CHAT_TEMPLATE, ROLE_TOKENS, SPECIAL_TOKENS
-from training.chat_formats import engine_system_prompt, has_own_template
+from training.chat_formats import engine_system_prompt, has_own_template, resolve_version_path
 from training.data import DATA_VERSION, Rows, Specials, encode_conversations, pack, swap_roles, windows
 from training.generation import chat_generation_config
 from training.loop import TrainArgs, save_final, train
@@ -181,7 +181,7 @@ def template_rows(cfg: FinetuneConfig, split: str, tok, ctx: int, system: str) -
 
 def run_finetune(cfg: FinetuneConfig, force: bool = False) -> Path:
     final = Path(cfg.out_dir) / "final"
-    base = find_base(cfg.base.removeprefix("base:")) if cfg.base.startswith("base:") else Path(cfg.base)
+    base = resolve_version_path(cfg.base)
     # An adapter version (or run) as the base: keep training that adapter on its own base.
     continues = is_adapter(base)
     if continues and not cfg.lora:
