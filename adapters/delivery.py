@@ -1,7 +1,7 @@
 """Getting a message out despite rate limits, platform incidents and flaky networks: the one retry
 layer, the same way for every platform.
 
-Each reply is written to the outbox (``core/outbox.py``) before its first attempt, so that a restart
+Each reply is written to the outbox (``core/delivery/outbox.py``) before its first attempt, so that a restart
 loses no message waiting for a retry. Its parts then go out in order, one chat at a time and paced,
 and every transient failure (a 429, honouring ``retry_after``; a 5xx; a network error) is retried
 with exponential backoff until the message's deadline (``DELIVERY_DEADLINE_S``). Only a permanent
@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from adapters.streaming import StreamedMessage
-from core import metrics
-from core.outbox import (
+from core.delivery.outbox import (
     DEFAULT_DEADLINE_S,
     DeliveryDeadlineError,
     Outbox,
@@ -33,6 +32,7 @@ from core.outbox import (
     PermanentDeliveryError,
     in_memory,
 )
+from core.monitoring import metrics
 from core.types import Reply
 
 log = logging.getLogger(__name__)

@@ -28,8 +28,8 @@ from starlette.routing import Route
 from adapters.markup import to_slack_mrkdwn
 from adapters.slack_acks import bolt_app
 from adapters.slack_http import events_endpoint
-from core.handoff import HandoffError, HandoffService
-from core.outbox import DeliveryError
+from core.delivery.outbox import DeliveryError
+from core.handoff.service import HandoffError, HandoffService
 
 log = logging.getLogger(__name__)
 

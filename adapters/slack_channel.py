@@ -37,7 +37,7 @@ from adapters.slack_http import events_endpoint
 from adapters.splitting import split_rendered
 from adapters.streaming import StreamedMessage, ask_engine
 from core.channel import OnNewMessage
-from core.outbox import Outbox, Pending
+from core.delivery.outbox import Outbox, Pending
 from core.types import IncomingMessage, Reply, conversation_id
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from adapters.web_origins import OriginPolicy
 from core.channel import OnNewMessage
-from core.outbox import Pending, PermanentDeliveryError
+from core.delivery.outbox import Pending, PermanentDeliveryError
 from core.types import IncomingMessage, Reply, Role, Turn, conversation_id
 
 log = logging.getLogger(__name__)

@@ -35,14 +35,14 @@ import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 
 from adapters.delivery import RetryPolicy  # noqa: E402
-from bots.web import create_web_app  # noqa: E402
+from bots.web.app import create_web_app  # noqa: E402
 from core.builder import backend_from  # noqa: E402
 from core.engine import DialogueEngine  # noqa: E402
-from core.percentile import percentile  # noqa: E402
-from core.redis_client import connect  # noqa: E402
-from core.redis_server import EmbeddedRedis  # noqa: E402
+from core.memory.connection import connect  # noqa: E402
+from core.memory.embedded_redis import EmbeddedRedis  # noqa: E402
+from core.memory.store import ContextStore  # noqa: E402
+from core.monitoring.percentile import percentile  # noqa: E402
 from core.settings import CoreSettings  # noqa: E402
-from core.store import ContextStore  # noqa: E402
 from core.types import IncomingMessage, Reply  # noqa: E402
 from tests.fakes.recorder import Call  # noqa: E402
 

@@ -20,15 +20,15 @@ import tempfile
 import time
 from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `chatbot` does (see bots/cli.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `chatbot` does (see bots/cli/main.py)
 
 from core.builder import backend_from
 from core.engine import DialogueEngine
-from core.percentile import percentile
-from core.redis_client import connect
-from core.redis_server import EmbeddedRedis
+from core.memory.connection import connect
+from core.memory.embedded_redis import EmbeddedRedis
+from core.memory.store import ContextStore
+from core.monitoring.percentile import percentile
 from core.settings import CoreSettings
-from core.store import ContextStore
 from core.types import IncomingMessage, Role, Turn
 
 PROMPTS = ["hi there!", "how was your weekend?", "what kind of music do you like?", "tell me about your job"]

@@ -30,14 +30,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.model import resolve_model_dir
-from core.redis_client import connect
-from core.redis_server import EmbeddedRedis, free_port
-from core.scoring import Reranker, length_normalised_logprob
+from core.memory.connection import connect
+from core.memory.embedded_redis import EmbeddedRedis, free_port
+from core.memory.spool import Spool
+from core.memory.store import ContextStore
+from core.model.huggingface import DecodingConfig, TransformersBackend
+from core.model.scoring import Reranker, length_normalised_logprob
+from core.model.versions import resolve_model_dir
 from core.settings import CoreSettings
-from core.spool import Spool
-from core.store import ContextStore
-from core.transformers_backend import DecodingConfig, TransformersBackend
 from core.types import IncomingMessage, Reply, Role, Turn
 
 # The fault scenarios reuse the fake platform servers and the crash client that live in tests/.

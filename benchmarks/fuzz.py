@@ -19,8 +19,8 @@ import atheris
 
 with atheris.instrument_imports():
     from adapters.webchat_channel import parse_frame
-    from core.pii import scrub
-    from core.safety import SafetyFilter
+    from core.safety.pii import scrub
+    from core.safety.rules import SafetyFilter
     from core.text_input import clean_user_text, parse_command
 
 SAFETY = SafetyFilter(blocklist=["darn", "heck"])
@@ -45,7 +45,7 @@ class HttpTarget:
     def __init__(self, which: str) -> None:
         import httpx
 
-        from bots.web import create_web_app
+        from bots.web.app import create_web_app
 
         self.loop = asyncio.new_event_loop()
         self.which = which

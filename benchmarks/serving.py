@@ -22,15 +22,15 @@ import statistics
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `chatbot` does (see bots/cli.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `chatbot` does (see bots/cli/main.py)
 
 import torch
 
 from core.builder import decoding_from, reranker_from
-from core.model import resolve_model_dir
-from core.percentile import percentile
+from core.model.huggingface import BatchingConfig, TransformersBackend
+from core.model.versions import resolve_model_dir
+from core.monitoring.percentile import percentile
 from core.settings import CoreSettings
-from core.transformers_backend import BatchingConfig, TransformersBackend
 from core.types import Role, Turn
 
 PROMPTS = [

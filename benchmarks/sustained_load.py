@@ -26,8 +26,8 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.percentile import percentile  # noqa: E402
-from core.redis_server import EmbeddedRedis, free_port  # noqa: E402
+from core.memory.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from core.monitoring.percentile import percentile  # noqa: E402
 from tests.bots.test_restart_mid_handoff import start_bot  # noqa: E402
 
 PROMPTS = [

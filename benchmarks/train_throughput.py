@@ -178,7 +178,7 @@ def lora_scenario(a: argparse.Namespace, meter: PeakMeter) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from core.bases import find_base
+    from core.model.bases import find_base
     from training.chat_formats import TemplateFormat, engine_system_prompt
     from training.data import pack
     from training.sources import ChitchatSource

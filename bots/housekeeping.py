@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from core.delivery.outbox import Outbox
 from core.engine import DialogueEngine
-from core.handoff import HandoffService
-from core.outbox import Outbox
+from core.handoff.service import HandoffService
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import json
 import logging
 import sys
 
-from core.log_context import ContextFilter
+from core.monitoring.log_context import ContextFilter
 
 
 class JsonFormatter(logging.Formatter):

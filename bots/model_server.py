@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from core.model import ModelBusyError
-from core.transformers_backend import TransformersBackend
+from core.model.backend import ModelBusyError
+from core.model.huggingface import TransformersBackend
 from core.types import Role, Turn
 
 _ROLES = {"user": Role.USER, "assistant": Role.ASSISTANT, "system": Role.SYSTEM}

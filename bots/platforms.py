@@ -18,8 +18,8 @@ from starlette.routing import BaseRoute
 from adapters.delivery import RetryPolicy
 from bots.settings import Settings
 from core.channel import OnNewMessage
-from core.handoff import HandoffService
-from core.outbox import Outbox, Pending
+from core.delivery.outbox import Outbox, Pending
+from core.handoff.service import HandoffService
 from core.types import Reply
 
 log = logging.getLogger(__name__)

@@ -9,16 +9,16 @@ import webbrowser
 import uvicorn
 
 from adapters.webchat_channel import WebChatChannel
-from bots.admin import AdminDashboard
-from bots.agent_console import AgentConsole
 from bots.housekeeping import recover_outbox_forever, replay_spool_forever, sweep_forever
 from bots.platforms import WEB, build_channels, check_only, redact_secrets_in_logs, running, slack_agent_desk
-from bots.sessions import SessionStore
 from bots.settings import Settings
-from bots.web import create_web_app
-from bots.widget import Widget
+from bots.web.admin import AdminDashboard
+from bots.web.agent_console import AgentConsole
+from bots.web.app import create_web_app
+from bots.web.sessions import SessionStore
+from bots.web.widget import Widget
 from core.builder import build_engine
-from core.outbox import Outbox
+from core.delivery.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

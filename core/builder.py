@@ -10,27 +10,27 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
-from core import metrics
-from core.agents import AgentDirectory
-from core.chatlog import ChatLog
+from core.delivery.outbox import Outbox
 from core.engine import DialogueEngine, EngineConfig, Limits
-from core.escalation import EscalationPolicy
-from core.handoff import HandoffService
-from core.model import ModelBackend
-from core.model_reload import ReloadingBackend
-from core.openai_backend import OpenAIBackend, OpenAIConfig
-from core.outbox import Outbox
-from core.rate_limit import RateLimiter
-from core.redis_client import connect
-from core.redis_server import local_redis
-from core.safety import SafetyFilter
-from core.scoring import Reranker, length_normalised_logprob, repetition_penalty
+from core.handoff.agents import AgentDirectory
+from core.handoff.policy import EscalationPolicy
+from core.handoff.service import HandoffService
+from core.memory.chatlog import ChatLog
+from core.memory.connection import connect
+from core.memory.embedded_redis import local_redis
+from core.memory.rate_limit import RateLimiter
+from core.memory.spool import Spool
+from core.memory.store import ContextStore
+from core.model.backend import ModelBackend
+from core.model.openai_compat import OpenAIBackend, OpenAIConfig
+from core.model.reloading import ReloadingBackend
+from core.model.scoring import Reranker, length_normalised_logprob, repetition_penalty
+from core.monitoring import metrics
+from core.safety.rules import SafetyFilter
 from core.settings import CoreSettings
-from core.spool import Spool
-from core.store import ContextStore
 
 if TYPE_CHECKING:
-    from core.transformers_backend import DecodingConfig
+    from core.model.huggingface import DecodingConfig
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def backend_from(settings: CoreSettings) -> ModelBackend:
 
 
 def decoding_from(settings: CoreSettings) -> DecodingConfig:
-    from core.transformers_backend import DecodingConfig
+    from core.model.huggingface import DecodingConfig
 
     return DecodingConfig(
         max_new_tokens=settings.max_new_tokens,
@@ -87,7 +87,7 @@ def decoding_from(settings: CoreSettings) -> DecodingConfig:
 def local_backend_from(settings: CoreSettings) -> ReloadingBackend:
     """The model at MODEL_PATH; with a registry there, it follows promotions and rollbacks."""
     # Imported here so that tools which never generate (and tests of other parts) skip loading torch.
-    from core.transformers_backend import BatchingConfig, TransformersBackend
+    from core.model.huggingface import BatchingConfig, TransformersBackend
 
     decoding = decoding_from(settings)
     reranker = reranker_from(settings)

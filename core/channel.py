@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from core.types import IncomingMessage, Reply
 
 if TYPE_CHECKING:
-    from core.outbox import Pending
+    from core.delivery.outbox import Pending
 
 #: receives the reply text so far while the model generates (for platforms that can edit a message)
 StreamSink = Callable[[str], Awaitable[None]]

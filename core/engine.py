@@ -18,18 +18,19 @@ from dataclasses import dataclass, field, replace
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core import log_context, metrics, texts
+from core import texts
 from core.channel import StreamSink
-from core.chatlog import FEEDBACK_VALUES, ChatLog
-from core.escalation import Escalation, EscalationPolicy, Reason
-from core.escalator import Escalator
-from core.handoff import CONTINUE_WITH_BOT_ACTION, LEAVE_MESSAGE_ACTION, HandoffService
-from core.model import ModelBackend, ModelBusyError
-from core.rate_limit import RateLimiter
-from core.safety import SafetyFilter
-from core.spool import Spool
-from core.store import ContextStore
-from core.streaming import PartialPump
+from core.delivery.partials import PartialPump
+from core.handoff.escalator import Escalator
+from core.handoff.policy import Escalation, EscalationPolicy, Reason
+from core.handoff.service import CONTINUE_WITH_BOT_ACTION, LEAVE_MESSAGE_ACTION, HandoffService
+from core.memory.chatlog import FEEDBACK_VALUES, ChatLog
+from core.memory.rate_limit import RateLimiter
+from core.memory.spool import Spool
+from core.memory.store import ContextStore
+from core.model.backend import ModelBackend, ModelBusyError
+from core.monitoring import log_context, metrics
+from core.safety.rules import SafetyFilter
 from core.text_input import clean_user_text, parse_command
 from core.types import Button, Candidate, IncomingMessage, Mode, Reply, Role, Turn
 

@@ -18,7 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from core.safety import DEFAULT_RULES
+from core.safety.rules import DEFAULT_RULES
 
 
 class CoreSettings(BaseSettings):

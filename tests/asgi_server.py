@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 
-from core.redis_server import free_port
+from core.memory.embedded_redis import free_port
 
 
 @asynccontextmanager

@@ -10,8 +10,8 @@ import pytest
 import torch
 from redis.asyncio import Redis
 
-from core.redis_client import connect
-from core.redis_server import EmbeddedRedis
+from core.memory.connection import connect
+from core.memory.embedded_redis import EmbeddedRedis
 from tests.tiny_model import build_tiny_model
 
 # aiohttp and httpx clients read proxy variables; tests talk to 127.0.0.1 only.

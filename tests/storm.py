@@ -33,14 +33,14 @@ from redis.asyncio import Redis
 from adapters.delivery import RetryPolicy
 from adapters.markup import to_discord_markdown, to_slack_mrkdwn, to_telegram_html
 from adapters.splitting import split_rendered
-from bots.web import create_web_app
+from bots.web.app import create_web_app
 from core.channel import OnNewMessage
+from core.delivery.outbox import Outbox
 from core.engine import DialogueEngine
-from core.outbox import Outbox
-from core.redis_server import free_port
-from core.scoring import Reranker, length_normalised_logprob
-from core.store import ContextStore
-from core.transformers_backend import DecodingConfig, TransformersBackend
+from core.memory.embedded_redis import free_port
+from core.memory.store import ContextStore
+from core.model.huggingface import DecodingConfig, TransformersBackend
+from core.model.scoring import Reranker, length_normalised_logprob
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.recorder import FakeServer
 from tests.fakes.slack_api import FakeSlack

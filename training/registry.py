@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from core.bases import ADAPTER_CONFIG, BASE_CARD, BaseRef, is_adapter
-from core.model import is_model_dir
-from core.model_files import load_causal_lm
-from core.serving_card import NAME as SERVING_CARD
+from core.model.bases import ADAPTER_CONFIG, BASE_CARD, BaseRef, is_adapter
+from core.model.files import load_causal_lm
+from core.model.serving_card import NAME as SERVING_CARD
+from core.model.versions import is_model_dir
 from training import manifest
 from training.generation import chat_generation_config
 from training.loop import hardware

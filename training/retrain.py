@@ -43,12 +43,12 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, GenerationConfig
 
-from core.bases import BASE_CARD, is_adapter, resolve_base
-from core.chatlog import ChatLog
-from core.model import is_model_dir
-from core.model_files import load_tokenizer
-from core.serving_card import NAME as SERVING_CARD
-from core.serving_card import ServingCard
+from core.memory.chatlog import ChatLog
+from core.model.bases import BASE_CARD, is_adapter, resolve_base
+from core.model.files import load_tokenizer
+from core.model.serving_card import NAME as SERVING_CARD
+from core.model.serving_card import ServingCard
+from core.model.versions import is_model_dir
 from training import manifest, registry
 from training.chat_formats import ChatFormat, engine_system_prompt, format_for
 from training.data import Rows, pack

@@ -9,9 +9,9 @@ import pytest
 
 from core.channel import StreamSink
 from core.engine import DialogueEngine, EngineConfig
-from core.scoring import Reranker, blocklist, length_normalised_logprob, repetition_penalty
-from core.store import ContextStore
-from core.transformers_backend import DecodingConfig, TransformersBackend
+from core.memory.store import ContextStore
+from core.model.huggingface import DecodingConfig, TransformersBackend
+from core.model.scoring import Reranker, blocklist, length_normalised_logprob, repetition_penalty
 from core.types import IncomingMessage, Reply
 from tests.fakes.recorder import Call
 

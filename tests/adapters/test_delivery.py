@@ -11,7 +11,7 @@ import time
 import pytest
 
 from adapters.delivery import Delivery, Part, Permanent, RetryPolicy, Transient, UndeliverableError
-from core.outbox import DeliveryDeadlineError
+from core.delivery.outbox import DeliveryDeadlineError
 from core.types import Reply
 
 

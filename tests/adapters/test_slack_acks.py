@@ -15,12 +15,12 @@ import pytest
 
 from adapters.slack_agent_desk import SlackAgentDesk, SlackDeskConfig
 from adapters.slack_channel import SlackChannel, SlackConfig
-from bots.web import create_web_app
+from bots.web.app import create_web_app
 from core import texts
-from core.agents import AgentDirectory
-from core.handoff import HandoffService
-from core.outbox import Outbox
-from core.store import ContextStore
+from core.delivery.outbox import Outbox
+from core.handoff.agents import AgentDirectory
+from core.handoff.service import HandoffService
+from core.memory.store import ContextStore
 from core.types import Button, IncomingMessage, Reply
 from tests.adapters.test_slack_channel import BOT_TOKEN, PATH, SECRET, running
 from tests.fakes.recorder import Call

@@ -17,15 +17,15 @@ import pytest
 from adapters.delivery import RetryPolicy
 from adapters.slack_agent_desk import SlackAgentDesk, SlackDeskConfig
 from adapters.telegram_channel import TelegramChannel, TelegramConfig
-from bots.web import create_web_app
+from bots.web.app import create_web_app
 from core import texts
-from core.agents import AgentDirectory
 from core.builder import escalation_from
+from core.delivery.outbox import Outbox
 from core.engine import DialogueEngine
-from core.handoff import HandoffService
-from core.outbox import Outbox
+from core.handoff.agents import AgentDirectory
+from core.handoff.service import HandoffService
+from core.memory.store import ContextStore
 from core.settings import CoreSettings
-from core.store import ContextStore
 from core.types import Mode
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.telegram_api import FakeTelegram

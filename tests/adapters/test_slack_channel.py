@@ -11,7 +11,7 @@ import pytest
 
 from adapters.delivery import RetryPolicy, UndeliverableError
 from adapters.slack_channel import SlackChannel, SlackConfig
-from bots.web import create_web_app
+from bots.web.app import create_web_app
 from core import texts
 from core.channel import OnNewMessage
 from core.types import Button, Reply, conversation_id

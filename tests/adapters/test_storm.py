@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.faults import storm
-from core.store import ContextStore
+from core.memory.store import ContextStore
 from tests.storm import (
     Platform,
     Seen,

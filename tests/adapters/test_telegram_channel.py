@@ -11,7 +11,7 @@ import pytest
 
 from adapters.delivery import RetryPolicy, UndeliverableError
 from adapters.telegram_channel import SECRET_HEADER, TelegramChannel, TelegramConfig
-from bots.web import create_web_app
+from bots.web.app import create_web_app
 from core import texts
 from core.types import Button, Reply, conversation_id
 from tests.adapters.conftest import STREAM_INTERVAL_S, Answered, assert_paced

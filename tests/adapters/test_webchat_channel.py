@@ -8,11 +8,11 @@ import pytest
 import websockets
 
 from adapters.webchat_channel import ChannelUnavailableError, WebChatChannel
-from bots.web import create_web_app
+from bots.web.app import create_web_app
 from core.engine import DialogueEngine
-from core.scoring import Reranker, length_normalised_logprob
-from core.store import ContextStore
-from core.transformers_backend import DecodingConfig, TransformersBackend
+from core.memory.store import ContextStore
+from core.model.huggingface import DecodingConfig, TransformersBackend
+from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import Button, Reply
 from tests.asgi_server import running_server
 
@@ -110,7 +110,7 @@ async def test_proactive_send_reaches_every_open_tab_or_raises(chat) -> None:
 
 
 async def test_a_returning_user_sees_what_an_agent_wrote_while_the_page_was_closed(redis, tiny_model_dir):
-    from core.outbox import PermanentDeliveryError
+    from core.delivery.outbox import PermanentDeliveryError
     from core.types import Role, Turn
 
     store = ContextStore(redis, prefix="wch:")

@@ -23,7 +23,7 @@ def cli_env(monkeypatch, redis_server):
 async def page():
     from playwright.async_api import async_playwright
 
-    from tests.bots.test_web_chat_page import CHROMIUM, CHROMIUM_ARGS
+    from tests.bots.web.test_chat_page import CHROMIUM, CHROMIUM_ARGS
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)

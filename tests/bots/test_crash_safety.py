@@ -13,7 +13,7 @@ import signal
 import pytest
 import websockets
 
-from core.redis_server import free_port
+from core.memory.embedded_redis import free_port
 from core.types import Role
 from tests.bots.test_restart_mid_handoff import start_bot
 

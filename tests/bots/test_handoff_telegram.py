@@ -11,19 +11,19 @@ import pytest
 
 from adapters.delivery import RetryPolicy
 from adapters.telegram_channel import TelegramChannel, TelegramConfig
-from bots.agent_console import AgentConsole
-from bots.sessions import SessionStore
-from bots.web import create_web_app
+from bots.web.agent_console import AgentConsole
+from bots.web.app import create_web_app
+from bots.web.sessions import SessionStore
 from core import texts
-from core.agents import AgentDirectory
+from core.delivery.outbox import Outbox
 from core.engine import DialogueEngine
-from core.handoff import HandoffService
-from core.outbox import Outbox
-from core.scoring import Reranker, length_normalised_logprob
-from core.store import ContextStore
-from core.transformers_backend import DecodingConfig, TransformersBackend
+from core.handoff.agents import AgentDirectory
+from core.handoff.service import HandoffService
+from core.memory.store import ContextStore
+from core.model.huggingface import DecodingConfig, TransformersBackend
+from core.model.scoring import Reranker, length_normalised_logprob
 from tests.asgi_server import running_server
-from tests.bots.test_web_chat_page import CHROMIUM, CHROMIUM_ARGS
+from tests.bots.web.test_chat_page import CHROMIUM, CHROMIUM_ARGS
 from tests.fakes.telegram_api import FakeTelegram
 
 TOKEN = "123456:HANDOFF-token"

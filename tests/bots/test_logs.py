@@ -9,9 +9,9 @@ import logging
 
 from bots.logs import setup_logging
 from core.engine import DialogueEngine
-from core.scoring import Reranker, length_normalised_logprob
-from core.store import ContextStore
-from core.transformers_backend import DecodingConfig, TransformersBackend
+from core.memory.store import ContextStore
+from core.model.huggingface import DecodingConfig, TransformersBackend
+from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import IncomingMessage
 
 

@@ -14,7 +14,7 @@ from bots.platforms import PlatformNotConfiguredError, RedactSecrets, build_chan
 from bots.runner import serve
 from bots.settings import Settings
 from core import texts
-from core.outbox import Outbox
+from core.delivery.outbox import Outbox
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.telegram_api import FakeTelegram
@@ -143,7 +143,7 @@ async def test_serve_answers_on_every_configured_platform(redis, redis_server, t
 def test_run_only_an_unconfigured_platform_fails_before_loading_a_model(monkeypatch) -> None:
     from typer.testing import CliRunner
 
-    from bots.cli import app
+    from bots.cli.main import app
     from bots.settings import get_settings
 
     monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)

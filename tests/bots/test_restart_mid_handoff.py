@@ -14,9 +14,9 @@ import httpx
 import pytest
 import websockets
 
-from core.agents import AgentDirectory
-from core.redis_server import free_port
-from tests.bots.test_agent_console import login
+from core.handoff.agents import AgentDirectory
+from core.memory.embedded_redis import free_port
+from tests.bots.web.test_agent_console import login
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ async def start_bot(env: dict[str, str], port: int) -> asyncio.subprocess.Proces
     fd, name = tempfile.mkstemp(prefix="bot-", suffix=".log")
     log_path = Path(name)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bots.cli", "run", "--port", str(port),
+        sys.executable, "-m", "bots.cli.main", "run", "--port", str(port),
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=fd,
     )  # fmt: skip
     os.close(fd)  # the child has its own copy

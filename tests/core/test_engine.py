@@ -9,9 +9,9 @@ import pytest
 
 from core import texts
 from core.engine import DialogueEngine, EngineConfig
-from core.scoring import Reranker, blocklist, length_normalised_logprob, repetition_penalty
-from core.store import ContextStore
-from core.transformers_backend import DecodingConfig, TransformersBackend
+from core.memory.store import ContextStore
+from core.model.huggingface import DecodingConfig, TransformersBackend
+from core.model.scoring import Reranker, blocklist, length_normalised_logprob, repetition_penalty
 from core.types import Candidate, IncomingMessage, Mode, Role, Turn
 
 
@@ -272,7 +272,7 @@ async def test_an_event_re_handled_after_a_crash_is_kept_and_answered_once(engin
 
 
 async def test_an_unsafe_partial_stops_the_stream(store, tiny_model_dir) -> None:
-    from core.safety import SafetyFilter
+    from core.safety.rules import SafetyFilter
 
     greedy = TransformersBackend(
         tiny_model_dir,

@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 from adapters.webchat_channel import Frame, parse_frame
 from core import texts
 from core.engine import DialogueEngine
-from core.pii import scrub
-from core.redis_client import connect
-from core.safety import SafetyFilter
-from core.scoring import Reranker, length_normalised_logprob
-from core.store import ContextStore
+from core.memory.connection import connect
+from core.memory.store import ContextStore
+from core.model.huggingface import DecodingConfig, TransformersBackend
+from core.model.scoring import Reranker, length_normalised_logprob
+from core.safety.pii import scrub
+from core.safety.rules import SafetyFilter
 from core.text_input import clean_user_text, parse_command
-from core.transformers_backend import DecodingConfig, TransformersBackend
 from core.types import IncomingMessage, Role, Turn
 
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=300)

@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from core.bases import BASE_CARD, BaseModelError, BaseRef, find_base, resolve_base
-from core.model import resolve_model_dir
-from core.scoring import Reranker, length_normalised_logprob
-from core.serving_card import ServingCard
+from core.model.bases import BASE_CARD, BaseModelError, BaseRef, find_base, resolve_base
+from core.model.scoring import Reranker, length_normalised_logprob
+from core.model.serving_card import ServingCard
+from core.model.versions import resolve_model_dir
 from core.types import Role, Turn
 from tests.tiny_model import build_tiny_chatml_base
 from training import registry
@@ -162,7 +162,7 @@ def test_adapter_version_registers_small_and_serves_merged(adapter, tmp_path, wo
     assert "LoRA adapter" in (dest / "README.md").read_text() and "`tiny`" in (dest / "README.md").read_text()
     assert resolve_model_dir(models) == dest
 
-    from core.transformers_backend import DecodingConfig, TransformersBackend
+    from core.model.huggingface import DecodingConfig, TransformersBackend
 
     backend = TransformersBackend(
         models,
@@ -215,7 +215,7 @@ def test_load_version_gives_a_base_the_engine_system_turn(base, cache):
 def test_serving_a_version_without_its_base_says_how_to_build_it(adapter, base):
     import shutil
 
-    from core.model import ModelNotFoundError
+    from core.model.backend import ModelNotFoundError
 
     shutil.rmtree(base)
     with pytest.raises(ModelNotFoundError, match="chatbot train base"):
@@ -275,8 +275,8 @@ def test_retrain_trains_a_new_adapter_on_the_same_base_and_the_gate_compares_the
 
 
 async def test_hot_reload_swaps_between_adapter_versions(adapter, work, tmp_path):
-    from core.model_reload import ReloadingBackend
-    from core.transformers_backend import DecodingConfig, TransformersBackend
+    from core.model.huggingface import DecodingConfig, TransformersBackend
+    from core.model.reloading import ReloadingBackend
 
     models = tmp_path / "models"
     v1 = registry.register(

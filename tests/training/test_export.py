@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core.agents import AgentDirectory
-from core.chatlog import ChatLog
+from core.delivery.outbox import Outbox
 from core.engine import DialogueEngine
-from core.handoff import HandoffService
-from core.model import ModelBackend
-from core.outbox import Outbox
-from core.redis_client import connect
-from core.scoring import Reranker, length_normalised_logprob
-from core.store import ContextStore
-from core.transformers_backend import DecodingConfig, TransformersBackend
+from core.handoff.agents import AgentDirectory
+from core.handoff.service import HandoffService
+from core.memory.chatlog import ChatLog
+from core.memory.connection import connect
+from core.memory.store import ContextStore
+from core.model.backend import ModelBackend
+from core.model.huggingface import DecodingConfig, TransformersBackend
+from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import IncomingMessage, Reply, Role, Turn
 from training.cli import app
 from training.export import ExportConfig, export_logs, user_hash

@@ -59,8 +59,8 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     cont = json.loads((tmp_path / "runs" / "more" / "history.json").read_text())["history"][0][1]
     assert cont < first - 1.0, (cont, first)
 
-    from core.scoring import Reranker
-    from core.transformers_backend import DecodingConfig, TransformersBackend
+    from core.model.huggingface import DecodingConfig, TransformersBackend
+    from core.model.scoring import Reranker
     from core.types import Role, Turn
 
     backend = TransformersBackend(

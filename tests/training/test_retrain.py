@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core.redis_client import connect
-from core.scoring import Reranker
-from core.transformers_backend import DecodingConfig, TransformersBackend
+from core.memory.connection import connect
+from core.model.huggingface import DecodingConfig, TransformersBackend
+from core.model.scoring import Reranker
 from core.types import IncomingMessage
 from training import registry
 from training.chat_formats import OwnFormat

@@ -1,0 +1,167 @@
+"""The agent console at `/agent`: login, live queue, transcripts, reply, claim/release/transfer/resolve,
+and the messages that could not be delivered (to send again).
+
+JSON API under ``/agent/api``; live updates as Server-Sent Events relayed from the handoff
+service's Redis pub/sub channel, so every replica's console sees every change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import BaseRoute, Route
+
+from bots.web.login import WebLogin
+from bots.web.sessions import SessionStore
+from bots.web.undelivered import UndeliveredApi
+from core.delivery.outbox import DeliveryError
+from core.handoff.service import HandoffError, HandoffService
+from core.handoff.stats import figures_since, start_of_today
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+
+
+class AgentConsole:
+    def __init__(
+        self,
+        handoff: HandoffService,
+        sessions: SessionStore,
+        cookie_secure: bool = False,
+        heartbeat_s: float = 15.0,
+    ) -> None:
+        self.handoff = handoff
+        self.agents = handoff.agents
+        self.heartbeat_s = heartbeat_s
+        self.auth = WebLogin(
+            self.agents, sessions, "/agent", "Agent console", frozenset({"agent", "admin"}), cookie_secure,
+            on_login=lambda agent: self.agents.set_presence(agent.username, "online"),
+        )  # fmt: skip
+        self.undelivered = UndeliveredApi(handoff.outbox, self.auth, "/agent")
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            *self.auth.routes(),
+            *self.undelivered.routes(),
+            Route("/agent", self.page),
+            Route("/agent/api/me", self.me),
+            Route("/agent/api/queue", self.queue),
+            Route("/agent/api/conversation", self.conversation),
+            Route("/agent/api/act", self.act, methods=["POST"]),
+            Route("/agent/api/events", self.events),
+        ]
+
+    # --- pages and reads ---
+    async def page(self, request: Request) -> Response:
+        if await self.auth.session(request) is None:
+            return RedirectResponse("/agent/login", status_code=303)
+        return FileResponse(STATIC / "agent.html", media_type="text/html")
+
+    async def me(self, request: Request) -> Response:
+        session = await self.auth.require(request)
+        if isinstance(session, Response):
+            return session
+        agent = await self.agents.get(session.username)
+        others = [a.username for a in await self.agents.all() if a.username != session.username]
+        return JSONResponse(
+            {"username": session.username, "display_name": agent.display_name if agent else "",
+             "csrf": session.csrf, "agents": others}
+        )  # fmt: skip
+
+    async def queue(self, request: Request) -> Response:
+        session = await self.auth.require(request)
+        if isinstance(session, Response):
+            return session
+        await self.agents.set_presence(session.username, "online")
+        me = await self.agents.get(session.username)
+        entries = [
+            {"cid": e.conversation_id, "platform": e.platform, "user": e.user_id, "reason": e.reason,
+             "requested_at": e.requested_at, "priority": e.priority, "mode": str(e.mode), "agent": e.agent,
+             "team": e.team}
+            for e in await self.handoff.queue()
+            if me and (self.handoff.serves(me, e.team) or e.agent == me.username)  # routed to my teams
+        ]  # fmt: skip
+        today = await figures_since(self.handoff.redis, self.handoff.log_key, start_of_today())
+        return JSONResponse({"queue": entries, "today": today.as_dict()})
+
+    async def conversation(self, request: Request) -> Response:
+        session = await self.auth.require(request)
+        if isinstance(session, Response):
+            return session
+        cid = request.query_params.get("cid", "")
+        state = await self.handoff.store.state(cid)
+        transcript = [
+            {"role": str(t.role), "text": t.text, "ts": t.timestamp, "ref": t.ref}
+            for t in await self.handoff.transcript(cid)
+        ]
+        info = {key: state.fields.get(key, "") for key in ("platform", "user", "reason", "agent")}
+        candidates = json.loads(state.fields.get("candidates", "[]"))
+        return JSONResponse(
+            {"cid": cid, "mode": str(state.mode), **info, "candidates": candidates, "transcript": transcript}
+        )
+
+    # --- actions ---
+    async def act(self, request: Request) -> Response:
+        checked = await self.auth.require_action(request, "cid")
+        if isinstance(checked, Response):
+            return checked
+        session, body = checked
+        cid, action, me = body["cid"], body.get("action"), session.username
+        try:
+            if action == "claim":
+                await self.handoff.claim(cid, me)
+            elif action == "release":
+                await self.handoff.release(cid, me)
+            elif action == "resolve":
+                await self.handoff.resolve(cid, me, str(body.get("note", "")))
+            elif action == "transfer":
+                await self.handoff.transfer(cid, me, str(body.get("to", "")))
+            elif action == "reply":
+                await self.handoff.agent_reply(cid, me, str(body.get("text", "")))
+            elif action == "correct":
+                await self.handoff.correct(cid, me, str(body.get("ref", "")), str(body.get("text", "")))
+            else:
+                return JSONResponse({"error": f"unknown action {action!r}"}, status_code=400)
+        except HandoffError as error:
+            return JSONResponse({"error": str(error)}, status_code=409)
+        except DeliveryError as error:
+            # The reply is recorded (and, unless refused for good, listed under "Not delivered"); the
+            # agent must know it did not reach the user yet.
+            return JSONResponse({"error": f"Saved, but not delivered: {error}"}, status_code=502)
+        return JSONResponse({"ok": True})
+
+    async def events(self, request: Request) -> Response:
+        session = await self.auth.require(request)
+        if isinstance(session, Response):
+            return session
+        return StreamingResponse(self._stream(request), media_type="text/event-stream")
+
+    async def _stream(self, request: Request) -> AsyncIterator[str]:
+        pubsub = self.handoff.redis.pubsub()
+        await pubsub.subscribe(self.handoff.events_channel)
+        try:
+            yield ": connected\n\n"
+            while not await request.is_disconnected():
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.heartbeat_s)
+                if message is None:
+                    yield ": keep-alive\n\n"
+                    continue
+                yield f"data: {message['data'].decode()}\n\n"
+        except asyncio.CancelledError:
+            raise
+        finally:
+            await pubsub.unsubscribe()
+            await pubsub.aclose()

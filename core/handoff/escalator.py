@@ -1,0 +1,95 @@
+"""Applies the escalation policy to live conversations and hands them to people.
+
+The policy (``core/handoff/policy.py``) decides from text and scores; this keeps the per-conversation
+counters (frustration, low-confidence streak) in the conversation state, records the handoff in
+the chat log and metrics, routes it to a team, and queues it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from core import texts
+from core.handoff.policy import Escalation, EscalationPolicy, Reason
+from core.handoff.service import HandoffService
+from core.memory.chatlog import ChatLog
+from core.memory.store import ContextStore
+from core.monitoring import metrics
+from core.types import Candidate, IncomingMessage, Reply, Role, Turn
+
+log = logging.getLogger(__name__)
+
+
+class Escalator:
+    def __init__(
+        self,
+        handoff: HandoffService,
+        store: ContextStore,
+        policy: EscalationPolicy | None = None,
+        chatlog: ChatLog | None = None,
+        team_routes: Mapping[str, str] | None = None,
+    ) -> None:
+        self.handoff = handoff
+        self.store = store
+        self.policy = policy
+        self.chatlog = chatlog
+        self.team_routes = dict(team_routes or {})
+
+    async def before_reply(
+        self, message: IncomingMessage, text: str, fields: dict[str, str], history: list[Turn]
+    ) -> Escalation | None:
+        """A sensitive topic or an explicit request in this message, or the user's frustration."""
+        if self.policy is None:
+            return None
+        found = self.policy.before_reply(text)
+        if found:
+            return found
+        earlier = [t.text for t in history[:-1] if t.role == Role.USER]
+        if self.policy.frustration_signal(text, earlier):
+            if await self._count(message, fields, "frustration") >= self.policy.frustration_turns:
+                return Escalation(str(Reason.FRUSTRATION))
+        return None
+
+    async def after_reply(
+        self, message: IncomingMessage, fields: dict[str, str], candidates: Sequence[Candidate]
+    ) -> Escalation | None:
+        """Low confidence for the configured number of turns in a row."""
+        if self.policy is None:
+            return None
+        if not self.policy.low_confidence(candidates):
+            if fields.get("low_conf_streak", "0") != "0":
+                await self.store.update_state(message.conversation_id, low_conf_streak="0")
+            return None
+        if await self._count(message, fields, "low_conf_streak") >= self.policy.low_confidence_turns:
+            return Escalation(str(Reason.LOW_CONFIDENCE))
+        return None
+
+    async def _count(self, message: IncomingMessage, fields: dict[str, str], counter: str) -> int:
+        """Add one to a per-conversation counter kept in the conversation state; the new value."""
+        value = int(fields.get(counter, 0)) + 1
+        await self.store.update_state(message.conversation_id, **{counter: str(value)})
+        return value
+
+    async def escalate(
+        self, message: IncomingMessage, escalation: Escalation, candidates: Sequence[Candidate] = ()
+    ) -> list[Reply]:
+        """Queue the conversation for people; the replies tell the user (and may be a fixed reply)."""
+        snapshot = [{"text": c.text, "score": c.score, "logprob": c.logprob} for c in candidates]
+        metrics.HANDOFFS.labels(escalation.reason.split(":")[0]).inc()
+        if self.chatlog:
+            await self.chatlog.event(
+                message.conversation_id,
+                message.platform,
+                message.user_id,
+                "escalation",
+                reason=escalation.reason,
+            )
+        team = self.team_routes.get(escalation.reason, "")
+        position = await self.handoff.request(
+            message.conversation_id, escalation.reason, escalation.priority, team, candidates=snapshot
+        )
+        log.info("conversation %s handed off: %s", message.conversation_id, escalation.reason)
+        replies = [Reply(escalation.fixed_reply)] if escalation.fixed_reply else []
+        meta = {"handoff": escalation.reason, "position": position}
+        return [*replies, Reply(texts.QUEUED.format(position=position), metadata=meta)]

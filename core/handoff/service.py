@@ -1,0 +1,336 @@
+"""Human handoff: one state machine per conversation (bot → queued → agent → bot) and the agent queue.
+
+All state lives in Redis, each transition is one Lua script (two agents can never claim the same
+conversation), and every step is published on a pub/sub channel for live agent consoles and
+recorded on a stream for the handoff metrics. Notices to the user (queued, agent joined, bot back)
+go out through the outbox, because they arrive with no user message in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+
+from redis.asyncio import Redis
+
+from core import texts
+from core.delivery.outbox import Outbox
+from core.handoff import lua
+from core.handoff.agents import Agent, AgentDirectory
+from core.memory.chatlog import ChatLog
+from core.memory.store import ContextStore
+from core.monitoring import metrics
+from core.types import Button, Mode, Reply, Role, Turn
+
+log = logging.getLogger(__name__)
+
+LEAVE_MESSAGE_ACTION = "handoff:wait"
+CONTINUE_WITH_BOT_ACTION = "handoff:bot"
+
+
+class HandoffError(RuntimeError):
+    """A transition that is not allowed now; the message is fit to show an agent."""
+
+
+_ERRORS = {
+    -1: "This conversation is not in a state that allows that (someone may have acted first).",
+    -2: "That agent is at their limit of concurrent conversations.",
+    -3: "Another agent holds this conversation.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    conversation_id: str
+    platform: str
+    user_id: str
+    reason: str
+    requested_at: float
+    priority: int
+    team: str
+    mode: Mode
+    agent: str
+
+
+class HandoffService:
+    def __init__(
+        self,
+        store: ContextStore,
+        agents: AgentDirectory,
+        outbox: Outbox | None = None,
+        no_agent_wait_s: float = 300.0,
+        chatlog: ChatLog | None = None,
+    ) -> None:
+        self.store = store
+        self.chatlog = chatlog
+        self.redis: Redis = store.redis
+        self.agents = agents
+        self.outbox = outbox or Outbox()
+        self.no_agent_wait_s = no_agent_wait_s
+        p = store.prefix
+        self.queue_key, self.log_key = f"{p}handoff:queue", f"{p}handoff:log"
+        self.events_channel = f"{p}handoff:events"
+        self._request = self.redis.register_script(lua.REQUEST)
+        self._claim = self.redis.register_script(lua.CLAIM)
+        self._release = self.redis.register_script(lua.RELEASE)
+        self._transfer = self.redis.register_script(lua.TRANSFER)
+        self._resolve = self.redis.register_script(lua.RESOLVE)
+
+    def _convs(self, agent: str) -> str:
+        return f"{self.store.prefix}agent:{agent}:convs"
+
+    def transcript_key(self, cid: str) -> str:
+        return f"{self.store.prefix}conv:{cid}:transcript"
+
+    async def _publish(self, kind: str, cid: str, **data: object) -> None:
+        event = {"id": uuid.uuid4().hex, "type": kind, "cid": cid, **data}
+        await self.redis.publish(self.events_channel, json.dumps(event))
+
+    @asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[AsyncIterator[dict]]:
+        """Subscribe (done when this enters) to every handoff event published by any process."""
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(self.events_channel)
+
+        async def iterate() -> AsyncIterator[dict]:
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    yield json.loads(message["data"])
+
+        try:
+            yield iterate()
+        finally:
+            await pubsub.unsubscribe()
+            await pubsub.aclose()
+
+    async def first_to_handle(self, desk: str, event_id: str, ttl_s: int = 3600) -> bool:
+        """True for exactly one caller across replicas: who relays this event to an external desk."""
+        key = f"{self.store.prefix}desk:{desk}:seen:{event_id}"
+        return bool(await self.redis.set(key, b"1", nx=True, ex=ttl_s))
+
+    # --- threads on external agent desks (e.g. a Slack channel) ---
+    async def link_thread(self, cid: str, desk: str, thread: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.store.state_key(cid), f"{desk}_thread", thread)
+            pipe.set(f"{self.store.prefix}desk:{desk}:thread:{thread}", cid, ex=self.store.ttl_s)
+            await pipe.execute()
+
+    async def thread_of(self, cid: str, desk: str) -> str | None:
+        return (await self.store.state(cid)).fields.get(f"{desk}_thread")
+
+    async def conversation_of_thread(self, desk: str, thread: str) -> str | None:
+        cid = await self.redis.get(f"{self.store.prefix}desk:{desk}:thread:{thread}")
+        return cid.decode() if cid else None
+
+    @staticmethod
+    def _check(code: int) -> None:
+        if code < 0:
+            raise HandoffError(_ERRORS[code])
+
+    # --- the user's side ---
+    async def request(
+        self,
+        cid: str,
+        reason: str,
+        priority: int = 0,
+        team: str = "",
+        candidates: Sequence[dict] = (),
+    ) -> int:
+        """Queue the conversation for agents (no-op if already handed off); returns its queue position."""
+        now = time.time()
+        score = -priority * 1e10 + now  # higher priority first, then longest waiting
+        keys = [self.store.state_key(cid), self.queue_key, self.log_key]
+        position = int(await self._request(keys=keys, args=[cid, reason, now, priority, team, score]))
+        transcript = self.transcript_key(cid)
+        if not await self.redis.exists(transcript):
+            # Snapshot the context the agent needs: the history so far and the bot's candidates.
+            history = await self.store.history(cid)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for turn in history:
+                    pipe.rpush(transcript, json.dumps(turn.to_dict()))
+                pipe.expire(transcript, self.store.ttl_s)
+                await pipe.execute()
+            if candidates:
+                await self.store.update_state(cid, candidates=json.dumps(list(candidates)))
+        await self._publish("queued", cid, reason=reason, position=position)
+        return position
+
+    async def record_user_message(self, cid: str, turn: Turn) -> None:
+        """Called for each user message while a person holds or will hold the conversation."""
+        await self.redis.rpush(self.transcript_key(cid), json.dumps(turn.to_dict()))
+        await self.redis.expire(self.transcript_key(cid), self.store.ttl_s)
+        await self._publish("message", cid, role="user", text=turn.text)
+
+    async def position(self, cid: str) -> int | None:
+        rank = await self.redis.zrank(self.queue_key, cid)
+        return None if rank is None else rank + 1
+
+    async def continue_with_bot(self, cid: str) -> None:
+        """The user gave up waiting: the bot answers again, but agents still see the conversation."""
+        await self.store.update_state(cid, mode=str(Mode.BOT))
+        await self._publish("bot_continues", cid)
+
+    # --- the agents' side ---
+    async def queue(self, limit: int = 200) -> list[QueueEntry]:
+        """Waiting conversations, best first, then those agents hold."""
+        cids = [c.decode() for c in await self.redis.zrange(self.queue_key, 0, limit - 1)]
+        for agent in await self.agents.all():
+            cids += sorted(c.decode() for c in await self.redis.smembers(self._convs(agent.username)))
+        entries = []
+        for cid in cids:
+            state = await self.store.state(cid)
+            f = state.fields
+            entries.append(
+                QueueEntry(
+                    cid,
+                    f.get("platform", ""),
+                    f.get("user", ""),
+                    f.get("reason", ""),
+                    float(f.get("requested_at", 0) or 0),
+                    int(f.get("priority", 0) or 0),
+                    f.get("team", ""),
+                    state.mode,
+                    f.get("agent", ""),
+                )  # fmt: skip
+            )
+        return entries
+
+    async def correct(self, cid: str, agent: str, ref: str, text: str) -> None:
+        """The agent marks the bot's turn ``ref`` wrong and writes the right reply (a training target)."""
+        text = text.strip()
+        if not text:
+            raise HandoffError("Write the right reply first.")
+        if self.chatlog is None:
+            raise HandoffError("Chat logging is off, so corrections cannot be kept.")
+        logged = await self.chatlog.get(ref)
+        if not logged or logged.get("cid") != cid or logged.get("role") != str(Role.ASSISTANT):
+            raise HandoffError("That is not one of the bot's replies in this conversation.")
+        await self.chatlog.correction(cid, logged["platform"], logged["user"], ref, agent, text)
+        await self._publish("corrected", cid, agent=agent, ref=ref)
+
+    async def transcript(self, cid: str) -> list[Turn]:
+        return [
+            Turn.from_dict(json.loads(x)) for x in await self.redis.lrange(self.transcript_key(cid), 0, -1)
+        ]
+
+    def serves(self, profile: Agent, entry_team: str) -> bool:
+        """Routing: a conversation routed to a team is for that team's agents (admins take any)."""
+        return not entry_team or entry_team in profile.teams or profile.role == "admin"
+
+    async def claim(self, cid: str, agent: str) -> None:
+        profile = await self.agents.get(agent)
+        if profile is None:
+            raise HandoffError(f"unknown agent {agent!r}")
+        team = (await self.store.state(cid)).fields.get("team", "")
+        if not self.serves(profile, team):
+            raise HandoffError(f"This conversation is routed to the {team} team.")
+        keys = [self.store.state_key(cid), self.queue_key, self._convs(agent), self.log_key]
+        now = time.time()
+        self._check(int(await self._claim(keys=keys, args=[cid, agent, now, profile.max_concurrent])))
+        requested = (await self.store.state(cid)).fields.get("requested_at")
+        if requested:
+            metrics.HANDOFF_WAIT_SECONDS.observe(max(0.0, now - float(requested)))
+        await self._publish("claimed", cid, agent=agent)
+        await self._notify(cid, texts.AGENT_JOINED.format(name=profile.display_name))
+
+    async def release(self, cid: str, agent: str) -> None:
+        keys = [self.store.state_key(cid), self.queue_key, self._convs(agent)]
+        self._check(int(await self._release(keys=keys, args=[cid, agent])))
+        await self._publish("released", cid, agent=agent)
+
+    async def transfer(self, cid: str, agent: str, to_agent: str) -> None:
+        target = await self.agents.get(to_agent)
+        if target is None:
+            raise HandoffError(f"unknown agent {to_agent!r}")  # a transfer may cross teams on purpose
+        keys = [self.store.state_key(cid), self._convs(agent), self._convs(to_agent)]
+        self._check(int(await self._transfer(keys=keys, args=[cid, agent, to_agent, target.max_concurrent])))
+        await self._publish("transferred", cid, agent=to_agent, previous=agent)
+        await self._notify(cid, texts.AGENT_JOINED.format(name=target.display_name))
+
+    async def resolve(self, cid: str, agent: str, note: str = "") -> None:
+        keys = [self.store.state_key(cid), self.queue_key, self._convs(agent), self.log_key]
+        self._check(int(await self._resolve(keys=keys, args=[cid, agent, time.time(), note])))
+        await self.redis.delete(self.transcript_key(cid))
+        await self._publish("resolved", cid, agent=agent)
+        await self._notify(cid, texts.BOT_BACK)
+
+    async def agent_reply(self, cid: str, agent: str, text: str) -> None:
+        """Keep the agent's turn (history, transcript, and the chat log, where retraining finds it as a
+        gold reply for its context), then deliver it to the user.
+
+        Raises HandoffError if the agent does not hold the conversation, DeliveryError if the user's
+        platform refused it or could not be reached until the delivery deadline (the turn stays
+        recorded, and the message stays in the undelivered list, to be sent again).
+        """
+        text = text.strip()
+        if not text:
+            raise HandoffError("An empty reply was not sent.")
+        state = await self.store.state(cid)
+        if state.mode != Mode.AGENT or state.fields.get("agent") != agent:
+            raise HandoffError(_ERRORS[-3] if state.mode == Mode.AGENT else _ERRORS[-1])
+        now = time.time()
+        turn = Turn(Role.AGENT, text, now, len(text.split()))
+        platform, user = state.fields.get("platform", ""), state.fields.get("user", "")
+        if self.chatlog:
+            ref = await self.chatlog.turn(cid, platform, user, turn)
+            turn = replace(turn, ref=ref)
+        await self.store.append(cid, platform, user, turn)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(self.transcript_key(cid), json.dumps(turn.to_dict()))
+            if "first_reply_at" not in state.fields:
+                pipe.hset(self.store.state_key(cid), "first_reply_at", now)
+                claimed = float(state.fields.get("claimed_at", now))
+                pipe.xadd(
+                    self.log_key, {"type": "first_reply", "cid": cid, "response_s": now - claimed, "ts": now}
+                )
+            await pipe.execute()
+        await self._publish("message", cid, role="agent", text=text, agent=agent)
+        await self.outbox.deliver(platform, cid, Reply(text, metadata={"agent": agent}))
+
+    async def _notify(self, cid: str, text: str, buttons: Sequence[Button] = ()) -> None:
+        """Tell the user what is happening; a failure is logged and published, not raised."""
+        platform = (await self.store.state(cid)).fields.get("platform", "")
+        try:
+            await self.outbox.deliver(platform, cid, Reply(text, list(buttons)))
+        except Exception as error:
+            log.warning("handoff notice to %s not delivered: %s", cid, error)
+            await self._publish("delivery_failed", cid, error=str(error))
+
+    # --- housekeeping ---
+    async def sweep_waiting(self) -> list[str]:
+        """Tell users who waited longer than allowed, once, and offer to leave a message or go back."""
+        deadline = time.time() - self.no_agent_wait_s
+        notified = []
+        for cid_raw in await self.redis.zrange(self.queue_key, 0, -1):
+            cid = cid_raw.decode()
+            state = await self.store.state(cid)
+            requested = float(state.fields.get("requested_at", 0) or 0)
+            if state.mode != Mode.QUEUED or requested > deadline:
+                continue
+            if not await self.redis.hsetnx(self.store.state_key(cid), "timeout_notified", "1"):
+                continue  # told already (by this or another replica)
+            buttons = [
+                Button(texts.LEAVE_MESSAGE, LEAVE_MESSAGE_ACTION),
+                Button(texts.BACK_TO_BOT, CONTINUE_WITH_BOT_ACTION),
+            ]
+            await self._notify(cid, texts.NO_AGENT_IN_TIME, buttons)
+            notified.append(cid)
+        return notified
+
+    async def forget(self, cids: Sequence[str]) -> None:
+        """Remove conversations from the queue, every agent's list, their transcripts and the outbox."""
+        if not cids:
+            return
+        await self.outbox.forget(cids)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.queue_key, *cids)
+            for agent in await self.agents.all():
+                pipe.srem(self._convs(agent.username), *cids)
+            for cid in cids:
+                pipe.delete(self.transcript_key(cid))
+            await pipe.execute()

@@ -1,0 +1,49 @@
+"""Access requests: everything stored about one user, as one JSON-ready document."""
+
+from __future__ import annotations
+
+import time
+
+from core.handoff.service import HandoffService
+from core.memory.chatlog import ChatLog
+from core.memory.store import ContextStore
+
+
+async def export_user(
+    store: ContextStore,
+    platform: str,
+    user_id: str,
+    chatlog: ChatLog | None = None,
+    handoff: HandoffService | None = None,
+) -> dict:
+    """The user's conversations (history, state, handoff transcript and queue place) and chat-log entries."""
+    cids = sorted(c.decode() for c in await store.redis.smembers(store.user_key(platform, user_id)))
+    conversations = []
+    for cid in cids:
+        state = await store.state(cid)
+        entry = {
+            "conversation_id": cid,
+            "state": state.fields,
+            "history": [t.to_dict() for t in await store.history(cid)],
+        }
+        if handoff:
+            entry["handoff_transcript"] = [t.to_dict() for t in await handoff.transcript(cid)]
+            entry["queue_position"] = await handoff.position(cid)
+        conversations.append(entry)
+    logged = []
+    if chatlog:
+        logged = [
+            {"id": entry_id, **fields}
+            async for entry_id, fields in chatlog.entries()
+            if fields.get("platform") == platform and fields.get("user") == user_id
+        ]
+    return {
+        "platform": platform,
+        "user_id": user_id,
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "conversations": conversations,
+        "chat_log": logged,
+        "opted_out": bool(
+            chatlog and await chatlog.redis.sismember(chatlog.optout_key, f"{platform}:{user_id}")
+        ),
+    }

@@ -1,0 +1,35 @@
+"""Loading one model version from disk: whole weights, or a LoRA adapter over a built base.
+
+Every reader of model versions (the serving backend, evaluation, the promotion gate, retraining)
+loads through here, so an adapter version works wherever a full one does. An adapter is merged
+into its base in memory: serving runs plain weights (and may quantise them), with no peft at
+generation time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from core.model.bases import is_adapter, resolve_base
+
+
+def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
+    """The version's own tokenizer, or its base's when an adapter ships none."""
+    src = model_dir
+    if is_adapter(model_dir) and not (model_dir / "tokenizer_config.json").is_file():
+        src = resolve_base(model_dir)
+    return AutoTokenizer.from_pretrained(src)
+
+
+def load_causal_lm(model_dir: Path, dtype: torch.dtype | str = torch.float32) -> PreTrainedModel:
+    """Whole weights as saved, or base + adapter merged (raises BaseModelError if the base is not built)."""
+    if not is_adapter(model_dir):
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    from peft import PeftModel
+
+    base = AutoModelForCausalLM.from_pretrained(resolve_base(model_dir), dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, model_dir).merge_and_unload()
+    return merged.to(dtype) if isinstance(dtype, torch.dtype) else merged

@@ -1,0 +1,247 @@
+"""A ``ModelBackend`` over any Hugging Face causal-LM directory on disk.
+
+The dialogue is formatted with the tokenizer's own chat template, generated with the KV cache
+(beam search or sampling, N candidates), then every candidate is re-scored under the model in one
+batched forward pass so its log-probability is the model's, not the search's, and re-ranked.
+Generation runs in a single worker thread: torch releases the GIL, the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerBase, StoppingCriteriaList
+
+from core.model.backend import PartialSink
+from core.model.batching import MicroBatcher
+from core.model.files import load_causal_lm, load_tokenizer
+from core.model.scoring import Draft, Reranker
+from core.model.serving_card import ServingCard
+from core.model.streamer import PartialText
+from core.model.versions import resolve_model_dir
+from core.types import Candidate, Role, Turn
+
+_DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True, slots=True)
+class DecodingConfig:
+    max_new_tokens: int = 40
+    num_beams: int = 4
+    num_candidates: int = 4
+    do_sample: bool = False
+    temperature: float = 0.8
+    top_p: float = 0.9
+    repetition_penalty: float = 1.2
+    no_repeat_ngram_size: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingConfig:
+    max_batch: int = 16
+    max_wait_s: float = 0.01
+    max_queue: int = 256
+
+
+def escape_special_tokens(text: str, tokenizer: PreTrainedTokenizerBase) -> str:
+    """Break up special-token strings in user text, so a user can never open a system or agent turn."""
+    for token in tokenizer.all_special_tokens:
+        if len(token) > 1 and token in text:
+            text = text.replace(token, token[0] + " " + token[1:])
+    return text
+
+
+class TransformersBackend:
+    def __init__(
+        self,
+        path: str | Path,
+        reranker: Reranker,
+        decoding: DecodingConfig | None = None,
+        dtype: str = "auto",
+        threads: int = 0,
+        batching: BatchingConfig | None = None,
+        quantize: str = "none",
+        system_prompt: str = "",
+    ) -> None:
+        self.model_dir = resolve_model_dir(path)
+        self.version = self.model_dir.name
+        self.decoding = decoding or DecodingConfig()
+        self.reranker = reranker
+        if threads:
+            torch.set_num_threads(threads)
+        # Only models trained with the engine's system turn get one (ours from scratch were not).
+        self.system_prompt = system_prompt if ServingCard.read(self.model_dir).system_turn else ""
+        self.tokenizer = load_tokenizer(self.model_dir)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if quantize == "int8":  # dynamic int8 linear layers need float32 weights to start from
+            model = load_causal_lm(self.model_dir, torch.float32)
+            with warnings.catch_warnings():  # torch announces a future replacement API; this one works
+                warnings.simplefilter("ignore", UserWarning)
+                self.model = torch.ao.quantization.quantize_dynamic(
+                    model, {torch.nn.Linear}, dtype=torch.qint8
+                )
+        elif quantize == "none":
+            self.model = load_causal_lm(self.model_dir, _DTYPES[dtype])
+        else:
+            raise ValueError(f"unknown quantisation {quantize!r}: use 'none' or 'int8'")
+        self.model.eval()
+        config = self.model.config
+        self.max_context = int(
+            getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024)
+        )
+        # A reply may end its turn but never open another (role tokens) or emit padding.
+        self._suppressed = sorted(set(self.tokenizer.all_special_ids) - {self.tokenizer.eos_token_id})
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+        batching = batching or BatchingConfig()
+        self._batcher: MicroBatcher[tuple[list[Turn], PartialSink | None], list[Draft]] = MicroBatcher(
+            lambda items: self.drafts_batch([h for h, _ in items], [s for _, s in items]),
+            self._executor,
+            batching.max_batch,
+            batching.max_wait_s,
+            batching.max_queue,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    supports_streaming = True
+
+    async def generate(
+        self, history: Sequence[Turn], on_partial: PartialSink | None = None
+    ) -> list[Candidate]:
+        return self.reranker.rank(await self.drafts(history, on_partial))
+
+    async def drafts(self, history: Sequence[Turn], on_partial: PartialSink | None = None) -> list[Draft]:
+        """The N scored candidates before re-ranking (the model server hands these out)."""
+        sink = None
+        if on_partial is not None:
+            loop = asyncio.get_running_loop()
+
+            def sink(text: str) -> None:  # runs in the worker thread: hop onto the event loop
+                loop.call_soon_threadsafe(on_partial, text)
+
+        return await self._batcher.submit((list(history), sink))
+
+    async def aclose(self) -> None:
+        await self._batcher.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- work done in the worker thread ---
+    def prompt_ids(self, history: Sequence[Turn]) -> list[int]:
+        """Chat-template the history, dropping the oldest turns (then oldest tokens) to fit the window."""
+        budget = self.max_context - self.decoding.max_new_tokens
+        messages = [
+            {
+                "role": "user" if t.role == Role.USER else "assistant",
+                "content": escape_special_tokens(t.text, self.tokenizer) if t.role == Role.USER else t.text,
+            }
+            for t in history
+            if t.role != Role.SYSTEM
+        ]
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        while True:
+            ids = self.tokenizer.apply_chat_template(
+                system + messages, add_generation_prompt=True, tokenize=True
+            )
+            if hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
+                ids = ids["input_ids"]
+            ids = list(ids)
+            if len(ids) <= budget or len(messages) <= 1:
+                break
+            messages = messages[1:]
+        if len(ids) > budget:  # one huge message: keep its end, which the reply must follow
+            ids = ids[:1] + ids[-(budget - 1) :]
+        return ids
+
+    @torch.inference_mode()
+    def drafts_batch(
+        self, histories: list[list[Turn]], sinks: list[PartialSink | None] | None = None
+    ) -> list[list[Draft]]:
+        """Generate N candidates for each history in one left-padded batch, each scored under the model."""
+        d = self.decoding
+        pad = self.tokenizer.pad_token_id
+        prompts = [self.prompt_ids(h) for h in histories]
+        width = max(len(p) for p in prompts)
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        n = max(1, d.num_candidates)
+        kwargs = dict(
+            max_new_tokens=d.max_new_tokens,
+            num_return_sequences=n,
+            repetition_penalty=d.repetition_penalty,
+            no_repeat_ngram_size=d.no_repeat_ngram_size,
+            pad_token_id=pad,
+            eos_token_id=self.tokenizer.eos_token_id,
+            suppress_tokens=self._suppressed or None,
+        )
+        if d.do_sample:
+            kwargs.update(do_sample=True, temperature=d.temperature, top_p=d.top_p, num_beams=1)
+        else:
+            kwargs.update(do_sample=False, num_beams=max(d.num_beams, n))
+        if sinks and any(sinks):
+            kwargs["stopping_criteria"] = StoppingCriteriaList([PartialText(self.tokenizer, width, n, sinks)])
+        if kwargs["num_beams"] == 1:
+            # Sampling or greedy: each step's raw logits are the model's own distribution given the
+            # prefix, so the candidates' log-probabilities come with generation and need no second pass.
+            out = self.model.generate(
+                input_ids,
+                attention_mask=attention,
+                return_dict_in_generate=True,
+                output_logits=True,
+                **kwargs,
+            )
+            drafts = self._drafts_from_logits(out.sequences, torch.stack(out.logits, dim=1), width)
+        else:
+            sequences = self.model.generate(input_ids, attention_mask=attention, **kwargs)
+            drafts = self._drafts(sequences, attention.repeat_interleave(n, dim=0), width)
+        return [drafts[i * n : (i + 1) * n] for i in range(len(histories))]
+
+    def _lengths(self, new_tokens: torch.Tensor) -> list[int]:
+        """Each candidate's length up to and including its end-of-turn token (or the first padding)."""
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        lengths = []
+        for row in new_tokens.tolist():
+            length = len(row)
+            for i, tok in enumerate(row):
+                if tok == eos:
+                    length = i + 1
+                    break
+                if tok == pad and pad != eos:
+                    length = i
+                    break
+            lengths.append(length)
+        return lengths
+
+    def _to_drafts(self, new_tokens: torch.Tensor, logprobs: torch.Tensor, lengths: list[int]) -> list[Draft]:
+        drafts = []
+        for i, length in enumerate(lengths):
+            text = self.tokenizer.decode(new_tokens[i, :length], skip_special_tokens=True).strip()
+            drafts.append(Draft(text, logprobs[i, :length].tolist()))
+        return drafts
+
+    def _drafts_from_logits(self, sequences: torch.Tensor, logits: torch.Tensor, width: int) -> list[Draft]:
+        new_tokens = sequences[:, width:]
+        logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        return self._to_drafts(new_tokens, logprobs, self._lengths(new_tokens))
+
+    def _drafts(self, sequences: torch.Tensor, prompt_mask: torch.Tensor, width: int) -> list[Draft]:
+        """Score each candidate's new tokens (up to and including end-of-turn) in one forward pass."""
+        new_tokens = sequences[:, width:]
+        lengths = self._lengths(new_tokens)
+        new_mask = torch.zeros_like(new_tokens)
+        for i, length in enumerate(lengths):
+            new_mask[i, :length] = 1
+        mask = torch.cat([prompt_mask, new_mask], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+        logits = self.model(input_ids=sequences, attention_mask=mask, position_ids=positions).logits
+        logits = logits[:, width - 1 : -1]
+        logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        return self._to_drafts(new_tokens, logprobs, lengths)

@@ -1,0 +1,101 @@
+"""A ``ModelBackend`` for an OpenAI-compatible chat-completions server (vLLM, TGI, llama.cpp, Ollama,
+or this project's own ``chatbot model-server``), for deployments that serve the model elsewhere.
+
+It asks for ``n`` candidates with per-token log-probabilities, so re-ranking and the
+confidence-based handoff keep working. Servers that return no log-probabilities still work: the
+candidates are ranked by the other scoring functions, and their score carries no confidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from core.model.backend import ModelBusyError
+from core.model.scoring import Draft, Reranker
+from core.types import Candidate, Role, Turn
+
+_CHARS_PER_TOKEN = 4  # budget estimate when no local tokenizer is given (English BPE averages ~4)
+
+
+class ModelServerError(RuntimeError):
+    """The model server answered with an error or something that is not a chat completion."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIConfig:
+    base_url: str
+    model: str
+    api_key: str = ""
+    n: int = 4
+    max_tokens: int = 40
+    temperature: float = 0.8
+    top_p: float = 0.9
+    logprobs: bool = True
+    timeout_s: float = 60.0
+    system_prompt: str = ""
+
+
+class OpenAIBackend:
+    def __init__(self, config: OpenAIConfig, reranker: Reranker, tokenizer_path: str | None = None) -> None:
+        self.config = config
+        self.reranker = reranker
+        self.version = config.model
+        headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=config.base_url.rstrip("/") + "/", headers=headers, timeout=config.timeout_s
+        )
+        self._tokenizer = None
+        if tokenizer_path:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+
+    def count_tokens(self, text: str) -> int:
+        if self._tokenizer is not None:
+            return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(text) // _CHARS_PER_TOKEN + 1
+
+    def messages(self, history: Sequence[Turn]) -> list[dict[str, str]]:
+        out = [{"role": "system", "content": self.config.system_prompt}] if self.config.system_prompt else []
+        out += [
+            {"role": "user" if t.role == Role.USER else "assistant", "content": t.text}
+            for t in history
+            if t.role != Role.SYSTEM
+        ]
+        return out
+
+    async def generate(self, history: Sequence[Turn]) -> list[Candidate]:
+        c = self.config
+        body = {
+            "model": c.model,
+            "messages": self.messages(history),
+            "n": c.n,
+            "max_tokens": c.max_tokens,
+            "temperature": c.temperature,
+            "top_p": c.top_p,
+            "logprobs": c.logprobs,
+        }
+        response = await self._client.post("chat/completions", json=body)
+        if response.status_code in (429, 503):
+            raise ModelBusyError(f"model server busy ({response.status_code})")
+        if response.status_code != 200:
+            raise ModelServerError(f"model server answered {response.status_code}: {response.text[:200]}")
+        try:
+            choices = response.json()["choices"]
+            drafts = [self._draft(choice) for choice in choices]
+        except (ValueError, KeyError, TypeError) as error:
+            raise ModelServerError(f"not a chat completion: {error}") from error
+        return self.reranker.rank(drafts)
+
+    @staticmethod
+    def _draft(choice: dict) -> Draft:
+        text = (choice["message"].get("content") or "").strip()
+        content = (choice.get("logprobs") or {}).get("content")
+        logprobs = [float(item["logprob"]) for item in content] if content else None
+        return Draft(text, logprobs)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,94 @@
+"""The local web chat page in real headless Chromium, served by the real app over the real engine."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from adapters.webchat_channel import WebChatChannel
+from bots.web.app import create_web_app
+from core.engine import DialogueEngine
+from core.memory.store import ContextStore
+from core.model.huggingface import DecodingConfig, TransformersBackend
+from core.model.scoring import Reranker, length_normalised_logprob
+from tests.asgi_server import running_server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium not installed")
+
+
+@pytest.fixture
+async def web_url(redis, tiny_model_dir):
+    backend = TransformersBackend(
+        tiny_model_dir, Reranker([length_normalised_logprob()]), DecodingConfig(max_new_tokens=8, num_beams=2)
+    )
+    store = ContextStore(redis, prefix="web:")
+    engine = DialogueEngine(store, backend)
+    app = create_web_app(WebChatChannel(engine.handle, history=store.history).routes())
+    async with running_server(app) as url:
+        yield url + "/"
+    await backend.aclose()
+
+
+async def test_typing_a_message_shows_the_reply(web_url, page, redis) -> None:
+    await page.goto(web_url)
+    await page.wait_for_selector("text=online")
+    await page.fill("#text", "hello there")
+    await page.press("#text", "Enter")
+    await page.wait_for_selector(".msg.user >> text=hello there")
+    # The disclosure, then the model's own answer.
+    await page.wait_for_selector(".msg.bot >> text=automated assistant")
+    await page.wait_for_function("document.querySelectorAll('.msg.bot').length >= 2", timeout=15_000)
+    assert await page.locator(".msg.bot .buttons button", has_text="Talk to a human").count() == 1
+    # The reply came through the engine: the turn pair is in Redis.
+    keys = [k async for k in redis.scan_iter(match="web:conv:*:turns")]
+    assert len(keys) == 1 and await redis.llen(keys[0]) == 2
+
+
+async def test_button_press_and_commands_round_trip(web_url, page, redis) -> None:
+    await page.goto(web_url)
+    await page.wait_for_selector("text=online")
+    await page.fill("#text", "/help")
+    await page.press("#text", "Enter")
+    await page.wait_for_selector(".msg.bot >> text=/reset")
+    await page.click(".msg.bot .buttons button:has-text('Talk to a human')")
+    await page.wait_for_selector(".msg.bot >> text=asked for a person")
+    states = [k async for k in redis.scan_iter(match="web:conv:*:state")]
+    assert len(states) == 1 and await redis.hget(states[0], "mode") == b"queued"
+
+
+async def test_empty_and_huge_input_get_clear_answers(web_url, page) -> None:
+    await page.goto(web_url)
+    await page.wait_for_selector("text=online")
+    await page.evaluate("document.getElementById('text').removeAttribute('maxlength')")
+    await page.fill("#text", "x" * 5000)
+    await page.press("#text", "Enter")
+    await page.wait_for_selector(".msg.bot >> text=too long")
+
+
+async def test_a_returning_user_sees_the_agents_reply_written_while_away(web_url, page, redis) -> None:
+    from core.types import Role, Turn
+
+    await page.goto(web_url)
+    await page.wait_for_selector("text=online")
+    await page.fill("#text", "can a person help me?")
+    await page.press("#text", "Enter")
+    await page.wait_for_function("document.querySelectorAll('.msg.bot').length >= 2", timeout=15_000)
+    client = await page.evaluate("localStorage.getItem('chat-client')")
+    await page.goto("about:blank")  # the user closes the chat; an agent answers meanwhile
+    store = ContextStore(redis, prefix="web:")
+    await store.append(f"web:{client}", "web", client, Turn(Role.AGENT, "Ada here: happy to help."))
+    await page.goto(web_url)
+    await page.wait_for_selector(".msg.bot >> text=Ada here: happy to help.")
+    assert await page.locator(".msg.user", has_text="can a person help me?").count() == 1
+    assert await page.locator("#send").is_enabled()

@@ -1,0 +1,103 @@
+"""The OpenAI-compatible backend against a real server on 127.0.0.1: the project's own model server
+(``bots/model_server.py``) serving the tiny model through the project's code path."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bots.model_server import create_model_server
+from core import texts
+from core.engine import DialogueEngine
+from core.memory.store import ContextStore
+from core.model.backend import ModelBusyError
+from core.model.huggingface import DecodingConfig, TransformersBackend
+from core.model.openai_compat import ModelServerError, OpenAIBackend, OpenAIConfig
+from core.model.scoring import Reranker, length_normalised_logprob, repetition_penalty
+from core.types import IncomingMessage, Role, Turn
+from tests.asgi_server import running_server
+
+RERANK = Reranker([length_normalised_logprob(), repetition_penalty()])
+
+
+@pytest.fixture
+async def server(tiny_model_dir):
+    model = TransformersBackend(
+        tiny_model_dir, RERANK, DecodingConfig(max_new_tokens=6, num_beams=3, num_candidates=3)
+    )
+    async with running_server(create_model_server(model)) as url:
+        yield url + "/v1"
+    await model.aclose()
+
+
+async def test_candidates_with_logprobs_are_reranked_locally(server) -> None:
+    backend = OpenAIBackend(OpenAIConfig(base_url=server, model="tiny-v1", n=3), RERANK)
+    candidates = await backend.generate([Turn(Role.USER, "hello there")])
+    assert 1 <= len(candidates) <= 3
+    assert all(c.logprob < 0 for c in candidates)  # real per-token log-probabilities came back
+    assert [c.score for c in candidates] == sorted((c.score for c in candidates), reverse=True)
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(server + "/models")).json()["data"][0]["id"] == "tiny-v1"
+    await backend.aclose()
+
+
+async def test_without_logprobs_candidates_still_rank(server) -> None:
+    backend = OpenAIBackend(OpenAIConfig(base_url=server, model="tiny-v1", n=2, logprobs=False), RERANK)
+    candidates = await backend.generate([Turn(Role.USER, "hello there")])
+    assert candidates and all(c.logprob == 0.0 for c in candidates)
+    await backend.aclose()
+
+
+async def test_engine_answers_through_the_model_server(server, redis) -> None:
+    backend = OpenAIBackend(OpenAIConfig(base_url=server, model="tiny-v1", n=2), RERANK)
+    engine = DialogueEngine(ContextStore(redis, prefix="oai:"), backend)
+    replies = await engine.handle(IncomingMessage("web", "web:c1", "u1", "hello"))
+    assert replies[-1].metadata["model_version"] == "tiny-v1" and isinstance(
+        replies[-1].metadata["score"], float
+    )
+    await backend.aclose()
+
+
+async def test_bad_requests_are_refused_clearly(server) -> None:
+    async with httpx.AsyncClient(base_url=server + "/") as client:
+        assert (await client.post("chat/completions", json={"messages": "hi"})).status_code == 400
+        last_not_user = {"messages": [{"role": "assistant", "content": "hi"}]}
+        assert (
+            "user's" in (await client.post("chat/completions", json=last_not_user)).json()["error"]["message"]
+        )
+
+
+def failing_server(status: int, body: dict) -> Starlette:
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", lambda r: JSONResponse(body, status_code=status), methods=["POST"])
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "status, body, error",
+    [
+        (503, {"error": {"message": "busy"}}, ModelBusyError),
+        (500, {"error": "boom"}, ModelServerError),
+        (200, {"nope": 1}, ModelServerError),
+    ],
+)
+async def test_server_errors_are_told_apart(status, body, error) -> None:
+    async with running_server(failing_server(status, body)) as url:
+        backend = OpenAIBackend(OpenAIConfig(base_url=url + "/v1", model="m"), RERANK)
+        with pytest.raises(error):
+            await backend.generate([Turn(Role.USER, "hi")])
+        await backend.aclose()
+
+
+async def test_engine_apologises_when_the_model_server_fails(redis) -> None:
+    async with running_server(failing_server(500, {"error": "boom"})) as url:
+        backend = OpenAIBackend(OpenAIConfig(base_url=url + "/v1", model="m"), RERANK)
+        engine = DialogueEngine(ContextStore(redis, prefix="oai:"), backend)
+        replies = await engine.handle(IncomingMessage("web", "web:c1", "u1", "hello"))
+        assert replies[-1].text == texts.APOLOGY
+        await backend.aclose()
