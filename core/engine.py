@@ -28,7 +28,7 @@ from core.memory.chatlog import FEEDBACK_VALUES, ChatLog
 from core.memory.rate_limit import RateLimiter
 from core.memory.spool import Spool
 from core.memory.store import ContextStore
-from core.model.backend import ModelBackend, ModelBusyError
+from core.model.backend import ModelBackend, ModelBusyError, PartialSink
 from core.monitoring import log_context, metrics
 from core.safety.rules import SafetyFilter
 from core.text_input import clean_user_text, parse_command
@@ -303,21 +303,21 @@ class DialogueEngine:
     ) -> tuple[Reply, list[Candidate]]:
         cid = message.conversation_id
         started = time.perf_counter()
-        pump = None
-        if stream is not None and getattr(self.backend, "supports_streaming", False):
-            pump = PartialPump(stream, stream_interval_s)
+        pump: PartialPump | None = None
+        on_partial: PartialSink | None = None
+        if stream is not None:
+            pump = live = PartialPump(stream, stream_interval_s)
             safety = self.safety
 
             def push(text: str) -> None:
                 # A partial is shown before re-ranking can veto it: stop streaming at the first unsafe one.
-                if pump.stopped or (safety and safety.check(text)):
-                    pump.stopped = True
+                if live.stopped or (safety and safety.check(text)):
+                    live.stopped = True
                     return
-                pump.push(text)
+                live.push(text)
 
-            generation = self.backend.generate(history, push)  # type: ignore[call-arg]
-        else:
-            generation = self.backend.generate(history)
+            on_partial = push
+        generation = self.backend.generate(history, on_partial)
         try:
             candidates = await asyncio.wait_for(generation, timeout=self.config.generation_timeout_s)
         finally:

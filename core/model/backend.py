@@ -1,4 +1,9 @@
-"""The seam between the engine and whatever produces replies."""
+"""The seam between the engine and whatever produces replies.
+
+Every backend streams: given ``on_partial``, it calls it on the event loop with the leading
+candidate's text so far, as often as it has something new (possibly never, for a reply that comes
+whole). The final, re-ranked candidates are the answer either way; a partial is only a preview.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 from core.types import Candidate, Turn
 
-#: receives the text generated so far, on the model's worker thread
+#: receives the leading candidate's text so far; called on the event loop, must not block
 PartialSink = Callable[[str], None]
 
 
@@ -15,16 +20,28 @@ PartialSink = Callable[[str], None]
 class ModelBackend(Protocol):
     """Produces re-ranked reply candidates for a conversation history ending in a user turn."""
 
-    #: identifies the weights that answered, recorded with every reply
-    version: str
-
-    def count_tokens(self, text: str) -> int: ...
-
-    async def generate(self, history: Sequence[Turn]) -> list[Candidate]:
-        """Return candidates best first (possibly empty if every one was vetoed)."""
+    @property
+    def version(self) -> str:
+        """Identifies the weights that answered; recorded with every reply."""
         ...
 
-    async def aclose(self) -> None: ...
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in this model's context (the history budget counts with it)."""
+        ...
+
+    async def generate(
+        self, history: Sequence[Turn], on_partial: PartialSink | None = None
+    ) -> list[Candidate]:
+        """Candidates best first, each with its score (possibly none, if every one was vetoed).
+
+        Raises ``ModelBusyError`` when too many requests wait; any other exception is a failure the
+        engine apologises for.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release the weights, threads or connections; the backend is not used afterwards."""
+        ...
 
 
 class ModelBusyError(RuntimeError):

@@ -112,8 +112,6 @@ class TransformersBackend:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    supports_streaming = True
-
     async def generate(
         self, history: Sequence[Turn], on_partial: PartialSink | None = None
     ) -> list[Candidate]:

@@ -8,12 +8,13 @@ candidates are ranked by the other scoring functions, and their score carries no
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
 
-from core.model.backend import ModelBusyError
+from core.model.backend import ModelBusyError, PartialSink
 from core.model.scoring import Draft, Reranker
 from core.types import Candidate, Role, Turn
 
@@ -67,9 +68,11 @@ class OpenAIBackend:
         ]
         return out
 
-    async def generate(self, history: Sequence[Turn]) -> list[Candidate]:
+    async def generate(
+        self, history: Sequence[Turn], on_partial: PartialSink | None = None
+    ) -> list[Candidate]:
         c = self.config
-        body = {
+        body: dict[str, object] = {
             "model": c.model,
             "messages": self.messages(history),
             "n": c.n,
@@ -78,17 +81,58 @@ class OpenAIBackend:
             "top_p": c.top_p,
             "logprobs": c.logprobs,
         }
-        response = await self._client.post("chat/completions", json=body)
-        if response.status_code in (429, 503):
-            raise ModelBusyError(f"model server busy ({response.status_code})")
-        if response.status_code != 200:
-            raise ModelServerError(f"model server answered {response.status_code}: {response.text[:200]}")
-        try:
-            choices = response.json()["choices"]
-            drafts = [self._draft(choice) for choice in choices]
-        except (ValueError, KeyError, TypeError) as error:
-            raise ModelServerError(f"not a chat completion: {error}") from error
+        if on_partial is None:
+            response = await self._client.post("chat/completions", json=body)
+            self._check(response.status_code, response.text)
+            try:
+                drafts = [self._draft(choice) for choice in response.json()["choices"]]
+            except (ValueError, KeyError, TypeError) as error:
+                raise ModelServerError(f"not a chat completion: {error}") from error
+        else:
+            drafts = await self._streamed(body | {"stream": True}, on_partial)
         return self.reranker.rank(drafts)
+
+    @staticmethod
+    def _check(status: int, text: str) -> None:
+        if status in (429, 503):
+            raise ModelBusyError(f"model server busy ({status})")
+        if status != 200:
+            raise ModelServerError(f"model server answered {status}: {text[:200]}")
+
+    async def _streamed(self, body: dict[str, object], on_partial: PartialSink) -> list[Draft]:
+        """Server-sent chunks: each choice's deltas are joined; the first choice's text so far is
+        reported as it grows."""
+        texts: dict[int, str] = {}
+        logprobs: dict[int, list[float]] = {}
+        async with self._client.stream("POST", "chat/completions", json=body) as response:
+            if response.status_code != 200:
+                self._check(response.status_code, (await response.aread()).decode(errors="replace"))
+            try:
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    if "error" in chunk:  # failed after the response began
+                        error = chunk["error"]
+                        busy = error.get("type") == "server_busy"
+                        raise (ModelBusyError if busy else ModelServerError)(str(error.get("message")))
+                    for choice in chunk["choices"]:
+                        i = int(choice["index"])
+                        piece = (choice.get("delta") or {}).get("content") or ""
+                        texts[i] = texts.get(i, "") + piece
+                        content = (choice.get("logprobs") or {}).get("content")
+                        if content:
+                            logprobs.setdefault(i, []).extend(float(item["logprob"]) for item in content)
+                        if i == 0 and piece:
+                            on_partial(texts[0].strip())
+            except (ValueError, KeyError, TypeError) as error:
+                raise ModelServerError(f"not a chat completion stream: {error}") from error
+        if not texts:
+            raise ModelServerError("the stream held no chat completion chunk")
+        return [Draft(texts[i].strip(), logprobs.get(i)) for i in sorted(texts)]
 
     @staticmethod
     def _draft(choice: dict) -> Draft:

@@ -44,10 +44,6 @@ class ReloadingBackend:
     def count_tokens(self, text: str) -> int:
         return self._current.count_tokens(text)
 
-    @property
-    def supports_streaming(self) -> bool:
-        return getattr(self._current, "supports_streaming", False)
-
     async def generate(
         self, history: Sequence[Turn], on_partial: PartialSink | None = None
     ) -> list[Candidate]:
@@ -55,9 +51,7 @@ class ReloadingBackend:
         key = id(backend)
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
         try:
-            if on_partial is not None and getattr(backend, "supports_streaming", False):
-                return await backend.generate(history, on_partial)  # type: ignore[call-arg]
-            return await backend.generate(history)
+            return await backend.generate(history, on_partial)
         finally:
             self._in_flight[key] -= 1
             await self._close_idle_retired()

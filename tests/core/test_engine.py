@@ -10,6 +10,7 @@ import pytest
 from core import texts
 from core.engine import DialogueEngine, EngineConfig
 from core.memory.store import ContextStore
+from core.model.backend import PartialSink
 from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.scoring import Reranker, blocklist, length_normalised_logprob, repetition_penalty
 from core.types import Candidate, IncomingMessage, Mode, Role, Turn
@@ -96,9 +97,11 @@ class RecordingBackend:
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
 
-    async def generate(self, history: Sequence[Turn]) -> list[Candidate]:
+    async def generate(
+        self, history: Sequence[Turn], on_partial: PartialSink | None = None
+    ) -> list[Candidate]:
         self.prompt_lengths.append(len(self.inner.prompt_ids(history)))
-        return await self.inner.generate(history)
+        return await self.inner.generate(history, on_partial)
 
     async def aclose(self) -> None: ...
 
@@ -182,7 +185,9 @@ class ExplodingBackend:
     def count_tokens(self, text: str) -> int:
         return 1
 
-    async def generate(self, history: Sequence[Turn]) -> list[Candidate]:
+    async def generate(
+        self, history: Sequence[Turn], on_partial: PartialSink | None = None
+    ) -> list[Candidate]:
         raise RuntimeError("CUDA out of memory (simulated)")
 
     async def aclose(self) -> None: ...
@@ -201,10 +206,10 @@ async def test_a_slow_generation_does_not_block_other_conversations(store, backe
     release = asyncio.Event()
 
     class Slow(RecordingBackend):
-        async def generate(self, history):
+        async def generate(self, history, on_partial=None):
             if "slow" in history[-1].text:
                 await release.wait()  # held until the other conversation has been answered
-            return await self.inner.generate(history)
+            return await self.inner.generate(history, on_partial)
 
     engine = DialogueEngine(store, Slow(backend))
     slow = asyncio.create_task(engine.handle(msg("slow please", cid="web:a")))
@@ -245,9 +250,9 @@ async def test_drain_waits_for_messages_in_flight(store, backend) -> None:
     release = asyncio.Event()
 
     class Held(RecordingBackend):
-        async def generate(self, history):
+        async def generate(self, history, on_partial=None):
             await release.wait()
-            return await self.inner.generate(history)
+            return await self.inner.generate(history, on_partial)
 
     engine = DialogueEngine(store, Held(backend))
     task = asyncio.create_task(engine.handle(msg("hello")))

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from bots.model_server import create_model_server
@@ -86,11 +88,28 @@ def failing_server(status: int, body: dict) -> Starlette:
         (200, {"nope": 1}, ModelServerError),
     ],
 )
-async def test_server_errors_are_told_apart(status, body, error) -> None:
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_server_errors_are_told_apart(status, body, error, streamed) -> None:
     async with running_server(failing_server(status, body)) as url:
         backend = OpenAIBackend(OpenAIConfig(base_url=url + "/v1", model="m"), RERANK)
         with pytest.raises(error):
-            await backend.generate([Turn(Role.USER, "hi")])
+            await backend.generate([Turn(Role.USER, "hi")], (lambda text: None) if streamed else None)
+        await backend.aclose()
+
+
+@pytest.mark.parametrize(
+    "event, error",
+    [({"type": "server_busy", "message": "busy"}, ModelBusyError), ({"message": "boom"}, ModelServerError)],
+)
+async def test_an_error_inside_the_stream_is_raised(event, error) -> None:
+    async def stream(request):
+        return PlainTextResponse(f"data: {json.dumps({'error': event})}\n\n", media_type="text/event-stream")
+
+    app = Starlette(routes=[Route("/v1/chat/completions", stream, methods=["POST"])])
+    async with running_server(app) as url:
+        backend = OpenAIBackend(OpenAIConfig(base_url=url + "/v1", model="m"), RERANK)
+        with pytest.raises(error):
+            await backend.generate([Turn(Role.USER, "hi")], lambda text: None)
         await backend.aclose()
 
 
