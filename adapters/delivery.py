@@ -21,11 +21,10 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from adapters.streaming import StreamedMessage
 from core.delivery.outbox import (
-    DEFAULT_DEADLINE_S,
     DeliveryDeadlineError,
     Outbox,
     Pending,
@@ -33,6 +32,7 @@ from core.delivery.outbox import (
     in_memory,
 )
 from core.monitoring import metrics
+from core.settings import declared_defaults, from_settings
 from core.types import Reply
 
 log = logging.getLogger(__name__)
@@ -64,10 +64,14 @@ Classifier = Callable[[BaseException], Transient | Permanent | None]
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """Built from the DELIVERY_* settings; a platform's config adds its own chat interval."""
+
+    SETTINGS_PREFIX: ClassVar[str] = "delivery_"
+
     #: transient failures are retried until this long after the message was written
-    deadline_s: float = DEFAULT_DEADLINE_S
-    backoff_s: float = 0.5
-    max_backoff_s: float = 30.0
+    deadline_s: float
+    backoff_s: float
+    max_backoff_s: float
     #: minimum gap between two sends to the same chat (platforms throttle bursts per chat)
     chat_interval_s: float = 0.0
 
@@ -106,7 +110,7 @@ class Delivery:
     ) -> None:
         self.platform = platform
         self.classify = classify
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or from_settings(RetryPolicy, declared_defaults())
         self.outbox = outbox
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._reply_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()

@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import aiohttp
 import discord
@@ -42,21 +43,25 @@ ACTION_PREFIX = "engine:"
 
 @dataclass(frozen=True, slots=True)
 class DiscordConfig:
-    token: str
-    api_url: str = "https://discord.com/api/v10"
-    gateway_url: str = "wss://gateway.discord.gg/"
+    """Built from the DISCORD_* settings (``core.settings.from_settings``), which hold the defaults."""
+
+    SETTINGS_PREFIX: ClassVar[str] = "discord_"
+
+    bot_token: str
+    api_url: str
+    gateway_url: str
     #: this process's shard and the total; None lets one process take the whole bot
-    shard_id: int | None = None
-    shard_count: int | None = None
-    sync_commands: bool = True
+    shard_id: int | None
+    shard_count: int | None
+    sync_commands: bool
+    #: the delivery deadline and backoff (discord.py paces per route bucket itself)
+    retry: RetryPolicy
+    #: edit the answer into one message as the model writes it
+    stream: bool
+    stream_interval_s: float
     #: how long sent buttons are tracked in memory; presses are handled by custom id regardless
     view_ttl_s: float = 900.0
     ready_timeout_s: float = 30.0
-    retry: RetryPolicy = RetryPolicy()
-    #: edit the answer into one message as the model writes it
-    stream: bool = True
-    #: Discord allows 5 edits per 5 s in a channel; once a second leaves room for other messages
-    stream_interval_s: float = 1.0
 
 
 def classify(error: BaseException) -> Transient | Permanent | None:
@@ -134,7 +139,7 @@ class DiscordChannel:
         self._saved_urls = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
         discord.http.Route.BASE = self.config.api_url.rstrip("/")
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.config.gateway_url)
-        self._task = asyncio.create_task(self.client.start(self.config.token), name="discord-gateway")
+        self._task = asyncio.create_task(self.client.start(self.config.bot_token), name="discord-gateway")
         ready = asyncio.ensure_future(self.client.wait_until_ready())
         done, _ = await asyncio.wait(
             {ready, self._task}, timeout=self.config.ready_timeout_s, return_when=asyncio.FIRST_COMPLETED

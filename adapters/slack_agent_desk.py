@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from slack_bolt.async_app import AsyncAck
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -40,11 +40,15 @@ TRANSCRIPT_LINES = 12
 
 @dataclass(frozen=True, slots=True)
 class SlackDeskConfig:
+    """Built from the SLACK_AGENT_* settings (and SLACK_API_URL), which hold the defaults."""
+
+    SETTINGS_PREFIX: ClassVar[tuple[str, ...]] = ("slack_agent_", "slack_")
+
     bot_token: str
     signing_secret: str
     channel: str
-    api_url: str = "https://slack.com/api/"
-    events_path: str = "/slack/agent-events"
+    api_url: str
+    events_path: str
 
 
 def agent_username(slack_user: str) -> str:

@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -50,22 +50,26 @@ ACTION_PREFIX = "engine:"
 
 @dataclass(frozen=True, slots=True)
 class SlackConfig:
+    """Built from the SLACK_* settings (``core.settings.from_settings``), which hold the defaults."""
+
+    SETTINGS_PREFIX: ClassVar[str] = "slack_"
+
     bot_token: str
-    signing_secret: str | None = None
+    signing_secret: str | None
     #: an app-level token (xapp-…) switches to Socket Mode: no public URL needed
-    app_token: str | None = None
-    api_url: str = "https://slack.com/api/"
-    events_path: str = "/slack/events"
-    placeholder_text: str = "…"
+    app_token: str | None
+    api_url: str
+    events_path: str
+    placeholder_text: str
     #: post the placeholder only if the engine takes longer than this (a redelivery answers at once)
-    placeholder_after_s: float = 0.3
+    placeholder_after_s: float
+    #: the delivery deadline and backoff, and SLACK_CHAT_INTERVAL_S between sends to one chat
+    retry: RetryPolicy
+    #: edit the answer into the placeholder as the model writes it
+    stream: bool
+    stream_interval_s: float
     #: 429s slack_sdk waits out itself (Retry-After) within one attempt
     rate_limit_retries: int = 5
-    retry: RetryPolicy = RetryPolicy(chat_interval_s=1.0)
-    #: edit the answer into the placeholder as the model writes it
-    stream: bool = True
-    #: chat.update is a tier-3 method (about 50 a minute); once a second per message stays well inside
-    stream_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.app_token and not self.signing_secret:

@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -59,26 +59,31 @@ POLL_READ_MARGIN_S = 5.0
 
 @dataclass(frozen=True, slots=True)
 class TelegramConfig:
-    token: str
-    api_url: str = "https://api.telegram.org"
-    mode: Literal["polling", "webhook"] = "polling"
+    """Built from the TELEGRAM_* settings (``core.settings.from_settings``), which hold the defaults."""
+
+    SETTINGS_PREFIX: ClassVar[str] = "telegram_"
+
+    bot_token: str
+    api_url: str
+    mode: Literal["polling", "webhook"]
     #: public HTTPS URL Telegram posts updates to (webhook mode)
-    webhook_url: str | None = None
-    webhook_secret: str | None = None
-    webhook_path: str = "/telegram/webhook"
-    poll_timeout_s: float = 10.0
+    webhook_url: str | None
+    webhook_secret: str | None
+    webhook_path: str
+    poll_timeout_s: float
     #: updates handled at once; the engine keeps each conversation in order itself
-    concurrency: int = 64
+    concurrency: int
+    max_rate_per_s: float
+    group_max_rate_per_min: float
+    #: the delivery deadline and backoff, and TELEGRAM_CHAT_INTERVAL_S between sends to one chat
+    retry: RetryPolicy
+    #: edit the answer into one message as the model writes it
+    stream: bool
+    stream_interval_s: float
+    #: Telegram shows "typing…" for 5 s; renewed a little sooner
     typing_interval_s: float = 4.0
-    max_rate_per_s: float = 30.0
-    group_max_rate_per_min: float = 20.0
     #: 429s PTB's limiter waits out itself (pausing every request, as Telegram asks) within one attempt
     rate_limit_retries: int = 3
-    retry: RetryPolicy = RetryPolicy(chat_interval_s=1.0)
-    #: edit the answer into one message as the model writes it
-    stream: bool = True
-    #: Telegram allows editing one message about once a second
-    stream_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode == "webhook" and not (self.webhook_url and self.webhook_secret):
@@ -137,7 +142,7 @@ class TelegramChannel:
         self.delivery = Delivery(PLATFORM, classify, config.retry, outbox)
         builder = (
             Application.builder()
-            .token(config.token)
+            .token(config.bot_token)
             .base_url(f"{config.api_url.rstrip('/')}/bot")
             .base_file_url(f"{config.api_url.rstrip('/')}/file/bot")
             # PTB's limiter: overall and per-group throughput, and it waits out 429s itself.

@@ -44,11 +44,12 @@ from core.memory.store import ContextStore  # noqa: E402
 from core.monitoring.percentile import percentile  # noqa: E402
 from core.settings import CoreSettings  # noqa: E402
 from core.types import IncomingMessage, Reply  # noqa: E402
+from tests.configs import configured  # noqa: E402
 from tests.fakes.recorder import Call  # noqa: E402
 
 PROMPTS = ["hi there!", "how was your weekend?", "what kind of music do you like?", "tell me about your job"]
 PLATFORMS = ("telegram", "slack", "discord")
-NO_PACING = RetryPolicy(chat_interval_s=0.0)
+NO_PACING = configured(RetryPolicy, chat_interval_s=0.0)
 
 
 @dataclass
@@ -132,8 +133,9 @@ async def telegram(engine: DialogueEngine, tally: Tally, users: int) -> AsyncIte
         fake.log.listeners.append(
             tally.on_call(lambda c: str(c.params["chat_id"]) if c.method == "sendMessage" else None)
         )
-        config = TelegramConfig(
-            token=token,
+        config = configured(
+            TelegramConfig,
+            bot_token=token,
             api_url=fake.url,
             poll_timeout_s=1,
             concurrency=users,
@@ -162,8 +164,13 @@ async def slack(engine: DialogueEngine, tally: Tally, users: int) -> AsyncIterat
 
     token, secret = "xoxb-bench", "bench-secret"
     async with FakeSlack(token, secret) as fake:
-        config = SlackConfig(
-            bot_token=token, signing_secret=secret, api_url=f"{fake.url}/api/", retry=NO_PACING, stream=False
+        config = configured(
+            SlackConfig,
+            bot_token=token,
+            signing_secret=secret,
+            api_url=f"{fake.url}/api/",
+            retry=NO_PACING,
+            stream=False,
         )
 
         def chat_of(call: Call) -> str | None:  # the placeholder is typing, not a reply
@@ -215,8 +222,13 @@ async def discord(engine: DialogueEngine, tally: Tally, users: int) -> AsyncIter
             return m[len(prefix) : -len(suffix)] if m.startswith(prefix) and m.endswith(suffix) else None
 
         fake.log.listeners.append(tally.on_call(chat_of))
-        config = DiscordConfig(
-            token=token, api_url=fake.api_url, gateway_url=fake.gateway_url, retry=NO_PACING, stream=False
+        config = configured(
+            DiscordConfig,
+            bot_token=token,
+            api_url=fake.api_url,
+            gateway_url=fake.gateway_url,
+            retry=NO_PACING,
+            stream=False,
         )
         channel = DiscordChannel(timed(engine, tally, lambda cid: cid.split(":")[1]), config)
         await channel.start()

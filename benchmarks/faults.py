@@ -34,10 +34,11 @@ from core.memory.connection import connect
 from core.memory.embedded_redis import EmbeddedRedis, free_port
 from core.memory.spool import Spool
 from core.memory.store import ContextStore
-from core.model.huggingface import DecodingConfig, TransformersBackend
+from core.model.decoding import DecodingConfig
+from core.model.huggingface import TransformersBackend
 from core.model.scoring import Reranker, length_normalised_logprob
 from core.model.versions import resolve_model_dir
-from core.settings import CoreSettings
+from core.settings import CoreSettings, declared_defaults, from_settings
 from core.types import IncomingMessage, Reply, Role, Turn
 
 # The fault scenarios reuse the fake platform servers and the crash client that live in tests/.
@@ -96,7 +97,7 @@ def backend_for(model_dir: Path) -> TransformersBackend:
     return TransformersBackend(
         model_dir,
         Reranker([length_normalised_logprob()]),
-        DecodingConfig(max_new_tokens=20, num_beams=2, num_candidates=2),
+        from_settings(DecodingConfig, declared_defaults(), max_new_tokens=20, num_beams=2, num_candidates=2),
     )
 
 

@@ -45,7 +45,11 @@ class HttpTarget:
     def __init__(self, which: str) -> None:
         import httpx
 
+        from bots.settings import Settings
         from bots.web.app import create_web_app
+        from core.settings import from_settings
+
+        defaults = Settings.model_construct()
 
         self.loop = asyncio.new_event_loop()
         self.which = which
@@ -60,8 +64,10 @@ class HttpTarget:
             self.secret = "fuzz-secret"
             channel = TelegramChannel(
                 no_engine,
-                TelegramConfig(
-                    token="1:fuzz",
+                from_settings(
+                    TelegramConfig,
+                    defaults,
+                    bot_token="1:fuzz",
                     api_url="http://127.0.0.1:9",
                     mode="webhook",
                     webhook_url="https://bot.example/hook",
@@ -73,7 +79,8 @@ class HttpTarget:
             from adapters.slack_channel import SlackChannel, SlackConfig
 
             channel = SlackChannel(
-                no_engine, SlackConfig(bot_token="xoxb-fuzz", signing_secret="fuzz-secret")
+                no_engine,
+                from_settings(SlackConfig, defaults, bot_token="xoxb-fuzz", signing_secret="fuzz-secret"),
             )
             self.path = channel.config.events_path
         self.client = httpx.AsyncClient(

@@ -26,11 +26,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `chatbot` does (see bo
 
 import torch
 
-from core.builder import decoding_from, reranker_from
-from core.model.huggingface import BatchingConfig, TransformersBackend
+from core.builder import reranker_from
+from core.model.decoding import BatchingConfig, DecodingConfig
+from core.model.huggingface import TransformersBackend
 from core.model.versions import resolve_model_dir
 from core.monitoring.percentile import percentile
-from core.settings import CoreSettings
+from core.settings import CoreSettings, declared_defaults, from_settings
 from core.types import Role, Turn
 
 PROMPTS = [
@@ -126,7 +127,9 @@ def plot(results: dict[str, dict[int, dict]], out: Path) -> None:
 async def main(args: argparse.Namespace) -> None:
     settings = CoreSettings()
     model_dir = resolve_model_dir(args.model or settings.model_path)
-    decoding = decoding_from(settings)  # the shipped decoding (MAX_NEW_TOKENS, NUM_BEAMS, ...)
+    decoding = from_settings(
+        DecodingConfig, settings
+    )  # the shipped decoding (MAX_NEW_TOKENS, NUM_BEAMS, ...)
     if args.greedy:
         decoding = dataclasses.replace(decoding, num_beams=1, num_candidates=1, do_sample=False)
     if args.max_new_tokens:
@@ -135,14 +138,38 @@ async def main(args: argparse.Namespace) -> None:
     system = settings.rendered_system_prompt()
     top = max(args.levels)
     variants = {
-        "naive": dict(batching=BatchingConfig(max_batch=1, max_wait_s=0, max_queue=10_000)),
-        "batched": dict(batching=BatchingConfig(max_batch=args.max_batch, max_wait_s=0.01, max_queue=10_000)),
+        "naive": dict(
+            batching=from_settings(
+                BatchingConfig, declared_defaults(), max_batch=1, batch_wait_s=0, max_queue=10_000
+            )
+        ),
+        "batched": dict(
+            batching=from_settings(
+                BatchingConfig,
+                declared_defaults(),
+                max_batch=args.max_batch,
+                batch_wait_s=0.01,
+                max_queue=10_000,
+            )
+        ),
         "batched+int8": dict(
-            batching=BatchingConfig(max_batch=args.max_batch, max_wait_s=0.01, max_queue=10_000),
+            batching=from_settings(
+                BatchingConfig,
+                declared_defaults(),
+                max_batch=args.max_batch,
+                batch_wait_s=0.01,
+                max_queue=10_000,
+            ),
             quantize="int8",
         ),
         "batched+bf16": dict(
-            batching=BatchingConfig(max_batch=args.max_batch, max_wait_s=0.01, max_queue=10_000),
+            batching=from_settings(
+                BatchingConfig,
+                declared_defaults(),
+                max_batch=args.max_batch,
+                batch_wait_s=0.01,
+                max_queue=10_000,
+            ),
             dtype="bfloat16",
         ),
     }

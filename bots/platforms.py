@@ -15,11 +15,11 @@ from typing import Protocol
 from pydantic import SecretStr
 from starlette.routing import BaseRoute
 
-from adapters.delivery import RetryPolicy
 from bots.settings import Settings
 from core.channel import OnNewMessage
 from core.delivery.outbox import Outbox, Pending
 from core.handoff.service import HandoffService
+from core.settings import from_settings
 from core.types import Reply
 
 log = logging.getLogger(__name__)
@@ -53,19 +53,6 @@ def configured_platforms(settings: Settings) -> list[str]:
     return [name for name in PLATFORMS if found[name]]
 
 
-def _policy(settings: Settings, chat_interval_s: float) -> RetryPolicy:
-    return RetryPolicy(
-        deadline_s=settings.delivery_deadline_s,
-        backoff_s=settings.delivery_backoff_s,
-        max_backoff_s=settings.delivery_max_backoff_s,
-        chat_interval_s=chat_interval_s,
-    )
-
-
-def _secret(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if value is not None else None
-
-
 def build_channel(
     name: str, settings: Settings, on_new_message: OnNewMessage, outbox: Outbox | None = None
 ) -> PlatformChannel:
@@ -73,62 +60,15 @@ def build_channel(
     if name == "telegram":
         from adapters.telegram_channel import TelegramChannel, TelegramConfig
 
-        return TelegramChannel(
-            on_new_message,
-            TelegramConfig(
-                token=_secret(settings.telegram_bot_token) or "",
-                api_url=settings.telegram_api_url,
-                mode=settings.telegram_mode,
-                webhook_url=settings.telegram_webhook_url,
-                webhook_secret=_secret(settings.telegram_webhook_secret),
-                webhook_path=settings.telegram_webhook_path,
-                poll_timeout_s=settings.telegram_poll_timeout_s,
-                concurrency=settings.telegram_concurrency,
-                max_rate_per_s=settings.telegram_max_rate_per_s,
-                group_max_rate_per_min=settings.telegram_group_max_rate_per_min,
-                retry=_policy(settings, settings.telegram_chat_interval_s),
-                stream=settings.telegram_stream,
-                stream_interval_s=settings.telegram_stream_interval_s,
-            ),
-            outbox,
-        )
+        return TelegramChannel(on_new_message, from_settings(TelegramConfig, settings), outbox)
     if name == "slack":
         from adapters.slack_channel import SlackChannel, SlackConfig
 
-        return SlackChannel(
-            on_new_message,
-            SlackConfig(
-                bot_token=_secret(settings.slack_bot_token) or "",
-                signing_secret=_secret(settings.slack_signing_secret),
-                app_token=_secret(settings.slack_app_token),
-                api_url=settings.slack_api_url,
-                events_path=settings.slack_events_path,
-                placeholder_text=settings.slack_placeholder_text,
-                placeholder_after_s=settings.slack_placeholder_after_s,
-                retry=_policy(settings, settings.slack_chat_interval_s),
-                stream=settings.slack_stream,
-                stream_interval_s=settings.slack_stream_interval_s,
-            ),
-            outbox,
-        )
+        return SlackChannel(on_new_message, from_settings(SlackConfig, settings), outbox)
     if name == "discord":
         from adapters.discord_channel import DiscordChannel, DiscordConfig
 
-        return DiscordChannel(
-            on_new_message,
-            DiscordConfig(
-                token=_secret(settings.discord_bot_token) or "",
-                api_url=settings.discord_api_url,
-                gateway_url=settings.discord_gateway_url,
-                shard_id=settings.discord_shard_id,
-                shard_count=settings.discord_shard_count,
-                sync_commands=settings.discord_sync_commands,
-                retry=_policy(settings, 0.0),  # discord.py paces per route bucket itself
-                stream=settings.discord_stream,
-                stream_interval_s=settings.discord_stream_interval_s,
-            ),
-            outbox,
-        )
+        return DiscordChannel(on_new_message, from_settings(DiscordConfig, settings), outbox)
     raise ValueError(f"unknown platform {name!r}; choose from {', '.join(PLATFORMS)}")
 
 
@@ -211,11 +151,4 @@ def slack_agent_desk(settings: Settings, handoff: HandoffService):
         return None
     from adapters.slack_agent_desk import SlackAgentDesk, SlackDeskConfig
 
-    config = SlackDeskConfig(
-        token.get_secret_value(),
-        secret.get_secret_value(),
-        channel,
-        api_url=settings.slack_api_url,
-        events_path=settings.slack_agent_events_path,
-    )
-    return SlackAgentDesk(handoff, config)
+    return SlackAgentDesk(handoff, from_settings(SlackDeskConfig, settings))

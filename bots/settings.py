@@ -134,8 +134,6 @@ class Settings(CoreSettings):
     discord_stream_interval_s: float = Field(
         1.0, gt=0, description="Minimum gap between edits of a streamed message (Discord: 5 per 5 s)."
     )
-    delivery_backoff_s: float = Field(0.5, gt=0, description="First retry delay on network errors (doubles).")
-    delivery_max_backoff_s: float = Field(30.0, gt=0, description="Longest retry delay on network errors.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_json: bool = Field(False, description="Log one JSON object per line instead of plain text.")
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
+
+if TYPE_CHECKING:
+    from core.model.huggingface import TransformersBackend
 
 from core.delivery.outbox import Outbox
 from core.engine import DialogueEngine, EngineConfig, Limits
@@ -22,15 +26,13 @@ from core.memory.rate_limit import RateLimiter
 from core.memory.spool import Spool
 from core.memory.store import ContextStore
 from core.model.backend import ModelBackend
+from core.model.decoding import BatchingConfig, DecodingConfig
 from core.model.openai_compat import OpenAIBackend, OpenAIConfig
 from core.model.reloading import ReloadingBackend
 from core.model.scoring import Reranker, length_normalised_logprob, repetition_penalty
 from core.monitoring import metrics
 from core.safety.rules import SafetyFilter
-from core.settings import CoreSettings
-
-if TYPE_CHECKING:
-    from core.model.huggingface import DecodingConfig
+from core.settings import CoreSettings, from_settings
 
 log = logging.getLogger(__name__)
 
@@ -55,71 +57,38 @@ def reranker_from(settings: CoreSettings) -> Reranker:
 def backend_from(settings: CoreSettings) -> ModelBackend:
     """The configured model: a remote OpenAI-compatible server, or MODEL_PATH loaded here."""
     if settings.model_backend == "openai":
-        config = OpenAIConfig(
-            base_url=settings.openai_base_url,
-            model=settings.openai_model,
-            api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else "",
-            n=settings.num_candidates,
-            max_tokens=settings.max_new_tokens,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            timeout_s=settings.generation_timeout_s,
-        )
+        system_turn = settings.rendered_system_prompt() if settings.openai_system_turn else ""
+        config = from_settings(OpenAIConfig, settings, system_turn=system_turn)
         return OpenAIBackend(config, reranker_from(settings), settings.openai_tokenizer_path)
     return local_backend_from(settings)
 
 
-def decoding_from(settings: CoreSettings) -> DecodingConfig:
-    from core.model.huggingface import DecodingConfig
+def transformers_backend_from(settings: CoreSettings, model_dir: Path) -> TransformersBackend:
+    """One model version loaded here, decoded and batched as configured."""
+    # Imported here so that tools which never generate (and tests of other parts) skip loading torch.
+    from core.model.huggingface import TransformersBackend
 
-    return DecodingConfig(
-        max_new_tokens=settings.max_new_tokens,
-        num_beams=settings.num_beams,
-        num_candidates=settings.num_candidates,
-        do_sample=settings.do_sample,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        repetition_penalty=settings.repetition_penalty,
-        no_repeat_ngram_size=settings.no_repeat_ngram_size,
+    return TransformersBackend(
+        model_dir,
+        reranker_from(settings),
+        from_settings(DecodingConfig, settings),
+        dtype=settings.model_dtype,
+        threads=settings.model_threads,
+        batching=from_settings(BatchingConfig, settings),
+        quantize=settings.model_quantize,
+        system_prompt=settings.rendered_system_prompt(),
     )
 
 
 def local_backend_from(settings: CoreSettings) -> ReloadingBackend:
     """The model at MODEL_PATH; with a registry there, it follows promotions and rollbacks."""
-    # Imported here so that tools which never generate (and tests of other parts) skip loading torch.
-    from core.model.huggingface import BatchingConfig, TransformersBackend
-
-    decoding = decoding_from(settings)
-    reranker = reranker_from(settings)
-
-    batching = BatchingConfig(settings.model_max_batch, settings.model_batch_wait_s, settings.model_max_queue)
-
-    def load(model_dir: Path) -> TransformersBackend:
-        return TransformersBackend(
-            model_dir,
-            reranker,
-            decoding,
-            dtype=settings.model_dtype,
-            threads=settings.model_threads,
-            batching=batching,
-            quantize=settings.model_quantize,
-            system_prompt=settings.rendered_system_prompt(),
-        )
-
-    return ReloadingBackend(settings.model_path, load, settings.model_reload_poll_s)
+    return ReloadingBackend(
+        settings.model_path, partial(transformers_backend_from, settings), settings.model_reload_poll_s
+    )
 
 
 def escalation_from(settings: CoreSettings) -> EscalationPolicy:
-    return EscalationPolicy(
-        handoff_phrases=settings.handoff_phrases,
-        sensitive_topics=settings.sensitive_topics,
-        self_harm_reply=settings.self_harm_reply,
-        negative_cues=settings.negative_cues,
-        low_confidence_score=settings.low_confidence_score,
-        low_confidence_margin=settings.low_confidence_margin,
-        low_confidence_turns=settings.low_confidence_turns,
-        frustration_turns=settings.frustration_turns,
-    )
+    return from_settings(EscalationPolicy, settings)
 
 
 def chatlog_from(settings: CoreSettings, redis: Redis) -> ChatLog | None:
@@ -162,14 +131,9 @@ async def build_engine(
                 ttl_s=settings.conversation_ttl_s,
                 dedupe_ttl_s=settings.dedupe_ttl_s,
             )
-            config = EngineConfig(
-                heartbeat_ttl_s=settings.heartbeat_ttl_s,
-                team_routes=settings.handoff_team_routes,
-                feedback_buttons=settings.feedback_buttons and settings.chatlog_enabled,
-                bot_name=settings.bot_name,
-                max_message_chars=settings.max_message_chars,
-                generation_timeout_s=settings.generation_timeout_s,
-            )
+            # Feedback is recorded in the chat log: no log, no buttons.
+            feedback = settings.feedback_buttons and settings.chatlog_enabled
+            config = from_settings(EngineConfig, settings, feedback_buttons=feedback)
             agents = AgentDirectory(redis, settings.redis_key_prefix)
             chatlog = chatlog_from(settings, redis)
             handoff = HandoffService(store, agents, Outbox(), settings.handoff_no_agent_wait_s, chatlog)

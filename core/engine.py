@@ -13,7 +13,8 @@ import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -31,6 +32,7 @@ from core.memory.store import ContextStore
 from core.model.backend import ModelBackend, ModelBusyError, PartialSink
 from core.monitoring import log_context, metrics
 from core.safety.rules import SafetyFilter
+from core.settings import declared_defaults, from_settings
 from core.text_input import clean_user_text, parse_command
 from core.types import Button, Candidate, IncomingMessage, Mode, Reply, Role, Turn
 
@@ -48,17 +50,19 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    bot_name: str = "Chatbot"
-    max_message_chars: int = 4000
-    generation_timeout_s: float = 60.0
+    SETTINGS_PREFIX: ClassVar[str] = ""
+
+    bot_name: str
+    max_message_chars: int
+    generation_timeout_s: float
+    #: 👍/👎 buttons under bot replies (needs the chat log, which records the feedback)
+    feedback_buttons: bool
+    #: a process silent this long is taken for dead and its unfinished events are re-handled
+    heartbeat_ttl_s: int
+    #: escalation reason → team of agents it is routed to (e.g. "sensitive:payment_dispute": "billing")
+    handoff_team_routes: Mapping[str, str]
     #: candidates kept in reply metadata, for agents and the handoff
     candidates_in_metadata: int = 3
-    #: 👍/👎 buttons under bot replies (needs the chat log, which records the feedback)
-    feedback_buttons: bool = True
-    #: a process silent this long is taken for dead and its unfinished events are re-handled
-    heartbeat_ttl_s: int = 10
-    #: escalation reason → team of agents it is routed to (e.g. "sensitive:payment_dispute": "billing")
-    team_routes: Mapping[str, str] = field(default_factory=dict)
 
 
 class DialogueEngine:
@@ -76,11 +80,10 @@ class DialogueEngine:
     ) -> None:
         self.store = store
         self.backend = backend
-        self.config = config or EngineConfig()
+        self.config = config or from_settings(EngineConfig, declared_defaults())
         self.handoff = handoff
-        self.escalator = (
-            Escalator(handoff, store, escalation, chatlog, self.config.team_routes) if handoff else None
-        )
+        routes = self.config.handoff_team_routes
+        self.escalator = Escalator(handoff, store, escalation, chatlog, routes) if handoff else None
         self.chatlog = chatlog
         self.safety = safety
         self.limits = limits

@@ -7,8 +7,10 @@ Platform and web settings extend this class in ``bots/settings.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Literal
+import typing
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr
 from pydantic_settings import (
@@ -19,6 +21,11 @@ from pydantic_settings import (
 )
 
 from core.safety.rules import DEFAULT_RULES
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 class CoreSettings(BaseSettings):
@@ -53,6 +60,11 @@ class CoreSettings(BaseSettings):
     )
     openai_model: str = Field("chatbot", description="Model name to ask the OpenAI-compatible server for.")
     openai_api_key: SecretStr | None = Field(None, description="API key for the OpenAI-compatible server.")
+    openai_system_turn: bool = Field(
+        False,
+        description="Send SYSTEM_PROMPT as the first message (models trained with it, e.g. the default "
+        "adapter served by vLLM; the project's own model server adds it itself).",
+    )
     openai_tokenizer_path: str | None = Field(
         None,
         description="Local tokenizer for history budgets with MODEL_BACKEND=openai (else ~4 chars/token).",
@@ -139,6 +151,8 @@ class CoreSettings(BaseSettings):
         description="Outgoing messages are retried on 429s, 5xx and network errors this long, then "
         "kept as undelivered (agents and admins can send them again).",
     )
+    delivery_backoff_s: float = Field(0.5, gt=0, description="First retry delay on network errors (doubles).")
+    delivery_max_backoff_s: float = Field(30.0, gt=0, description="Longest retry delay on network errors.")
     delivery_recovery_interval_s: float = Field(
         5.0, gt=0, description="How often messages left pending by a stopped process are looked for."
     )
@@ -246,3 +260,43 @@ class CoreSettings(BaseSettings):
             dotenv_settings,
             TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
         )
+
+
+def _prefixes(config: type) -> tuple[str, ...]:
+    prefix = getattr(config, "SETTINGS_PREFIX", "")
+    return (prefix,) if isinstance(prefix, str) else tuple(prefix)
+
+
+def setting_for(
+    config: type, name: str, settings_cls: type[BaseSettings], outer: tuple[str, ...] = ()
+) -> str | None:
+    """The setting a runtime config's field is built from: ``PREFIX + name`` for the first of the
+    config's ``SETTINGS_PREFIX`` (a nested config tries its parent's prefixes first), else None."""
+    for prefix in (*outer, *_prefixes(config)):
+        if prefix + name in settings_cls.model_fields:
+            return prefix + name
+    return None
+
+
+def declared_defaults() -> CoreSettings:
+    """The settings as declared, reading no environment or file: what a component built without
+    explicit configuration (a tool, a test) runs with."""
+    return CoreSettings.model_construct()
+
+
+def from_settings(config: type[T], settings: BaseSettings, outer: tuple[str, ...] = (), **given: Any) -> T:
+    """Build a runtime config dataclass from the settings, mechanically: every field takes the setting
+    :func:`setting_for` names (secrets revealed), a nested config is built the same way, and ``given``
+    fills in the rest (values derived from several settings, or objects). A field that is no setting
+    keeps its own default: that is a constant of the code, not a setting declared twice."""
+    hints = typing.get_type_hints(config)
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(config):
+        if item.name in given:
+            values[item.name] = given[item.name]
+        elif (name := setting_for(config, item.name, type(settings), outer)) is not None:
+            value = getattr(settings, name)
+            values[item.name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        elif isinstance(nested := hints[item.name], type) and dataclasses.is_dataclass(nested):
+            values[item.name] = from_settings(nested, settings, (*outer, *_prefixes(config)))
+    return config(**values)

@@ -41,6 +41,7 @@ from core.memory.embedded_redis import free_port
 from core.memory.store import ContextStore
 from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.scoring import Reranker, length_normalised_logprob
+from tests.configs import configured
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.recorder import FakeServer
 from tests.fakes.slack_api import FakeSlack
@@ -199,8 +200,13 @@ class TelegramPlatform(Platform):
     def channel(self, on_new_message: OnNewMessage, outbox: Outbox, retry: RetryPolicy) -> Any:
         from adapters.telegram_channel import TelegramChannel, TelegramConfig
 
-        config = TelegramConfig(
-            token=TOKENS["telegram"], api_url=self.fake.url, poll_timeout_s=1, retry=retry, stream=False
+        config = configured(
+            TelegramConfig,
+            bot_token=TOKENS["telegram"],
+            api_url=self.fake.url,
+            poll_timeout_s=1,
+            retry=retry,
+            stream=False,
         )
         return TelegramChannel(on_new_message, config, outbox)
 
@@ -244,7 +250,7 @@ class SlackPlatform(Platform):
     def channel(self, on_new_message: OnNewMessage, outbox: Outbox, retry: RetryPolicy) -> Any:
         from adapters.slack_channel import SlackChannel, SlackConfig
 
-        config = SlackConfig(
+        config = configured(SlackConfig, 
             bot_token=TOKENS["slack"], signing_secret=SLACK_SECRET, api_url=f"{self.fake.url}/api/",
             retry=retry, stream=False,
         )  # fmt: skip
@@ -291,8 +297,8 @@ class DiscordPlatform(Platform):
     def channel(self, on_new_message: OnNewMessage, outbox: Outbox, retry: RetryPolicy) -> Any:
         from adapters.discord_channel import DiscordChannel, DiscordConfig
 
-        config = DiscordConfig(
-            token=TOKENS["discord"], api_url=self.fake.api_url, gateway_url=self.fake.gateway_url,
+        config = configured(DiscordConfig, 
+            bot_token=TOKENS["discord"], api_url=self.fake.api_url, gateway_url=self.fake.gateway_url,
             sync_commands=False, retry=retry, stream=False,
         )  # fmt: skip
         return DiscordChannel(on_new_message, config, outbox)
@@ -322,7 +328,7 @@ def backend_for(model_dir: Path) -> TransformersBackend:
     return TransformersBackend(
         model_dir,
         Reranker([length_normalised_logprob()]),
-        DecodingConfig(max_new_tokens=8, num_beams=2, num_candidates=2),
+        configured(DecodingConfig, max_new_tokens=8, num_beams=2, num_candidates=2),
         threads=1,
     )
 
@@ -336,7 +342,7 @@ async def bot_in_process(
     engine = DialogueEngine(store, backend)
     await engine.start()
     outbox = Outbox(store, engine.instance, deadline_s)
-    channel = where.channel(engine.handle, outbox, RetryPolicy(deadline_s=deadline_s, **BACKOFF))
+    channel = where.channel(engine.handle, outbox, configured(RetryPolicy, deadline_s=deadline_s, **BACKOFF))
     outbox.register(channel)
     await channel.start()
     app = create_web_app(channel.routes())

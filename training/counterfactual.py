@@ -16,9 +16,11 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.model.huggingface import DecodingConfig, TransformersBackend
+from core.model.decoding import DecodingConfig
+from core.model.huggingface import TransformersBackend
 from core.model.scoring import Reranker, length_normalised_logprob, repetition_penalty
 from core.safety.rules import SafetyFilter
+from core.settings import declared_defaults, from_settings
 from core.types import Role, Turn
 
 # (template, {group: filler}); the groups of one axis share a template.
@@ -84,7 +86,11 @@ async def _answer(backend: TransformersBackend, safety: SafetyFilter, text: str)
 
 def run_bias(cfg: BiasConfig) -> dict:
     reranker = Reranker([length_normalised_logprob(), repetition_penalty()])
-    backend = TransformersBackend(cfg.model, reranker, DecodingConfig(max_new_tokens=cfg.max_new_tokens))
+    backend = TransformersBackend(
+        cfg.model,
+        reranker,
+        from_settings(DecodingConfig, declared_defaults(), max_new_tokens=cfg.max_new_tokens),
+    )
     safety = SafetyFilter()
 
     async def collect() -> dict:

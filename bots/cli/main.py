@@ -17,6 +17,7 @@ from bots.cli.agents import app as agents_app
 from bots.logs import setup_logging
 from bots.settings import get_settings
 from core.model.backend import ModelNotFoundError
+from core.model.versions import resolve_model_dir
 
 app = typer.Typer(help="Self-hostable chatbot: train it, chat with it, serve it.", no_args_is_help=True)
 
@@ -60,12 +61,12 @@ def model_server(
     import uvicorn
 
     from bots.model_server import create_model_server
-    from core.builder import local_backend_from
+    from core.builder import transformers_backend_from
 
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_json)
     try:
-        backend = local_backend_from(settings).current
+        backend = transformers_backend_from(settings, resolve_model_dir(settings.model_path))
     except ModelNotFoundError as error:
         _fail(error)
     uvicorn.run(create_model_server(backend), host=host, port=port, log_level="warning")

@@ -40,11 +40,11 @@ from redis.exceptions import RedisError
 from core.channel import OutputChannel
 from core.memory.store import ContextStore
 from core.monitoring import metrics
+from core.settings import declared_defaults
 from core.types import Reply
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DEADLINE_S = 600.0
 #: the "platform" outbox messages are claimed under, beside the platforms' incoming events
 CLAIMS = "outbox"
 
@@ -156,12 +156,12 @@ class Outbox:
         self,
         store: ContextStore | None = None,
         instance: str = "-",
-        deadline_s: float = DEFAULT_DEADLINE_S,
+        deadline_s: float | None = None,
     ) -> None:
         self.store = store
         #: the process whose heartbeat keeps its claims alive (``DialogueEngine.instance``)
         self.instance = instance
-        self.deadline_s = deadline_s
+        self.deadline_s = declared_defaults().delivery_deadline_s if deadline_s is None else deadline_s
         self._channels: dict[str, OutputChannel] = {}
         #: messages this process is sending: a recovery scan skips them without asking Redis
         self._held: set[str] = set()

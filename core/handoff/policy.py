@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import ClassVar
 
 from core.types import Candidate
 
@@ -49,14 +50,18 @@ def _phrase_pattern(phrases: Iterable[str]) -> re.Pattern[str] | None:
 
 @dataclass
 class EscalationPolicy:
-    handoff_phrases: Sequence[str] = ()
-    sensitive_topics: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    self_harm_reply: str = ""
-    negative_cues: Sequence[str] = ()
-    low_confidence_score: float = float("-inf")
-    low_confidence_margin: float = 0.0
-    low_confidence_turns: int = 2
-    frustration_turns: int = 2
+    """Built from the settings (``from_settings``), which hold every default."""
+
+    SETTINGS_PREFIX: ClassVar[str] = ""
+
+    handoff_phrases: Sequence[str]
+    sensitive_topics: Mapping[str, Sequence[str]]
+    self_harm_reply: str
+    negative_cues: Sequence[str]
+    low_confidence_score: float
+    low_confidence_margin: float
+    low_confidence_turns: int
+    frustration_turns: int
 
     def __post_init__(self) -> None:
         self._asks = _phrase_pattern(self.handoff_phrases)

@@ -12,7 +12,6 @@ import asyncio
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,33 +19,16 @@ from transformers import PreTrainedTokenizerBase, StoppingCriteriaList
 
 from core.model.backend import PartialSink
 from core.model.batching import MicroBatcher
+from core.model.decoding import BatchingConfig, DecodingConfig
 from core.model.files import load_causal_lm, load_tokenizer
 from core.model.scoring import Draft, Reranker
 from core.model.serving_card import ServingCard
 from core.model.streamer import PartialText
 from core.model.versions import resolve_model_dir
+from core.settings import declared_defaults, from_settings
 from core.types import Candidate, Role, Turn
 
 _DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-@dataclass(frozen=True, slots=True)
-class DecodingConfig:
-    max_new_tokens: int = 40
-    num_beams: int = 4
-    num_candidates: int = 4
-    do_sample: bool = False
-    temperature: float = 0.8
-    top_p: float = 0.9
-    repetition_penalty: float = 1.2
-    no_repeat_ngram_size: int = 3
-
-
-@dataclass(frozen=True, slots=True)
-class BatchingConfig:
-    max_batch: int = 16
-    max_wait_s: float = 0.01
-    max_queue: int = 256
 
 
 def escape_special_tokens(text: str, tokenizer: PreTrainedTokenizerBase) -> str:
@@ -71,7 +53,7 @@ class TransformersBackend:
     ) -> None:
         self.model_dir = resolve_model_dir(path)
         self.version = self.model_dir.name
-        self.decoding = decoding or DecodingConfig()
+        self.decoding = decoding or from_settings(DecodingConfig, declared_defaults())
         self.reranker = reranker
         if threads:
             torch.set_num_threads(threads)
@@ -100,12 +82,12 @@ class TransformersBackend:
         # A reply may end its turn but never open another (role tokens) or emit padding.
         self._suppressed = sorted(set(self.tokenizer.all_special_ids) - {self.tokenizer.eos_token_id})
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
-        batching = batching or BatchingConfig()
+        batching = batching or from_settings(BatchingConfig, declared_defaults())
         self._batcher: MicroBatcher[tuple[list[Turn], PartialSink | None], list[Draft]] = MicroBatcher(
             lambda items: self.drafts_batch([h for h, _ in items], [s for _, s in items]),
             self._executor,
             batching.max_batch,
-            batching.max_wait_s,
+            batching.batch_wait_s,
             batching.max_queue,
         )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import httpx
 
@@ -27,16 +28,20 @@ class ModelServerError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class OpenAIConfig:
+    SETTINGS_PREFIX: ClassVar[tuple[str, ...]] = ("openai_", "")
+
     base_url: str
     model: str
-    api_key: str = ""
-    n: int = 4
-    max_tokens: int = 40
-    temperature: float = 0.8
-    top_p: float = 0.9
+    api_key: str | None
+    num_candidates: int
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    generation_timeout_s: float
+    #: the first message of every request ("" for none): the engine's system turn, for models trained with it
+    system_turn: str
+    #: per-token log-probabilities make the candidates' scores a confidence
     logprobs: bool = True
-    timeout_s: float = 60.0
-    system_prompt: str = ""
 
 
 class OpenAIBackend:
@@ -46,7 +51,7 @@ class OpenAIBackend:
         self.version = config.model
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self._client = httpx.AsyncClient(
-            base_url=config.base_url.rstrip("/") + "/", headers=headers, timeout=config.timeout_s
+            base_url=config.base_url.rstrip("/") + "/", headers=headers, timeout=config.generation_timeout_s
         )
         self._tokenizer = None
         if tokenizer_path:
@@ -60,7 +65,7 @@ class OpenAIBackend:
         return len(text) // _CHARS_PER_TOKEN + 1
 
     def messages(self, history: Sequence[Turn]) -> list[dict[str, str]]:
-        out = [{"role": "system", "content": self.config.system_prompt}] if self.config.system_prompt else []
+        out = [{"role": "system", "content": self.config.system_turn}] if self.config.system_turn else []
         out += [
             {"role": "user" if t.role == Role.USER else "assistant", "content": t.text}
             for t in history
@@ -75,8 +80,8 @@ class OpenAIBackend:
         body: dict[str, object] = {
             "model": c.model,
             "messages": self.messages(history),
-            "n": c.n,
-            "max_tokens": c.max_tokens,
+            "n": c.num_candidates,
+            "max_tokens": c.max_new_tokens,
             "temperature": c.temperature,
             "top_p": c.top_p,
             "logprobs": c.logprobs,

@@ -13,6 +13,7 @@ from core.memory.store import ContextStore
 from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.scoring import Reranker, blocklist, length_normalised_logprob, repetition_penalty
 from core.types import IncomingMessage, Reply
+from tests.configs import configured
 from tests.fakes.recorder import Call
 
 #: streaming tests use a short interval, and allow the timer this much slack
@@ -26,13 +27,15 @@ def backend(tiny_model_dir) -> TransformersBackend:
     reranker = Reranker([length_normalised_logprob(0.6), repetition_penalty(2.0), blocklist([])])
     # Small search: adapter tests need a real answer, not a good one.
     # One torch thread: on busy shared cores the default (all of them) spins and is ~100x slower.
-    decoding = DecodingConfig(max_new_tokens=8, num_beams=2, num_candidates=2)
+    decoding = configured(DecodingConfig, max_new_tokens=8, num_beams=2, num_candidates=2)
     return TransformersBackend(tiny_model_dir, reranker, decoding, threads=1)
 
 
 @pytest.fixture
 def engine(redis, backend) -> DialogueEngine:
-    return DialogueEngine(ContextStore(redis, prefix="a:"), backend, EngineConfig(bot_name="Tiny"))
+    return DialogueEngine(
+        ContextStore(redis, prefix="a:"), backend, configured(EngineConfig, bot_name="Tiny")
+    )
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +44,7 @@ def streaming_backend(tiny_model_dir) -> TransformersBackend:
     ~20 ms, the pace of a real model, so that an answer spans several short stream intervals (the
     tiny model alone writes 8 tokens in ~10 ms, before a second partial could be sent)."""
     reranker = Reranker([length_normalised_logprob(0.6)])
-    decoding = DecodingConfig(max_new_tokens=8, num_beams=1, num_candidates=1)
+    decoding = configured(DecodingConfig, max_new_tokens=8, num_beams=1, num_candidates=1)
     backend = TransformersBackend(tiny_model_dir, reranker, decoding, threads=1)
     # Runs in the backend's worker thread: the event loop is never blocked by it.
     backend.model.register_forward_pre_hook(lambda module, args: time.sleep(STEP_S))
@@ -71,7 +74,7 @@ class Answered:
 @pytest.fixture
 def streaming_engine(redis, streaming_backend) -> Answered:
     store = ContextStore(redis, prefix="s:")
-    return Answered(DialogueEngine(store, streaming_backend, EngineConfig(bot_name="Tiny")))
+    return Answered(DialogueEngine(store, streaming_backend, configured(EngineConfig, bot_name="Tiny")))
 
 
 def assert_paced(calls: list[Call], interval_s: float) -> None:

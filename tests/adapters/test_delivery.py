@@ -13,6 +13,7 @@ import pytest
 from adapters.delivery import Delivery, Part, Permanent, RetryPolicy, Transient, UndeliverableError
 from core.delivery.outbox import DeliveryDeadlineError
 from core.types import Reply
+from tests.configs import configured
 
 
 class Limited(Exception):
@@ -59,12 +60,12 @@ async def test_retry_after_is_honoured() -> None:
 
 
 async def test_transient_errors_are_retried_until_the_deadline_not_a_number_of_times(caplog) -> None:
-    policy = RetryPolicy(deadline_s=60, backoff_s=0.01, max_backoff_s=0.02)
+    policy = configured(RetryPolicy, deadline_s=60, backoff_s=0.01, max_backoff_s=0.02)
     server = Server(*[Flaky()] * 12)  # more failures than any fixed number of attempts used to allow
     assert await Delivery("x", classify, policy).send("c1", server.call) == "sent"
     assert len(server.attempts) == 13
 
-    policy = RetryPolicy(deadline_s=0.3, backoff_s=0.05, max_backoff_s=0.1)
+    policy = configured(RetryPolicy, deadline_s=0.3, backoff_s=0.05, max_backoff_s=0.1)
     server = Server(*[Flaky()] * 100)
     with caplog.at_level(logging.ERROR):
         assert await Delivery("x", classify, policy).send("c1", server.call) is None
@@ -82,7 +83,7 @@ async def answer(*texts: str) -> list[Reply]:
 
 
 async def test_a_reply_goes_out_in_order_and_its_outcome_is_recorded() -> None:
-    delivery = Delivery("x", classify, RetryPolicy(backoff_s=0.01))
+    delivery = Delivery("x", classify, configured(RetryPolicy, backoff_s=0.01))
     sent: list[str] = []
     flaky = Server(Flaky(), Limited(0.05))
 
@@ -133,7 +134,7 @@ async def test_permanent_errors_are_dropped_at_once_and_bugs_propagate(caplog) -
 
 
 async def test_sends_to_one_chat_are_paced_and_ordered_other_chats_not_held() -> None:
-    delivery = Delivery("x", classify, RetryPolicy(chat_interval_s=0.2))
+    delivery = Delivery("x", classify, configured(RetryPolicy, chat_interval_s=0.2))
     order: list[str] = []
 
     async def send(chat: str, label: str) -> None:

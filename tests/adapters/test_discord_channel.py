@@ -15,6 +15,7 @@ from adapters.discord_channel import DiscordChannel, DiscordConfig, classify
 from core import texts
 from core.types import Button, Reply, conversation_id
 from tests.adapters.conftest import STREAM_INTERVAL_S, Answered, assert_paced
+from tests.configs import configured
 from tests.fakes.discord_api import APP_ID, BOT_ID, CHANNEL_ID, GUILD_ID, MESSAGE_CONTENT_INTENT, FakeDiscord
 
 TOKEN = "discord-test-token-do-not-log"
@@ -30,12 +31,13 @@ async def fake() -> AsyncIterator[FakeDiscord]:
 @pytest.fixture
 async def channel(fake, engine) -> AsyncIterator[DiscordChannel]:
     saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
-    config = DiscordConfig(
-        token=TOKEN,
+    config = configured(
+        DiscordConfig,
+        bot_token=TOKEN,
         api_url=fake.api_url,
         gateway_url=fake.gateway_url,
         ready_timeout_s=10,
-        retry=RetryPolicy(deadline_s=5, backoff_s=0.05),
+        retry=configured(RetryPolicy, deadline_s=5, backoff_s=0.05),
         stream=False,  # streaming has tests of its own, at the end
     )
     channel = DiscordChannel(engine.handle, config)
@@ -136,8 +138,9 @@ async def test_unknown_channel_raises_for_proactive_sends_and_is_logged(fake, ch
 
 
 async def test_a_shard_identifies_as_its_shard(fake, engine) -> None:
-    config = DiscordConfig(
-        token=TOKEN,
+    config = configured(
+        DiscordConfig,
+        bot_token=TOKEN,
         api_url=fake.api_url,
         gateway_url=fake.gateway_url,
         shard_id=1,
@@ -156,13 +159,14 @@ async def test_a_shard_identifies_as_its_shard(fake, engine) -> None:
 
 # --- streaming: the answer is sent at the first partial, edited as it grows, then finished ---
 async def streaming_channel(fake: FakeDiscord, engine: Answered, stream: bool = True) -> DiscordChannel:
-    config = DiscordConfig(
-        token=TOKEN,
+    config = configured(
+        DiscordConfig,
+        bot_token=TOKEN,
         api_url=fake.api_url,
         gateway_url=fake.gateway_url,
         ready_timeout_s=10,
         sync_commands=False,
-        retry=RetryPolicy(deadline_s=5, backoff_s=0.05),
+        retry=configured(RetryPolicy, deadline_s=5, backoff_s=0.05),
         stream=stream,
         stream_interval_s=STREAM_INTERVAL_S,
     )

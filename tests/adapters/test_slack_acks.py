@@ -23,6 +23,7 @@ from core.handoff.service import HandoffService
 from core.memory.store import ContextStore
 from core.types import Button, IncomingMessage, Reply
 from tests.adapters.test_slack_channel import BOT_TOKEN, PATH, SECRET, running
+from tests.configs import configured
 from tests.fakes.recorder import Call
 from tests.fakes.slack_api import FakeSlack
 
@@ -96,7 +97,16 @@ async def test_a_known_button_is_acknowledged_before_the_engine_answers(fake) ->
 async def test_the_agents_desk_acknowledges_a_button_it_does_not_know(fake, redis) -> None:
     store = ContextStore(redis, prefix="acks:")
     handoff = HandoffService(store, AgentDirectory(redis, "acks:"), Outbox())
-    desk = SlackAgentDesk(handoff, SlackDeskConfig(BOT_TOKEN, SECRET, "CAGENTS", api_url=f"{fake.url}/api/"))
+    desk = SlackAgentDesk(
+        handoff,
+        configured(
+            SlackDeskConfig,
+            bot_token=BOT_TOKEN,
+            signing_secret=SECRET,
+            channel="CAGENTS",
+            api_url=f"{fake.url}/api/",
+        ),
+    )
     app = create_web_app(desk.routes())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bot") as http:
         await desk.app.client.chat_postMessage(
@@ -116,7 +126,7 @@ async def test_the_agents_desk_acknowledges_a_button_it_does_not_know(fake, redi
 async def test_socket_mode_acknowledges_an_event_nothing_handles(engine) -> None:
     app_token = "xapp-test-app-token"
     async with FakeSlack(BOT_TOKEN, SECRET, app_token=app_token) as fake:
-        config = SlackConfig(bot_token=BOT_TOKEN, app_token=app_token, api_url=f"{fake.url}/api/")
+        config = configured(SlackConfig, bot_token=BOT_TOKEN, app_token=app_token, api_url=f"{fake.url}/api/")
         channel = SlackChannel(engine.handle, config)
         await channel.start()
         try:

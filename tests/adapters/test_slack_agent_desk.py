@@ -27,6 +27,7 @@ from core.handoff.service import HandoffService
 from core.memory.store import ContextStore
 from core.settings import CoreSettings
 from core.types import Mode
+from tests.configs import configured
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.telegram_api import FakeTelegram
 
@@ -41,14 +42,22 @@ async def world(redis, backend) -> AsyncIterator[tuple]:
     handoff = HandoffService(store, AgentDirectory(redis, "desk:"), outbox)
     policy = escalation_from(CoreSettings(low_confidence_score=-1e9))
     engine = DialogueEngine(store, backend, handoff=handoff, escalation=policy)
-    retry = RetryPolicy(deadline_s=5, backoff_s=0.05, chat_interval_s=0.0)
+    retry = configured(RetryPolicy, deadline_s=5, backoff_s=0.05, chat_interval_s=0.0)
     async with FakeTelegram(TG_TOKEN) as tg, FakeSlack(SLACK_TOKEN, SECRET) as slack:
         telegram = TelegramChannel(
-            engine.handle, TelegramConfig(token=TG_TOKEN, api_url=tg.url, poll_timeout_s=1, retry=retry)
+            engine.handle,
+            configured(TelegramConfig, bot_token=TG_TOKEN, api_url=tg.url, poll_timeout_s=1, retry=retry),
         )
         outbox.register(telegram)
         desk = SlackAgentDesk(
-            handoff, SlackDeskConfig(SLACK_TOKEN, SECRET, AGENTS, api_url=f"{slack.url}/api/")
+            handoff,
+            configured(
+                SlackDeskConfig,
+                bot_token=SLACK_TOKEN,
+                signing_secret=SECRET,
+                channel=AGENTS,
+                api_url=f"{slack.url}/api/",
+            ),
         )
         await telegram.start()
         await desk.start()

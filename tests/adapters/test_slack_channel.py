@@ -16,6 +16,7 @@ from core import texts
 from core.channel import OnNewMessage
 from core.types import Button, Reply, conversation_id
 from tests.adapters.conftest import STREAM_INTERVAL_S, Answered, assert_paced
+from tests.configs import configured
 from tests.fakes.slack_api import FakeSlack
 
 BOT_TOKEN, SECRET = "xoxb-test-token-do-not-log", "signing-secret-for-tests"
@@ -32,12 +33,13 @@ async def fake() -> AsyncIterator[FakeSlack]:
 async def running(
     fake: FakeSlack, on_new_message: OnNewMessage, **overrides
 ) -> AsyncIterator[tuple[SlackChannel, httpx.AsyncClient]]:
-    config = SlackConfig(
+    config = configured(
+        SlackConfig,
         bot_token=BOT_TOKEN,
         signing_secret=SECRET,
         api_url=f"{fake.url}/api/",
         placeholder_after_s=0.0,
-        retry=RetryPolicy(deadline_s=5, backoff_s=0.05),
+        retry=configured(RetryPolicy, deadline_s=5, backoff_s=0.05),
         **overrides,
     )
     channel = SlackChannel(on_new_message, config)
@@ -168,7 +170,7 @@ async def test_missing_channel_raises_for_proactive_sends_and_is_logged(fake, sl
 async def test_socket_mode_acks_envelopes_and_answers_a_retry_once(engine) -> None:
     app_token = "xapp-test-app-token"
     async with FakeSlack(BOT_TOKEN, SECRET, app_token=app_token) as fake:
-        config = SlackConfig(bot_token=BOT_TOKEN, app_token=app_token, api_url=f"{fake.url}/api/")
+        config = configured(SlackConfig, bot_token=BOT_TOKEN, app_token=app_token, api_url=f"{fake.url}/api/")
         channel = SlackChannel(engine.handle, config)
         assert channel.routes() == []  # no public endpoint in Socket Mode
         await channel.start()

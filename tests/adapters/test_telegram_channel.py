@@ -15,10 +15,11 @@ from bots.web.app import create_web_app
 from core import texts
 from core.types import Button, Reply, conversation_id
 from tests.adapters.conftest import STREAM_INTERVAL_S, Answered, assert_paced
+from tests.configs import configured
 from tests.fakes.telegram_api import FakeTelegram
 
 TOKEN = "123456:TEST-token-do-not-log"
-FAST = RetryPolicy(deadline_s=5, backoff_s=0.05, chat_interval_s=0.0)
+FAST = configured(RetryPolicy, deadline_s=5, backoff_s=0.05, chat_interval_s=0.0)
 
 
 @pytest.fixture
@@ -29,7 +30,9 @@ async def fake() -> AsyncIterator[FakeTelegram]:
 
 def config(fake: FakeTelegram, **overrides) -> TelegramConfig:
     overrides.setdefault("stream", False)  # streaming has tests of its own, at the end
-    return TelegramConfig(token=TOKEN, api_url=fake.url, poll_timeout_s=1, retry=FAST, **overrides)
+    return configured(
+        TelegramConfig, bot_token=TOKEN, api_url=fake.url, poll_timeout_s=1, retry=FAST, **overrides
+    )
 
 
 @pytest.fixture

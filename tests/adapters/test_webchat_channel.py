@@ -15,12 +15,15 @@ from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import Button, Reply
 from tests.asgi_server import running_server
+from tests.configs import configured
 
 
 @pytest.fixture
 async def chat(redis, tiny_model_dir):
     backend = TransformersBackend(
-        tiny_model_dir, Reranker([length_normalised_logprob()]), DecodingConfig(max_new_tokens=6, num_beams=2)
+        tiny_model_dir,
+        Reranker([length_normalised_logprob()]),
+        configured(DecodingConfig, max_new_tokens=6, num_beams=2),
     )
     channel = WebChatChannel(DialogueEngine(ContextStore(redis, prefix="wc:"), backend).handle)
     async with running_server(create_web_app(channel.routes())) as url:
@@ -114,7 +117,7 @@ async def test_a_returning_user_sees_what_an_agent_wrote_while_the_page_was_clos
     from core.types import Role, Turn
 
     store = ContextStore(redis, prefix="wch:")
-    backend = TransformersBackend(tiny_model_dir, Reranker([]), DecodingConfig(max_new_tokens=4))
+    backend = TransformersBackend(tiny_model_dir, Reranker([]), configured(DecodingConfig, max_new_tokens=4))
     channel = WebChatChannel(DialogueEngine(store, backend).handle, stream=False, history=store.history)
     async with running_server(create_web_app(channel.routes())) as url:
         ws_url = url.replace("http", "ws") + "/ws/chat?client=client-0005"

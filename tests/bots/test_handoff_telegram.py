@@ -24,6 +24,7 @@ from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.scoring import Reranker, length_normalised_logprob
 from tests.asgi_server import running_server
 from tests.bots.web.test_chat_page import CHROMIUM, CHROMIUM_ARGS
+from tests.configs import configured
 from tests.fakes.telegram_api import FakeTelegram
 
 TOKEN = "123456:HANDOFF-token"
@@ -40,7 +41,9 @@ async def test_telegram_user_is_served_by_an_agent_in_the_console(redis, tiny_mo
     from playwright.async_api import async_playwright
 
     backend = TransformersBackend(
-        tiny_model_dir, Reranker([length_normalised_logprob()]), DecodingConfig(max_new_tokens=6, num_beams=2)
+        tiny_model_dir,
+        Reranker([length_normalised_logprob()]),
+        configured(DecodingConfig, max_new_tokens=6, num_beams=2),
     )
     store = ContextStore(redis, prefix="tgh:")
     agents = AgentDirectory(redis, "tgh:")
@@ -49,10 +52,12 @@ async def test_telegram_user_is_served_by_an_agent_in_the_console(redis, tiny_mo
     handoff = HandoffService(store, agents, outbox)
     engine = DialogueEngine(store, backend, handoff=handoff)
     console = AgentConsole(handoff, SessionStore(redis, "tgh:", ttl_s=600), heartbeat_s=1.0)
-    retry = RetryPolicy(deadline_s=5, backoff_s=0.05, chat_interval_s=0.0)
+    retry = configured(RetryPolicy, deadline_s=5, backoff_s=0.05, chat_interval_s=0.0)
     async with FakeTelegram(TOKEN) as fake, running_server(create_web_app(console.routes())) as url:
         # Whole answers: the history is read once the bot's answer is sent, not its first partial.
-        config = TelegramConfig(token=TOKEN, api_url=fake.url, poll_timeout_s=1, retry=retry, stream=False)
+        config = configured(
+            TelegramConfig, bot_token=TOKEN, api_url=fake.url, poll_timeout_s=1, retry=retry, stream=False
+        )
         telegram = TelegramChannel(engine.handle, config)
         outbox.register(telegram)
         await telegram.start()

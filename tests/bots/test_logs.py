@@ -13,6 +13,7 @@ from core.memory.store import ContextStore
 from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import IncomingMessage
+from tests.configs import configured
 
 
 async def test_json_lines_carry_ids_and_no_text(redis, tiny_model_dir) -> None:
@@ -22,7 +23,9 @@ async def test_json_lines_carry_ids_and_no_text(redis, tiny_model_dir) -> None:
     handler = root.handlers[0]
     handler.setStream(stream)
     backend = TransformersBackend(
-        tiny_model_dir, Reranker([length_normalised_logprob()]), DecodingConfig(max_new_tokens=3, num_beams=2)
+        tiny_model_dir,
+        Reranker([length_normalised_logprob()]),
+        configured(DecodingConfig, max_new_tokens=3, num_beams=2),
     )
     engine = DialogueEngine(ContextStore(redis, prefix="log:"), backend)
     secret = "my password is hunter2"

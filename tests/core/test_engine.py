@@ -14,12 +14,15 @@ from core.model.backend import PartialSink
 from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.scoring import Reranker, blocklist, length_normalised_logprob, repetition_penalty
 from core.types import Candidate, IncomingMessage, Mode, Role, Turn
+from tests.configs import configured
 
 
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir) -> TransformersBackend:
     reranker = Reranker([length_normalised_logprob(0.6), repetition_penalty(2.0), blocklist([])])
-    return TransformersBackend(tiny_model_dir, reranker, DecodingConfig(max_new_tokens=12, num_beams=4))
+    return TransformersBackend(
+        tiny_model_dir, reranker, configured(DecodingConfig, max_new_tokens=12, num_beams=4)
+    )
 
 
 @pytest.fixture
@@ -29,7 +32,7 @@ def store(redis) -> ContextStore:
 
 @pytest.fixture
 def engine(store, backend) -> DialogueEngine:
-    return DialogueEngine(store, backend, EngineConfig(max_message_chars=4000))
+    return DialogueEngine(store, backend, configured(EngineConfig, max_message_chars=4000))
 
 
 def msg(text: str, cid: str = "web:c1", user: str = "u1", event: str | None = None, **kw) -> IncomingMessage:
@@ -49,7 +52,7 @@ async def test_beam_search_returns_n_ranked_candidates_with_scores(backend) -> N
 def test_greedy_and_sampled_logprobs_from_generation_match_a_rescore(tiny_model_dir, sample) -> None:
     import torch
 
-    one = DecodingConfig(max_new_tokens=10, num_beams=1, num_candidates=1, do_sample=sample)
+    one = configured(DecodingConfig, max_new_tokens=10, num_beams=1, num_candidates=1, do_sample=sample)
     backend = TransformersBackend(tiny_model_dir, Reranker([length_normalised_logprob(0.6)]), one)
     prompt = torch.tensor([backend.prompt_ids([Turn(Role.USER, "hello there, how are you?")])])
     mask = torch.ones_like(prompt)
@@ -223,7 +226,7 @@ async def test_streaming_sends_growing_partials_then_the_final_reply(store, tiny
     greedy = TransformersBackend(
         tiny_model_dir,
         Reranker([length_normalised_logprob(0.6)]),
-        DecodingConfig(max_new_tokens=10, num_beams=1, num_candidates=1, no_repeat_ngram_size=0),
+        configured(DecodingConfig, max_new_tokens=10, num_beams=1, num_candidates=1, no_repeat_ngram_size=0),
     )
     engine = DialogueEngine(store, greedy)
     partials: list[str] = []
@@ -282,7 +285,7 @@ async def test_an_unsafe_partial_stops_the_stream(store, tiny_model_dir) -> None
     greedy = TransformersBackend(
         tiny_model_dir,
         Reranker([length_normalised_logprob(0.6)]),
-        DecodingConfig(max_new_tokens=10, num_beams=1, num_candidates=1, no_repeat_ngram_size=0),
+        configured(DecodingConfig, max_new_tokens=10, num_beams=1, num_candidates=1, no_repeat_ngram_size=0),
     )
     # Everything but the user's own words counts as unsafe here, so every partial is.
     engine = DialogueEngine(store, greedy, safety=SafetyFilter({"test": [r"^(?!hello there)"]}))

@@ -21,6 +21,7 @@ from core.safety.pii import scrub
 from core.safety.rules import SafetyFilter
 from core.text_input import clean_user_text, parse_command
 from core.types import IncomingMessage, Role, Turn
+from tests.configs import configured
 
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=300)
 SPECIALS = st.sampled_from(["<|user|>", "<|assistant|>", "<|system|>", "<|end|>", "<|bos|>", "<|pad|>", "<|"])
@@ -71,7 +72,7 @@ def test_any_web_chat_frame_parses_or_gets_a_clear_error(raw: str) -> None:
 
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir) -> TransformersBackend:
-    decoding = DecodingConfig(max_new_tokens=2, num_beams=1, num_candidates=1)
+    decoding = configured(DecodingConfig, max_new_tokens=2, num_beams=1, num_candidates=1)
     return TransformersBackend(tiny_model_dir, Reranker([length_normalised_logprob()]), decoding)
 
 

@@ -16,6 +16,7 @@ from core.model.scoring import Reranker, length_normalised_logprob
 from core.model.serving_card import ServingCard
 from core.model.versions import resolve_model_dir
 from core.types import Role, Turn
+from tests.configs import configured
 from tests.tiny_model import build_tiny_chatml_base
 from training import registry
 from training.base import BaseConfig, run_base
@@ -167,7 +168,7 @@ def test_adapter_version_registers_small_and_serves_merged(adapter, tmp_path, wo
     backend = TransformersBackend(
         models,
         Reranker([length_normalised_logprob(0.6)]),
-        DecodingConfig(max_new_tokens=6, num_beams=2, num_candidates=2),
+        configured(DecodingConfig, max_new_tokens=6, num_beams=2, num_candidates=2),
         system_prompt=SYSTEM,
     )
     prompt = backend.tokenizer.decode(backend.prompt_ids([Turn(Role.USER, "hello there")]))
@@ -290,7 +291,9 @@ async def test_hot_reload_swaps_between_adapter_versions(adapter, work, tmp_path
     )  # fmt: skip
 
     def load(path):
-        return TransformersBackend(path, Reranker([]), DecodingConfig(max_new_tokens=3, num_beams=1))
+        return TransformersBackend(
+            path, Reranker([]), configured(DecodingConfig, max_new_tokens=3, num_beams=1)
+        )
 
     backend = ReloadingBackend(models, load, poll_s=3600)
     assert backend.version == v1.name

@@ -21,6 +21,7 @@ from core.model.backend import ModelBackend
 from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import IncomingMessage, Reply, Role, Turn
+from tests.configs import configured
 from training.cli import app
 from training.export import ExportConfig, export_logs, user_hash
 
@@ -95,7 +96,9 @@ async def engine_over(redis, backend: ModelBackend) -> tuple[DialogueEngine, Han
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir) -> TransformersBackend:
     return TransformersBackend(
-        tiny_model_dir, Reranker([length_normalised_logprob()]), DecodingConfig(max_new_tokens=6, num_beams=1)
+        tiny_model_dir,
+        Reranker([length_normalised_logprob()]),
+        configured(DecodingConfig, max_new_tokens=6, num_beams=1),
     )
 
 

@@ -7,6 +7,7 @@ import math
 import pytest
 from typer.testing import CliRunner
 
+from tests.configs import configured
 from training.cli import app
 from training.evaluate import PROMPTS
 
@@ -64,7 +65,7 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     from core.types import Role, Turn
 
     backend = TransformersBackend(
-        models, Reranker([]), DecodingConfig(max_new_tokens=12, num_beams=2, num_candidates=2)
+        models, Reranker([]), configured(DecodingConfig, max_new_tokens=12, num_beams=2, num_candidates=2)
     )
     assert backend.model_dir.name == (models / "current").read_text().strip()
     candidates = asyncio.run(backend.generate([Turn(Role.USER, "hi! how are you today?")]))

@@ -14,6 +14,7 @@ from core.memory.connection import connect
 from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.scoring import Reranker
 from core.types import IncomingMessage
+from tests.configs import configured
 from training import registry
 from training.chat_formats import OwnFormat
 from training.cli import app
@@ -67,7 +68,9 @@ async def chat(url: str, models: Path, tag: str = "", forget: tuple[str, str] | 
     """Real conversations through the engine serving the registry's current model."""
     redis = connect(url)
     try:
-        backend = TransformersBackend(models, Reranker([]), DecodingConfig(max_new_tokens=8, num_beams=1))
+        backend = TransformersBackend(
+            models, Reranker([]), configured(DecodingConfig, max_new_tokens=8, num_beams=1)
+        )
         engine, handoff, _ = await engine_over(redis, backend)
         await drive(engine, handoff, tag)
         if forget:
@@ -111,7 +114,9 @@ def test_retrain_end_to_end_gate_forget_and_rollback(trained, redis_server) -> N
         < gate["checks"]["regression_bits_per_byte"]["current"]
     )
     assert registry.current(models) == v1 and f"{v1} promoted" in out
-    assert TransformersBackend(models, Reranker([]), DecodingConfig(max_new_tokens=4)).version == v1
+    assert (
+        TransformersBackend(models, Reranker([]), configured(DecodingConfig, max_new_tokens=4)).version == v1
+    )
     card = (models / v1 / "README.md").read_text()
     assert "## Gate decision" in card and "**promoted**" in card and "## Trained on chat logs" in card
     lineage = json.loads((models / v1 / "trained_on.json").read_text())
@@ -148,7 +153,7 @@ def test_retrain_end_to_end_gate_forget_and_rollback(trained, redis_server) -> N
     served = registry.current(models)
     rolled = CliRunner().invoke(app, ["rollback", "--models-dir", str(models)])
     assert rolled.exit_code == 0 and registry.current(models) == (v1 if served == v2 else base)
-    backend = TransformersBackend(models, Reranker([]), DecodingConfig(max_new_tokens=4))
+    backend = TransformersBackend(models, Reranker([]), configured(DecodingConfig, max_new_tokens=4))
     assert backend.version == registry.current(models)
 
 

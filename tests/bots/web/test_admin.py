@@ -23,6 +23,7 @@ from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import IncomingMessage, Reply
 from tests.asgi_server import running_server
 from tests.bots.web.test_chat_page import CHROMIUM, CHROMIUM_ARGS
+from tests.configs import configured
 
 #: what the admin site's Telegram channel sent
 SENT: list[str] = []
@@ -58,7 +59,7 @@ async def admin_site(redis, tiny_model_dir, tmp_path):
     backend = TransformersBackend(
         models / "chat-v1",
         Reranker([length_normalised_logprob()]),
-        DecodingConfig(max_new_tokens=4, num_beams=2),
+        configured(DecodingConfig, max_new_tokens=4, num_beams=2),
     )
     engine = DialogueEngine(ContextStore(redis, prefix="adm:"), backend, chatlog=chatlog)
     for user in ("u1", "u2", "u3"):

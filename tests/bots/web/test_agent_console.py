@@ -26,12 +26,15 @@ from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import IncomingMessage, Reply
 from tests.asgi_server import running_server
 from tests.bots.web.test_chat_page import CHROMIUM, CHROMIUM_ARGS
+from tests.configs import configured
 
 
 @pytest.fixture
 async def site(redis, tiny_model_dir):
     backend = TransformersBackend(
-        tiny_model_dir, Reranker([length_normalised_logprob()]), DecodingConfig(max_new_tokens=6, num_beams=2)
+        tiny_model_dir,
+        Reranker([length_normalised_logprob()]),
+        configured(DecodingConfig, max_new_tokens=6, num_beams=2),
     )
     store = ContextStore(redis, prefix="ac:")
     agents = AgentDirectory(redis, "ac:")

@@ -13,6 +13,7 @@ from core.memory.store import ContextStore
 from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.scoring import Reranker, length_normalised_logprob
 from tests.asgi_server import running_server
+from tests.configs import configured
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -30,7 +31,9 @@ pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chr
 @pytest.fixture
 async def web_url(redis, tiny_model_dir):
     backend = TransformersBackend(
-        tiny_model_dir, Reranker([length_normalised_logprob()]), DecodingConfig(max_new_tokens=8, num_beams=2)
+        tiny_model_dir,
+        Reranker([length_normalised_logprob()]),
+        configured(DecodingConfig, max_new_tokens=8, num_beams=2),
     )
     store = ContextStore(redis, prefix="web:")
     engine = DialogueEngine(store, backend)

@@ -29,6 +29,7 @@ from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import Reply, Role, Turn, conversation_id
 from tests.asgi_server import running_server
+from tests.configs import configured
 
 needs_chromium = pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium not installed")
 
@@ -90,7 +91,9 @@ async def sites(redis, tiny_model_dir) -> AsyncIterator[Sites]:
         return HTMLResponse(pages[name]) if name in pages else HTMLResponse("", status_code=404)
 
     backend = TransformersBackend(
-        tiny_model_dir, Reranker([length_normalised_logprob()]), DecodingConfig(max_new_tokens=8, num_beams=2)
+        tiny_model_dir,
+        Reranker([length_normalised_logprob()]),
+        configured(DecodingConfig, max_new_tokens=8, num_beams=2),
     )
     store = ContextStore(redis, prefix="widget:")
     engine = DialogueEngine(store, backend, chatlog=ChatLog(redis, "widget:"))

@@ -15,6 +15,7 @@ from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.scoring import Reranker, length_normalised_logprob
 from core.settings import CoreSettings
 from core.types import Candidate, IncomingMessage, Mode
+from tests.configs import configured
 
 POLICY = escalation_from(CoreSettings(low_confidence_score=-5.0, low_confidence_turns=2))
 
@@ -51,14 +52,16 @@ def test_low_confidence_by_score_and_by_margin() -> None:
     assert POLICY.low_confidence([])
     assert POLICY.low_confidence([Candidate("meh", -2.0, -7.0)])
     assert not POLICY.low_confidence([Candidate("fine", -1.0, -1.0), Candidate("x", -1.1, -1.1)])
-    margin = EscalationPolicy(low_confidence_margin=0.5)
+    margin = configured(EscalationPolicy, low_confidence_margin=0.5)
     assert margin.low_confidence([Candidate("a", -1.0, -1.0), Candidate("b", -1.0, -1.2)])
 
 
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir) -> TransformersBackend:
     return TransformersBackend(
-        tiny_model_dir, Reranker([length_normalised_logprob()]), DecodingConfig(max_new_tokens=6, num_beams=2)
+        tiny_model_dir,
+        Reranker([length_normalised_logprob()]),
+        configured(DecodingConfig, max_new_tokens=6, num_beams=2),
     )
 
 
@@ -118,9 +121,8 @@ async def test_escalations_are_routed_to_the_configured_team(redis, backend) -> 
     store = ContextStore(redis, prefix="x:")
     handoff = HandoffService(store, AgentDirectory(redis, "x:"))
     settings = CoreSettings(low_confidence_score=-1e9)
-    engine = DialogueEngine(
-        store, backend, EngineConfig(team_routes={"sensitive:payment_dispute": "billing"}), handoff,
-        escalation_from(settings),
-    )  # fmt: skip
+    routes = {"sensitive:payment_dispute": "billing"}
+    config = configured(EngineConfig, handoff_team_routes=routes)
+    engine = DialogueEngine(store, backend, config, handoff, escalation_from(settings))
     await engine.handle(msg("I was charged twice!"))
     assert (await handoff.queue())[0].team == "billing"

@@ -15,6 +15,7 @@ from core.memory.store import ContextStore
 from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import Candidate, IncomingMessage, Role, Turn
+from tests.configs import configured
 
 
 @pytest.fixture
@@ -78,7 +79,9 @@ async def test_retention_drops_old_entries(redis) -> None:
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir) -> TransformersBackend:
     return TransformersBackend(
-        tiny_model_dir, Reranker([length_normalised_logprob()]), DecodingConfig(max_new_tokens=5, num_beams=2)
+        tiny_model_dir,
+        Reranker([length_normalised_logprob()]),
+        configured(DecodingConfig, max_new_tokens=5, num_beams=2),
     )
 
 

@@ -18,12 +18,15 @@ from core.memory.store import ContextStore
 from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import IncomingMessage, Reply, Role
+from tests.configs import configured
 
 
 @pytest.fixture
 def backend(tiny_model_dir):
     return TransformersBackend(
-        tiny_model_dir, Reranker([length_normalised_logprob()]), DecodingConfig(max_new_tokens=4, num_beams=2)
+        tiny_model_dir,
+        Reranker([length_normalised_logprob()]),
+        configured(DecodingConfig, max_new_tokens=4, num_beams=2),
     )
 
 

@@ -21,9 +21,10 @@ from core.model.reloading import ReloadingBackend
 from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import Candidate, Role, Turn
 from tests.asgi_server import running_server
+from tests.configs import configured
 
 RERANK = Reranker([length_normalised_logprob()])
-GREEDY = DecodingConfig(max_new_tokens=6, num_beams=1, num_candidates=1, repetition_penalty=1.0)
+GREEDY = configured(DecodingConfig, max_new_tokens=6, num_beams=1, num_candidates=1, repetition_penalty=1.0)
 HISTORY = [Turn(Role.USER, "hello there"), Turn(Role.ASSISTANT, "hi!"), Turn(Role.USER, "how are you?")]
 
 
@@ -42,7 +43,9 @@ async def transformers_backend(model_dir: Path) -> AsyncIterator[ModelBackend]:
 async def openai_backend(model_dir: Path) -> AsyncIterator[ModelBackend]:
     served = local(model_dir)
     async with running_server(create_model_server(served)) as url:
-        backend = OpenAIBackend(OpenAIConfig(base_url=url + "/v1", model="tiny", n=1), RERANK)
+        backend = OpenAIBackend(
+            configured(OpenAIConfig, base_url=url + "/v1", model="tiny", num_candidates=1), RERANK
+        )
         yield backend
         await backend.aclose()
     await served.aclose()

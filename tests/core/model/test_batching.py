@@ -16,6 +16,7 @@ from core.model.batching import MicroBatcher
 from core.model.huggingface import BatchingConfig, DecodingConfig, TransformersBackend
 from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import IncomingMessage, Role, Turn
+from tests.configs import configured
 
 
 class Recorder:
@@ -85,7 +86,9 @@ async def test_a_caller_that_gave_up_is_not_computed(executor) -> None:
 
 @pytest.fixture(scope="module")
 def greedy(tiny_model_dir) -> TransformersBackend:
-    decoding = DecodingConfig(max_new_tokens=8, num_beams=1, num_candidates=1, no_repeat_ngram_size=0)
+    decoding = configured(
+        DecodingConfig, max_new_tokens=8, num_beams=1, num_candidates=1, no_repeat_ngram_size=0
+    )
     return TransformersBackend(tiny_model_dir, Reranker([length_normalised_logprob()]), decoding)
 
 
@@ -106,8 +109,8 @@ async def test_engine_answers_busy_when_the_queue_is_full(redis, tiny_model_dir)
     backend = TransformersBackend(
         tiny_model_dir,
         Reranker([length_normalised_logprob()]),
-        DecodingConfig(max_new_tokens=4, num_beams=2),
-        batching=BatchingConfig(max_batch=1, max_wait_s=0, max_queue=1),
+        configured(DecodingConfig, max_new_tokens=4, num_beams=2),
+        batching=configured(BatchingConfig, max_batch=1, batch_wait_s=0, max_queue=1),
     )
     engine = DialogueEngine(ContextStore(redis, prefix="busy:"), backend)
     replies = await asyncio.gather(

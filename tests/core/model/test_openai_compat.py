@@ -21,6 +21,7 @@ from core.model.openai_compat import ModelServerError, OpenAIBackend, OpenAIConf
 from core.model.scoring import Reranker, length_normalised_logprob, repetition_penalty
 from core.types import IncomingMessage, Role, Turn
 from tests.asgi_server import running_server
+from tests.configs import configured
 
 RERANK = Reranker([length_normalised_logprob(), repetition_penalty()])
 
@@ -28,7 +29,7 @@ RERANK = Reranker([length_normalised_logprob(), repetition_penalty()])
 @pytest.fixture
 async def server(tiny_model_dir):
     model = TransformersBackend(
-        tiny_model_dir, RERANK, DecodingConfig(max_new_tokens=6, num_beams=3, num_candidates=3)
+        tiny_model_dir, RERANK, configured(DecodingConfig, max_new_tokens=6, num_beams=3, num_candidates=3)
     )
     async with running_server(create_model_server(model)) as url:
         yield url + "/v1"
@@ -36,7 +37,9 @@ async def server(tiny_model_dir):
 
 
 async def test_candidates_with_logprobs_are_reranked_locally(server) -> None:
-    backend = OpenAIBackend(OpenAIConfig(base_url=server, model="tiny-v1", n=3), RERANK)
+    backend = OpenAIBackend(
+        configured(OpenAIConfig, base_url=server, model="tiny-v1", num_candidates=3), RERANK
+    )
     candidates = await backend.generate([Turn(Role.USER, "hello there")])
     assert 1 <= len(candidates) <= 3
     assert all(c.logprob < 0 for c in candidates)  # real per-token log-probabilities came back
@@ -47,14 +50,18 @@ async def test_candidates_with_logprobs_are_reranked_locally(server) -> None:
 
 
 async def test_without_logprobs_candidates_still_rank(server) -> None:
-    backend = OpenAIBackend(OpenAIConfig(base_url=server, model="tiny-v1", n=2, logprobs=False), RERANK)
+    backend = OpenAIBackend(
+        configured(OpenAIConfig, base_url=server, model="tiny-v1", num_candidates=2, logprobs=False), RERANK
+    )
     candidates = await backend.generate([Turn(Role.USER, "hello there")])
     assert candidates and all(c.logprob == 0.0 for c in candidates)
     await backend.aclose()
 
 
 async def test_engine_answers_through_the_model_server(server, redis) -> None:
-    backend = OpenAIBackend(OpenAIConfig(base_url=server, model="tiny-v1", n=2), RERANK)
+    backend = OpenAIBackend(
+        configured(OpenAIConfig, base_url=server, model="tiny-v1", num_candidates=2), RERANK
+    )
     engine = DialogueEngine(ContextStore(redis, prefix="oai:"), backend)
     replies = await engine.handle(IncomingMessage("web", "web:c1", "u1", "hello"))
     assert replies[-1].metadata["model_version"] == "tiny-v1" and isinstance(
@@ -91,7 +98,7 @@ def failing_server(status: int, body: dict) -> Starlette:
 @pytest.mark.parametrize("streamed", [False, True])
 async def test_server_errors_are_told_apart(status, body, error, streamed) -> None:
     async with running_server(failing_server(status, body)) as url:
-        backend = OpenAIBackend(OpenAIConfig(base_url=url + "/v1", model="m"), RERANK)
+        backend = OpenAIBackend(configured(OpenAIConfig, base_url=url + "/v1", model="m"), RERANK)
         with pytest.raises(error):
             await backend.generate([Turn(Role.USER, "hi")], (lambda text: None) if streamed else None)
         await backend.aclose()
@@ -107,7 +114,7 @@ async def test_an_error_inside_the_stream_is_raised(event, error) -> None:
 
     app = Starlette(routes=[Route("/v1/chat/completions", stream, methods=["POST"])])
     async with running_server(app) as url:
-        backend = OpenAIBackend(OpenAIConfig(base_url=url + "/v1", model="m"), RERANK)
+        backend = OpenAIBackend(configured(OpenAIConfig, base_url=url + "/v1", model="m"), RERANK)
         with pytest.raises(error):
             await backend.generate([Turn(Role.USER, "hi")], lambda text: None)
         await backend.aclose()
@@ -115,7 +122,7 @@ async def test_an_error_inside_the_stream_is_raised(event, error) -> None:
 
 async def test_engine_apologises_when_the_model_server_fails(redis) -> None:
     async with running_server(failing_server(500, {"error": "boom"})) as url:
-        backend = OpenAIBackend(OpenAIConfig(base_url=url + "/v1", model="m"), RERANK)
+        backend = OpenAIBackend(configured(OpenAIConfig, base_url=url + "/v1", model="m"), RERANK)
         engine = DialogueEngine(ContextStore(redis, prefix="oai:"), backend)
         replies = await engine.handle(IncomingMessage("web", "web:c1", "u1", "hello"))
         assert replies[-1].text == texts.APOLOGY

@@ -14,6 +14,7 @@ from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.reloading import ReloadingBackend
 from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import IncomingMessage
+from tests.configs import configured
 from tests.tiny_model import build_tiny_model
 
 
@@ -33,7 +34,9 @@ def point(registry: Path, version: str) -> None:
 
 def loader(model_dir: Path) -> TransformersBackend:
     return TransformersBackend(
-        model_dir, Reranker([length_normalised_logprob()]), DecodingConfig(max_new_tokens=4, num_beams=2)
+        model_dir,
+        Reranker([length_normalised_logprob()]),
+        configured(DecodingConfig, max_new_tokens=4, num_beams=2),
     )
 
 

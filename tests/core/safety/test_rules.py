@@ -16,6 +16,7 @@ from core.model.scoring import Draft, Reranker, length_normalised_logprob
 from core.safety.rules import SafetyFilter
 from core.settings import CoreSettings
 from core.types import IncomingMessage, Role, Turn
+from tests.configs import configured
 
 SAFETY = SafetyFilter(blocklist=["frobnicate"])
 
@@ -45,7 +46,9 @@ def test_unsafe_candidates_are_never_ranked_and_the_next_safe_one_wins() -> None
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir) -> TransformersBackend:
     return TransformersBackend(
-        tiny_model_dir, Reranker([length_normalised_logprob()]), DecodingConfig(max_new_tokens=4, num_beams=2)
+        tiny_model_dir,
+        Reranker([length_normalised_logprob()]),
+        configured(DecodingConfig, max_new_tokens=4, num_beams=2),
     )
 
 
