@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bots.web.login import WebLogin
@@ -90,20 +90,15 @@ class AdminDashboard:
         ]
 
     async def page(self, request: Request) -> Response:
-        if await self.auth.session(request) is None:
-            return RedirectResponse("/admin/login", status_code=303)
+        await self.auth.require_page(request)
         return FileResponse(STATIC / "admin.html", media_type="text/html")
 
     async def me(self, request: Request) -> Response:
         session = await self.auth.require(request)
-        if isinstance(session, Response):
-            return session
         return JSONResponse({"username": session.username, "csrf": session.csrf})
 
     async def series(self, request: Request) -> Response:
-        session = await self.auth.require(request)
-        if isinstance(session, Response):
-            return session
+        await self.auth.require(request)
         try:
             days = float(request.query_params.get("days", 7))
             bucket = int(request.query_params.get("bucket", 3600))
@@ -120,7 +115,5 @@ class AdminDashboard:
         return JSONResponse(data.__dict__)
 
     async def models(self, request: Request) -> Response:
-        session = await self.auth.require(request)
-        if isinstance(session, Response):
-            return session
+        await self.auth.require(request)
         return JSONResponse(registry(self.models_path))

@@ -17,7 +17,6 @@ from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
     JSONResponse,
-    RedirectResponse,
     Response,
     StreamingResponse,
 )
@@ -66,14 +65,11 @@ class AgentConsole:
 
     # --- pages and reads ---
     async def page(self, request: Request) -> Response:
-        if await self.auth.session(request) is None:
-            return RedirectResponse("/agent/login", status_code=303)
+        await self.auth.require_page(request)
         return FileResponse(STATIC / "agent.html", media_type="text/html")
 
     async def me(self, request: Request) -> Response:
         session = await self.auth.require(request)
-        if isinstance(session, Response):
-            return session
         agent = await self.agents.get(session.username)
         others = [a.username for a in await self.agents.all() if a.username != session.username]
         return JSONResponse(
@@ -83,8 +79,6 @@ class AgentConsole:
 
     async def queue(self, request: Request) -> Response:
         session = await self.auth.require(request)
-        if isinstance(session, Response):
-            return session
         await self.agents.set_presence(session.username, "online")
         me = await self.agents.get(session.username)
         entries = [
@@ -98,9 +92,7 @@ class AgentConsole:
         return JSONResponse({"queue": entries, "today": today.as_dict()})
 
     async def conversation(self, request: Request) -> Response:
-        session = await self.auth.require(request)
-        if isinstance(session, Response):
-            return session
+        await self.auth.require(request)
         cid = request.query_params.get("cid", "")
         state = await self.handoff.store.state(cid)
         transcript = [
@@ -115,10 +107,7 @@ class AgentConsole:
 
     # --- actions ---
     async def act(self, request: Request) -> Response:
-        checked = await self.auth.require_action(request, "cid")
-        if isinstance(checked, Response):
-            return checked
-        session, body = checked
+        session, body = await self.auth.require_action(request, "cid")
         cid, action, me = body["cid"], body.get("action"), session.username
         try:
             if action == "claim":
@@ -144,9 +133,7 @@ class AgentConsole:
         return JSONResponse({"ok": True})
 
     async def events(self, request: Request) -> Response:
-        session = await self.auth.require(request)
-        if isinstance(session, Response):
-            return session
+        await self.auth.require(request)
         return StreamingResponse(self._stream(request), media_type="text/event-stream")
 
     async def _stream(self, request: Request) -> AsyncIterator[str]:
