@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from core import texts
 from core.channel import StreamSink
 from core.delivery.partials import PartialPump
+from core.handoff.csat import CSAT_ACTION
 from core.handoff.escalator import Escalator
 from core.handoff.policy import Escalation, EscalationPolicy, Reason
 from core.handoff.service import CONTINUE_WITH_BOT_ACTION, LEAVE_MESSAGE_ACTION, HandoffService
@@ -275,6 +276,8 @@ class DialogueEngine:
             return await self._cmd_human(message)
         if action.startswith(FEEDBACK_ACTION + ":") and self.chatlog:
             return await self._on_feedback(message, action)
+        if self.handoff and action.startswith(CSAT_ACTION + ":"):
+            return await self.handoff.rate(message)
         if self.handoff and action == LEAVE_MESSAGE_ACTION:
             return [Reply(texts.MESSAGE_KEPT)]
         if self.handoff and action == CONTINUE_WITH_BOT_ACTION:

@@ -36,3 +36,18 @@ RATE_LIMITED = "You're sending messages faster than I can read them. Please wait
 UNSAFE_INPUT = "I can't help with that. If someone is in danger, please contact your local emergency number."
 UNAVAILABLE = "I'm temporarily unavailable. Please try again in a minute."
 UNAVAILABLE_KEPT = "I'm temporarily unavailable, but I've kept your message and will answer as soon as I can."
+# Canned responses' variables when the value is unknown (the platform gave no name; no team).
+CANNED_USER_FALLBACK = "there"
+CANNED_AGENT_FALLBACK = "our team"
+CANNED_TEAM_FALLBACK = "support"
+CSAT_QUESTION = (
+    "{name} has closed this conversation. How did we do? "
+    "Please rate the help you got, from 1 (poor) to 5 (excellent)."
+)
+CSAT_THANKS = "Thank you for rating us!"
+CSAT_ALREADY = "Thanks, we already have your rating for that conversation."
+CSAT_CLOSED = "Thanks! That rating has closed, but you're welcome to tell me how we can help."
+AFTER_HOURS = (
+    "Our team is away right now; they're back {when}. You can leave a message and they'll answer "
+    "it first thing, or continue with me."
+)

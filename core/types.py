@@ -56,6 +56,8 @@ class IncomingMessage:
     action: str | None = None
     #: the client sends this event again because it never saw the answer: repeat the answer
     resent: bool = False
+    #: the user's display name, where the platform gives one ("" otherwise); agents' canned replies use it
+    user_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)

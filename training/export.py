@@ -7,7 +7,8 @@ One pass over the stream rebuilds every conversation (agent turns play the assis
 the labels to the turns they point at. Writes to ``out_dir``:
 
 * ``conversations.jsonl`` — conversations with a new entry, in the JSONL format of
-  ``training/sources.py``; ``meta.labels`` lists each labelled turn (feedback, correction, agent).
+  ``training/sources.py``; ``meta.labels`` lists each labelled turn (feedback, correction, agent),
+  ``meta.csat`` the user's 1-5 ratings of the agents who helped (score, agent, team).
 * ``sft.jsonl`` — supervised targets, context + one ``assistant`` turn (only that turn is trained):
   ``kind`` ``agent`` (an agent's reply to the context it answered), ``correction`` (the reply an
   agent wrote for a bot turn marked wrong) or ``liked`` (a bot reply with 👍).
@@ -94,6 +95,8 @@ class _Conv:
     user: str
     turns: list[_Turn] = field(default_factory=list)
     last_entry: str = "-"
+    #: the user's ratings of agents after handoffs (csat events): score, agent, team, entry id
+    csat: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _chat_turns(turns: list[_Turn]) -> list[dict[str, str]]:
@@ -141,6 +144,10 @@ async def collect(chatlog: ChatLog) -> tuple[dict[str, _Conv], Counter, str]:
                 turn.feedback = (f.get("value", ""), eid)
             else:
                 turn.correction = (f.get("text", ""), f.get("agent", ""), eid)
+        elif kind == "csat":
+            counts["csat"] += 1
+            rating = {"score": int(f.get("score") or 0), "agent": f.get("agent", "")}
+            conv.csat.append(rating | {"team": f.get("team", ""), "entry": eid})
         else:
             counts[kind or "unknown"] += 1
     bar.close()
@@ -214,6 +221,7 @@ def build_examples(
                         "platform": conv.platform,
                         "user_hash": user_hash(conv.platform, conv.user),
                         "labels": labels,
+                        "csat": conv.csat,
                         "trained": used,
                     },
                 }

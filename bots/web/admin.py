@@ -1,16 +1,20 @@
 """The admin dashboard at ``/admin`` (admin accounts only, a login separate from the agents'):
 traffic, latency, handoff and feedback over time per model version, the model registry with
-each version's evaluation and gate decision, and the messages that could not be delivered.
+each version's evaluation and gate decision, the messages that could not be delivered, and the
+agents' inbox: canned responses and business hours (managed here), and users' ratings (CSAT) per
+agent and team.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bots.web.login import WebLogin
@@ -18,6 +22,9 @@ from bots.web.sessions import SessionStore
 from bots.web.undelivered import UndeliveredApi
 from core.delivery.outbox import Outbox
 from core.handoff.agents import AgentDirectory
+from core.handoff.canned import CannedResponses
+from core.handoff.csat import CsatSurvey
+from core.handoff.hours import BusinessHours, describe_opening
 from core.memory.analytics import series
 from core.memory.chatlog import ChatLog
 
@@ -78,6 +85,10 @@ class AdminDashboard:
         self.models_path = models_path
         self.auth = WebLogin(agents, sessions, "/admin", "Admin", frozenset({"admin"}), cookie_secure)
         self.undelivered = UndeliveredApi(outbox or Outbox(), self.auth, "/admin")
+        self.agents = agents
+        self.canned = CannedResponses(agents.redis, agents.prefix)
+        self.hours = BusinessHours(agents.redis, agents.prefix)
+        self.csat = CsatSurvey(agents.redis, agents.prefix)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -87,23 +98,23 @@ class AdminDashboard:
             Route("/admin/api/me", self.me),
             Route("/admin/api/series", self.series),
             Route("/admin/api/models", self.models),
+            Route("/admin/api/canned", self.canned_list),
+            Route("/admin/api/canned", self.canned_act, methods=["POST"]),
+            Route("/admin/api/hours", self.hours_list),
+            Route("/admin/api/hours", self.hours_act, methods=["POST"]),
+            Route("/admin/api/csat", self.satisfaction),
         ]
 
     async def page(self, request: Request) -> Response:
-        if await self.auth.session(request) is None:
-            return RedirectResponse("/admin/login", status_code=303)
+        await self.auth.require_page(request)
         return FileResponse(STATIC / "admin.html", media_type="text/html")
 
     async def me(self, request: Request) -> Response:
         session = await self.auth.require(request)
-        if isinstance(session, Response):
-            return session
         return JSONResponse({"username": session.username, "csrf": session.csrf})
 
     async def series(self, request: Request) -> Response:
-        session = await self.auth.require(request)
-        if isinstance(session, Response):
-            return session
+        await self.auth.require(request)
         try:
             days = float(request.query_params.get("days", 7))
             bucket = int(request.query_params.get("bucket", 3600))
@@ -120,7 +131,90 @@ class AdminDashboard:
         return JSONResponse(data.__dict__)
 
     async def models(self, request: Request) -> Response:
-        session = await self.auth.require(request)
-        if isinstance(session, Response):
-            return session
+        await self.auth.require(request)
         return JSONResponse(registry(self.models_path))
+
+    # --- the agents' inbox ---
+    async def canned_list(self, request: Request) -> Response:
+        await self.auth.require(request)
+        return JSONResponse({"responses": [r.as_dict() for r in await self.canned.all()]})
+
+    async def canned_act(self, request: Request) -> Response:
+        """``{"action": "save" | "delete", "shortcut", "text", "team"}``; a save replaces the same
+        shortcut and team, and ``previous`` (``{"shortcut", "team"}``) removes what an edit renamed."""
+        session, body = await self.auth.require_action(request, "shortcut")
+        action, team = body.get("action"), str(body.get("team", ""))
+        try:
+            if action == "save":
+                old = body.get("previous") if isinstance(body.get("previous"), dict) else {}
+                saved = await self.canned.save(
+                    body["shortcut"], str(body.get("text", "")), team, session.username,
+                    replaces=(str(old.get("shortcut", "")), str(old.get("team", ""))) if old else None,
+                )  # fmt: skip
+                return JSONResponse({"ok": True, "response": saved.as_dict()})
+        except ValueError as error:
+            return JSONResponse({"error": str(error)}, status_code=400)
+        if action == "delete":
+            if not await self.canned.delete(body["shortcut"], team):
+                return JSONResponse({"error": "There is no such canned response."}, status_code=404)
+            return JSONResponse({"ok": True})
+        return JSONResponse({"error": "`action` is save or delete"}, status_code=400)
+
+    async def hours_list(self, request: Request) -> Response:
+        await self.auth.require(request)
+        now = datetime.now(UTC)
+        teams = []
+        for team, schedule in (await self.hours.all()).items():
+            opening = schedule.next_opening(now)
+            is_open = schedule.is_open(now)
+            teams.append(
+                {"team": team, **schedule.as_dict(), "open": is_open,
+                 "next_opening": None if is_open else describe_opening(opening, now)}
+            )  # fmt: skip
+        return JSONResponse({"teams": teams})
+
+    async def hours_act(self, request: Request) -> Response:
+        """``{"action": "save" | "delete", "team", "tz", "days": {"mon": "09:00-17:00", ...}}``; the
+        team "" is the default for teams without hours of their own."""
+        _, body = await self.auth.require_action(request, "team")
+        action, team = body.get("action"), body["team"]
+        if action == "save":
+            days = body.get("days")
+            if not isinstance(days, dict):
+                return JSONResponse(
+                    {"error": "`days` maps mon..sun to ranges like 09:00-17:00"}, status_code=400
+                )
+            try:
+                schedule = await self.hours.save(
+                    team, str(body.get("tz", "")), {k: str(v) for k, v in days.items()}
+                )
+            except ValueError as error:
+                return JSONResponse({"error": str(error)}, status_code=400)
+            return JSONResponse({"ok": True, "hours": schedule.as_dict()})
+        if action == "delete":
+            if not await self.hours.delete(team):
+                return JSONResponse({"error": "That team has no hours of its own."}, status_code=404)
+            return JSONResponse({"ok": True})
+        return JSONResponse({"error": "`action` is save or delete"}, status_code=400)
+
+    async def satisfaction(self, request: Request) -> Response:
+        """Users' ratings after handoffs, overall, per agent (with display names) and per team."""
+        await self.auth.require(request)
+        try:
+            days = float(request.query_params.get("days", 30))
+        except ValueError:
+            return JSONResponse({"error": "days must be a number"}, status_code=400)
+        if not 0 < days <= MAX_DAYS:
+            return JSONResponse({"error": f"days in (0, {MAX_DAYS}]"}, status_code=400)
+        figures = await self.csat.figures(time.time() - days * 86400)
+        names = {a.username: a.display_name for a in await self.agents.all()}
+        return JSONResponse(
+            {
+                "overall": asdict(figures["overall"][""]),
+                "agents": [
+                    {"agent": agent, "name": names.get(agent, agent), **asdict(s)}
+                    for agent, s in figures["agents"].items()
+                ],
+                "teams": [{"team": team, **asdict(s)} for team, s in figures["teams"].items()],
+            }
+        )

@@ -1,5 +1,6 @@
 """The agent console at `/agent`: login, live queue, transcripts, reply, claim/release/transfer/resolve,
-and the messages that could not be delivered (to send again).
+canned responses (``/shortcut`` in the reply box), private notes, and the messages that could not be
+delivered (to send again).
 
 JSON API under ``/agent/api``; live updates as Server-Sent Events relayed from the handoff
 service's Redis pub/sub channel, so every replica's console sees every change.
@@ -17,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
     JSONResponse,
-    RedirectResponse,
     Response,
     StreamingResponse,
 )
@@ -27,6 +27,7 @@ from bots.web.login import WebLogin
 from bots.web.sessions import SessionStore
 from bots.web.undelivered import UndeliveredApi
 from core.delivery.outbox import DeliveryError
+from core.handoff.canned import CannedResponses, expand
 from core.handoff.service import HandoffError, HandoffService
 from core.handoff.stats import figures_since, start_of_today
 
@@ -51,6 +52,7 @@ class AgentConsole:
             on_login=lambda agent: self.agents.set_presence(agent.username, "online"),
         )  # fmt: skip
         self.undelivered = UndeliveredApi(handoff.outbox, self.auth, "/agent")
+        self.canned = CannedResponses(handoff.redis, handoff.store.prefix)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -60,20 +62,18 @@ class AgentConsole:
             Route("/agent/api/me", self.me),
             Route("/agent/api/queue", self.queue),
             Route("/agent/api/conversation", self.conversation),
+            Route("/agent/api/canned", self.canned_responses),
             Route("/agent/api/act", self.act, methods=["POST"]),
             Route("/agent/api/events", self.events),
         ]
 
     # --- pages and reads ---
     async def page(self, request: Request) -> Response:
-        if await self.auth.session(request) is None:
-            return RedirectResponse("/agent/login", status_code=303)
+        await self.auth.require_page(request)
         return FileResponse(STATIC / "agent.html", media_type="text/html")
 
     async def me(self, request: Request) -> Response:
         session = await self.auth.require(request)
-        if isinstance(session, Response):
-            return session
         agent = await self.agents.get(session.username)
         others = [a.username for a in await self.agents.all() if a.username != session.username]
         return JSONResponse(
@@ -83,14 +83,12 @@ class AgentConsole:
 
     async def queue(self, request: Request) -> Response:
         session = await self.auth.require(request)
-        if isinstance(session, Response):
-            return session
         await self.agents.set_presence(session.username, "online")
         me = await self.agents.get(session.username)
         entries = [
             {"cid": e.conversation_id, "platform": e.platform, "user": e.user_id, "reason": e.reason,
              "requested_at": e.requested_at, "priority": e.priority, "mode": str(e.mode), "agent": e.agent,
-             "team": e.team}
+             "team": e.team, "left_message": e.left_message, "back_at": e.back_at}
             for e in await self.handoff.queue()
             if me and (self.handoff.serves(me, e.team) or e.agent == me.username)  # routed to my teams
         ]  # fmt: skip
@@ -98,27 +96,42 @@ class AgentConsole:
         return JSONResponse({"queue": entries, "today": today.as_dict()})
 
     async def conversation(self, request: Request) -> Response:
-        session = await self.auth.require(request)
-        if isinstance(session, Response):
-            return session
+        await self.auth.require(request)
         cid = request.query_params.get("cid", "")
         state = await self.handoff.store.state(cid)
         transcript = [
             {"role": str(t.role), "text": t.text, "ts": t.timestamp, "ref": t.ref}
             for t in await self.handoff.transcript(cid)
         ]
-        info = {key: state.fields.get(key, "") for key in ("platform", "user", "reason", "agent")}
+        keys = ("platform", "user", "user_name", "reason", "agent", "team", "left_message", "back_at")
+        info = {key: state.fields.get(key, "") for key in keys}
         candidates = json.loads(state.fields.get("candidates", "[]"))
+        notes = [n.as_dict() for n in await self.handoff.notes.list(cid)]  # for agents' eyes only
+        survey = await self.handoff.csat.get(cid)
+        csat = {"agent": survey.agent, "score": survey.score} if survey else None
         return JSONResponse(
-            {"cid": cid, "mode": str(state.mode), **info, "candidates": candidates, "transcript": transcript}
-        )
+            {"cid": cid, "mode": str(state.mode), **info, "candidates": candidates, "transcript": transcript,
+             "notes": notes, "csat": csat}
+        )  # fmt: skip
+
+    async def canned_responses(self, request: Request) -> Response:
+        """The canned responses this agent may use, each filled in for conversation ``cid``."""
+        session = await self.auth.require(request)
+        me = await self.agents.get(session.username)
+        if me is None:
+            return JSONResponse({"error": "unknown agent"}, status_code=404)
+        fields = (await self.handoff.store.state(request.query_params.get("cid", ""))).fields
+        team = fields.get("team") or (me.teams[0] if me.teams else "")
+        user = fields.get("user_name", "")
+        responses = [
+            r.as_dict() | {"expanded": expand(r.text, user, me.display_name, team)}
+            for r in await self.canned.for_agent(me)
+        ]
+        return JSONResponse({"responses": responses})
 
     # --- actions ---
     async def act(self, request: Request) -> Response:
-        checked = await self.auth.require_action(request, "cid")
-        if isinstance(checked, Response):
-            return checked
-        session, body = checked
+        session, body = await self.auth.require_action(request, "cid")
         cid, action, me = body["cid"], body.get("action"), session.username
         try:
             if action == "claim":
@@ -131,6 +144,8 @@ class AgentConsole:
                 await self.handoff.transfer(cid, me, str(body.get("to", "")))
             elif action == "reply":
                 await self.handoff.agent_reply(cid, me, str(body.get("text", "")))
+            elif action == "note":
+                await self.handoff.add_note(cid, me, str(body.get("text", "")))
             elif action == "correct":
                 await self.handoff.correct(cid, me, str(body.get("ref", "")), str(body.get("text", "")))
             else:
@@ -144,9 +159,7 @@ class AgentConsole:
         return JSONResponse({"ok": True})
 
     async def events(self, request: Request) -> Response:
-        session = await self.auth.require(request)
-        if isinstance(session, Response):
-            return session
+        await self.auth.require(request)
         return StreamingResponse(self._stream(request), media_type="text/event-stream")
 
     async def _stream(self, request: Request) -> AsyncIterator[str]:

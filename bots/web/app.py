@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bots.web.login import Refused, refused_response
+
 STATIC = Path(__file__).parent / "static"
 #: for scripts any site may load: the widget runs on other sites, and imports the chat client from here
 PUBLIC_SCRIPT_HEADERS = {"Access-Control-Allow-Origin": "*", "Cache-Control": "no-cache"}  # ETag revalidates
@@ -46,4 +48,5 @@ def create_web_app(extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
         Route("/metrics", prometheus_metrics),
         *extra_routes,
     ]
-    return Starlette(routes=routes)
+    # Logged-in areas raise Refused (401/403/400, or a redirect to their login form) from any endpoint.
+    return Starlette(routes=routes, exception_handlers={Refused: refused_response})

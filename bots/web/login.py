@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -26,6 +27,26 @@ from core.memory.rate_limit import RateLimiter
 log = logging.getLogger(__name__)
 
 LOGIN_FORM = (Path(__file__).parent / "static" / "login.html").read_text()
+
+
+class Refused(HTTPException):
+    """Raised by ``WebLogin.require*`` instead of returning the session: not logged in (401, or a
+    redirect to the login form for a page), a missing or wrong CSRF token (403), a malformed body (400).
+
+    ``refused_response``, registered on the app by ``create_web_app``, sends it as ``{"error": ...}``;
+    without it Starlette's own handler still sends the same status (and redirect), as plain text.
+    """
+
+    def __init__(self, status_code: int, message: str, location: str | None = None) -> None:
+        super().__init__(status_code, message, {"location": location} if location else None)
+
+
+async def refused_response(request: Request, exc: Exception) -> Response:
+    """The one place a refused request becomes a response."""
+    assert isinstance(exc, Refused)
+    if exc.headers and "location" in exc.headers:
+        return RedirectResponse(exc.headers["location"], status_code=exc.status_code)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
 
 class WebLogin:
@@ -66,27 +87,32 @@ class WebLogin:
         session = await self.sessions.get(request.cookies.get(self.cookie))
         return session if session and session.role in self.roles else None
 
-    async def require(self, request: Request, mutating: bool = False) -> Session | Response:
-        """The session, or the response to send instead (401 not logged in, 403 bad CSRF token)."""
+    async def require(self, request: Request, mutating: bool = False) -> Session:
+        """The caller's session; raises ``Refused`` (401 not logged in, 403 bad CSRF token) otherwise."""
         session = await self.session(request)
         if session is None:
-            return JSONResponse({"error": "log in first"}, status_code=401)
+            raise Refused(401, "log in first")
         if mutating and not secrets.compare_digest(request.headers.get("x-csrf-token", ""), session.csrf):
-            return JSONResponse({"error": "missing or wrong CSRF token"}, status_code=403)
+            raise Refused(403, "missing or wrong CSRF token")
         return session
 
-    async def require_action(self, request: Request, key: str) -> tuple[Session, dict] | Response:
+    async def require_page(self, request: Request) -> Session:
+        """For a page: the session, or ``Refused`` redirecting to the login form."""
+        session = await self.session(request)
+        if session is None:
+            raise Refused(303, "log in first", location=f"{self.area}/login")
+        return session
+
+    async def require_action(self, request: Request, key: str) -> tuple[Session, dict]:
         """For a state-changing JSON request: the session and the body (an object whose ``key`` is a
-        string), or the response to send instead (401, 403, or 400 for a malformed body)."""
+        string); raises ``Refused`` (401, 403, or 400 for a malformed body) otherwise."""
         session = await self.require(request, mutating=True)
-        if isinstance(session, Response):
-            return session
         try:
             body = await request.json()
         except json.JSONDecodeError:
-            return JSONResponse({"error": "send a JSON object"}, status_code=400)
+            raise Refused(400, "send a JSON object") from None
         if not isinstance(body, dict) or not isinstance(body.get(key), str):
-            return JSONResponse({"error": f"`{key}` is required"}, status_code=400)
+            raise Refused(400, f"`{key}` is required")
         return session, body
 
     def _set_cookie(self, response: Response, name: str, value: str, max_age: int | None = None) -> None:
@@ -137,8 +163,6 @@ class WebLogin:
 
     async def logout(self, request: Request) -> Response:
         session = await self.require(request, mutating=True)
-        if isinstance(session, Response):
-            return session
         await self.sessions.delete(session.token)
         response = JSONResponse({"ok": True})
         response.delete_cookie(self.cookie, path=self.area)

@@ -23,17 +23,12 @@ class UndeliveredApi:
         return [Route(self.path, self.listing), Route(self.path, self.act, methods=["POST"])]
 
     async def listing(self, request: Request) -> Response:
-        session = await self.auth.require(request)
-        if isinstance(session, Response):
-            return session
+        await self.auth.require(request)
         messages = [m.as_dict() for m in await self.outbox.undelivered()]
         return JSONResponse({"messages": messages, "counts": await self.outbox.counts()})
 
     async def act(self, request: Request) -> Response:
-        checked = await self.auth.require_action(request, "id")
-        if isinstance(checked, Response):
-            return checked
-        _, body = checked
+        _, body = await self.auth.require_action(request, "id")
         actions = {"retry": self.outbox.retry, "discard": self.outbox.discard}
         action = actions.get(body.get("action"))  # type: ignore[arg-type]
         if action is None:

@@ -86,10 +86,16 @@ class Escalator:
                 reason=escalation.reason,
             )
         team = self.team_routes.get(escalation.reason, "")
+        if message.user_name:  # for the agents' canned replies ({user_name})
+            await self.store.update_state(message.conversation_id, user_name=message.user_name[:100])
         position = await self.handoff.request(
             message.conversation_id, escalation.reason, escalation.priority, team, candidates=snapshot
         )
         log.info("conversation %s handed off: %s", message.conversation_id, escalation.reason)
         replies = [Reply(escalation.fixed_reply)] if escalation.fixed_reply else []
-        meta = {"handoff": escalation.reason, "position": position}
+        meta: dict[str, object] = {"handoff": escalation.reason, "position": position}
+        back = await self.handoff.after_hours(message.conversation_id, team)
+        if back:  # queued all the same, so the team sees it first thing
+            text = texts.AFTER_HOURS.format(when=back)
+            return [*replies, Reply(text, self.handoff.wait_or_bot_buttons(), meta | {"after_hours": True})]
         return [*replies, Reply(texts.QUEUED.format(position=position), metadata=meta)]

@@ -12,7 +12,8 @@ if mode == 'queued' or mode == 'agent' then
 end
 redis.call('HSET', KEYS[1], 'mode', 'queued', 'reason', ARGV[2], 'requested_at', ARGV[3],
   'priority', ARGV[4], 'team', ARGV[5], 'queue_score', ARGV[6])
-redis.call('HDEL', KEYS[1], 'agent', 'claimed_at', 'first_reply_at', 'timeout_notified')
+redis.call('HDEL', KEYS[1], 'agent', 'claimed_at', 'first_reply_at', 'timeout_notified', 'back_at',
+  'left_message')
 redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', 100000, '*', 'type', 'requested', 'cid', ARGV[1],
   'reason', ARGV[2], 'ts', ARGV[3])
@@ -69,7 +70,8 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 'type', 'resolved', 'cid
   'note', ARGV[4])
 redis.call('HSET', KEYS[1], 'mode', 'bot', 'resolved_at', ARGV[3])
 redis.call('HDEL', KEYS[1], 'agent', 'claimed_at', 'first_reply_at', 'reason', 'requested_at',
-  'priority', 'team', 'queue_score', 'timeout_notified', 'low_conf_streak', 'frustration')
+  'priority', 'team', 'queue_score', 'timeout_notified', 'low_conf_streak', 'frustration', 'back_at',
+  'left_message')
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
 return 1

@@ -4,6 +4,10 @@ All state lives in Redis, each transition is one Lua script (two agents can neve
 conversation), and every step is published on a pub/sub channel for live agent consoles and
 recorded on a stream for the handoff metrics. Notices to the user (queued, agent joined, bot back)
 go out through the outbox, because they arrive with no user message in flight.
+
+Beside the state machine: outside a team's business hours (``hours``) the user is told when the
+team is back and may leave a message; after an agent resolves a conversation the user is asked to
+rate it (``csat``); agents keep private notes on it (``notes``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
@@ -22,10 +27,13 @@ from core import texts
 from core.delivery.outbox import Outbox
 from core.handoff import lua
 from core.handoff.agents import Agent, AgentDirectory
+from core.handoff.csat import CsatSurvey, Rated
+from core.handoff.hours import BusinessHours, describe_opening
+from core.handoff.notes import ConversationNotes, Note
 from core.memory.chatlog import ChatLog
 from core.memory.store import ContextStore
 from core.monitoring import metrics
-from core.types import Button, Mode, Reply, Role, Turn
+from core.types import Button, IncomingMessage, Mode, Reply, Role, Turn
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,10 @@ class QueueEntry:
     team: str
     mode: Mode
     agent: str
+    #: the user wrote to the team after being told no one could answer now (out of hours, or waited)
+    left_message: bool = False
+    #: out of hours: when the team opens (Unix time; 0 when it was open)
+    back_at: float = 0.0
 
 
 class HandoffService:
@@ -80,6 +92,9 @@ class HandoffService:
         self._release = self.redis.register_script(lua.RELEASE)
         self._transfer = self.redis.register_script(lua.TRANSFER)
         self._resolve = self.redis.register_script(lua.RESOLVE)
+        self.hours = BusinessHours(self.redis, p)
+        self.csat = CsatSurvey(self.redis, p)
+        self.notes = ConversationNotes(self.redis, p, store.ttl_s)
 
     def _convs(self, agent: str) -> str:
         return f"{self.store.prefix}agent:{agent}:convs"
@@ -160,10 +175,36 @@ class HandoffService:
         await self._publish("queued", cid, reason=reason, position=position)
         return position
 
+    async def after_hours(self, cid: str, team: str, now: datetime | None = None) -> str | None:
+        """Outside the team's business hours: mark the queued conversation (the sweep then does not
+        offer a message again) and say when the team is back; None while someone can answer."""
+        if (await self.store.state(cid)).mode != Mode.QUEUED:
+            return None  # someone already holds it
+        now = now or datetime.now(UTC)
+        opening = await self.hours.closed_until(team, now)
+        if opening is None:
+            return None
+        await self.store.update_state(cid, back_at=str(opening.timestamp()), timeout_notified="1")
+        await self._publish("after_hours", cid, back_at=opening.timestamp())
+        return describe_opening(opening, now)
+
+    @staticmethod
+    def wait_or_bot_buttons() -> list[Button]:
+        return [
+            Button(texts.LEAVE_MESSAGE, LEAVE_MESSAGE_ACTION),
+            Button(texts.BACK_TO_BOT, CONTINUE_WITH_BOT_ACTION),
+        ]
+
     async def record_user_message(self, cid: str, turn: Turn) -> None:
         """Called for each user message while a person holds or will hold the conversation."""
         await self.redis.rpush(self.transcript_key(cid), json.dumps(turn.to_dict()))
         await self.redis.expire(self.transcript_key(cid), self.store.ttl_s)
+        mode, told, left = await self.redis.hmget(
+            self.store.state_key(cid), "mode", "timeout_notified", "left_message"
+        )
+        if mode == Mode.QUEUED.encode() and told and not left:
+            # Told no one can answer now (out of hours, or a long wait): this is a message for the team.
+            await self.redis.hset(self.store.state_key(cid), "left_message", turn.timestamp)
         await self._publish("message", cid, role="user", text=turn.text)
 
     async def position(self, cid: str) -> int | None:
@@ -196,6 +237,8 @@ class HandoffService:
                     f.get("team", ""),
                     state.mode,
                     f.get("agent", ""),
+                    bool(f.get("left_message")),
+                    float(f.get("back_at", 0) or 0),
                 )  # fmt: skip
             )
         return entries
@@ -253,11 +296,57 @@ class HandoffService:
         await self._notify(cid, texts.AGENT_JOINED.format(name=target.display_name))
 
     async def resolve(self, cid: str, agent: str, note: str = "") -> None:
+        """Give the conversation back to the bot; if this agent held it, ask the user to rate them."""
+        before = await self.store.state(cid)
         keys = [self.store.state_key(cid), self.queue_key, self._convs(agent), self.log_key]
         self._check(int(await self._resolve(keys=keys, args=[cid, agent, time.time(), note])))
         await self.redis.delete(self.transcript_key(cid))
         await self._publish("resolved", cid, agent=agent)
+        profile = await self.agents.get(agent)
+        if before.mode != Mode.AGENT or profile is None:  # closed unclaimed: no one helped to rate
+            await self._notify(cid, texts.BOT_BACK)
+            return
+        team = before.fields.get("team") or (profile.teams[0] if profile.teams else "")
+        survey = await self.csat.open(cid, agent, team)
+        # The question first: "the bot is back" stays the last word, and what the user answers goes to it.
+        await self._notify(
+            cid, texts.CSAT_QUESTION.format(name=profile.display_name), self.csat.buttons(survey)
+        )
         await self._notify(cid, texts.BOT_BACK)
+
+    async def rate(self, message: IncomingMessage) -> list[Reply]:
+        """The user pressed a rating button: the first press counts (and goes to the chat log)."""
+        cid = message.conversation_id
+        outcome, survey = await self.csat.rate(cid, message.action or "")
+        if outcome == Rated.INVALID:
+            return [Reply(texts.UNKNOWN_ACTION)]
+        if outcome == Rated.RECORDED and survey is not None:
+            metrics.CSAT.labels(str(survey.score)).inc()
+            await self._publish("rated", cid, agent=survey.agent, score=survey.score)
+            if self.chatlog:
+                await self.chatlog.event(
+                    cid, message.platform, message.user_id, "csat",
+                    score=survey.score, agent=survey.agent, team=survey.team, survey=survey.id,
+                )  # fmt: skip
+        text = {Rated.RECORDED: texts.CSAT_THANKS, Rated.ALREADY: texts.CSAT_ALREADY}
+        return [Reply(text.get(outcome, texts.CSAT_CLOSED), metadata={"csat": str(outcome)})]
+
+    async def add_note(self, cid: str, agent: str, text: str) -> Note:
+        """A private note for the agents on this conversation (never sent to the user)."""
+        profile = await self.agents.get(agent)
+        if profile is None:
+            raise HandoffError(f"unknown agent {agent!r}")
+        state = await self.store.state(cid)
+        if not state.fields:
+            raise HandoffError("There is no such conversation.")
+        if not (self.serves(profile, state.fields.get("team", "")) or state.fields.get("agent") == agent):
+            raise HandoffError(f"This conversation is routed to the {state.fields.get('team')} team.")
+        try:
+            note = await self.notes.add(cid, agent, text)
+        except ValueError as error:
+            raise HandoffError(str(error)) from None
+        await self._publish("note", cid, agent=agent)
+        return note
 
     async def agent_reply(self, cid: str, agent: str, text: str) -> None:
         """Keep the agent's turn (history, transcript, and the chat log, where retraining finds it as a
@@ -314,19 +403,18 @@ class HandoffService:
                 continue
             if not await self.redis.hsetnx(self.store.state_key(cid), "timeout_notified", "1"):
                 continue  # told already (by this or another replica)
-            buttons = [
-                Button(texts.LEAVE_MESSAGE, LEAVE_MESSAGE_ACTION),
-                Button(texts.BACK_TO_BOT, CONTINUE_WITH_BOT_ACTION),
-            ]
-            await self._notify(cid, texts.NO_AGENT_IN_TIME, buttons)
+            await self._notify(cid, texts.NO_AGENT_IN_TIME, self.wait_or_bot_buttons())
             notified.append(cid)
         return notified
 
     async def forget(self, cids: Sequence[str]) -> None:
-        """Remove conversations from the queue, every agent's list, their transcripts and the outbox."""
+        """Remove conversations from the queue, every agent's list, their transcripts, notes, ratings
+        and the outbox."""
         if not cids:
             return
         await self.outbox.forget(cids)
+        await self.notes.forget(cids)
+        await self.csat.forget(cids)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrem(self.queue_key, *cids)
             for agent in await self.agents.all():

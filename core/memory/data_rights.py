@@ -16,7 +16,8 @@ async def export_user(
     chatlog: ChatLog | None = None,
     handoff: HandoffService | None = None,
 ) -> dict:
-    """The user's conversations (history, state, handoff transcript and queue place) and chat-log entries."""
+    """The user's conversations (history, state, handoff transcript, queue place, agents' notes and
+    their rating of the agent) and chat-log entries."""
     cids = sorted(c.decode() for c in await store.redis.smembers(store.user_key(platform, user_id)))
     conversations = []
     for cid in cids:
@@ -29,6 +30,9 @@ async def export_user(
         if handoff:
             entry["handoff_transcript"] = [t.to_dict() for t in await handoff.transcript(cid)]
             entry["queue_position"] = await handoff.position(cid)
+            entry["agent_notes"] = [n.as_dict() for n in await handoff.notes.list(cid)]
+            survey = await handoff.csat.get(cid)
+            entry["rating"] = {"agent": survey.agent, "score": survey.score} if survey else None
         conversations.append(entry)
     logged = []
     if chatlog:

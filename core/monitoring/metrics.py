@@ -21,6 +21,7 @@ HANDOFF_WAIT_SECONDS = Histogram(
     buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600),
 )
 FEEDBACK = Counter("chatbot_feedback_total", "Thumbs up/down from users.", ["value"])
+CSAT = Counter("chatbot_csat_ratings_total", "Users' 1-5 ratings of agents after handoffs.", ["score"])
 ERRORS = Counter("chatbot_errors_total", "Errors, by where they happened.", ["kind"])
 MODEL = Info("chatbot_model", "The model version being served.")
 SAFETY = Counter(

@@ -213,3 +213,29 @@ def test_export_command_reads_the_configured_redis(redis_server, tmp_path) -> No
     (liked,) = read(tmp_path / "sft.jsonl")
     assert liked["turns"] == [{"role": "user", "text": "hi"}, {"role": "assistant", "text": "hello!"}]
     assert liked["meta"]["ref"] == ref and liked["meta"]["kind"] == "liked"
+
+
+async def test_export_carries_ratings_and_never_agents_notes(redis, backend, tmp_path) -> None:
+    engine, handoff, chatlog = await engine_over(redis, backend)
+    cid = "web:rated"
+
+    async def say(text: str = "", action: str | None = None) -> list[Reply]:
+        return await engine.handle(IncomingMessage("web", cid, "u9", text, action=action))
+
+    await say("hello, is anyone there?")
+    await say("/human")
+    await handoff.add_note(cid, "ada", "SECRET-NOTE: regular customer")
+    await handoff.claim(cid, "ada")
+    await handoff.agent_reply(cid, "ada", "Hi, Ada here.")
+    await handoff.resolve(cid, "ada")
+    survey = await handoff.csat.get(cid)
+    await say(action=handoff.csat.buttons(survey)[4].action)
+    await say(action=handoff.csat.buttons(survey)[0].action)  # a second press does not count
+    s = await export_logs(chatlog, ExportConfig(out_dir=str(tmp_path / "logs"), models_dir=str(tmp_path)))
+    assert s["log"]["csat"] == 1
+    (conv,) = [c for c in read(tmp_path / "logs" / "conversations.jsonl") if c["id"] == cid]
+    (rating,) = conv["meta"]["csat"]
+    assert (rating["score"], rating["agent"], rating["team"]) == (5, "ada", "")
+    for name in ("conversations", "sft", "kto", "dpo", "regression", "summary"):
+        path = tmp_path / "logs" / (name + (".json" if name == "summary" else ".jsonl"))
+        assert "SECRET-NOTE" not in path.read_text()

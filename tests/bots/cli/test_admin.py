@@ -8,6 +8,7 @@ import json
 from typer.testing import CliRunner
 
 from bots.cli.main import app
+from core.handoff.notes import ConversationNotes
 from core.memory.chatlog import ChatLog
 from core.memory.connection import connect
 from core.memory.store import ContextStore
@@ -24,6 +25,8 @@ def test_export_user_contains_their_data_and_nobody_elses(cli_env, redis_server,
             turn = Turn(Role.USER, text, tokens=3)
             await store.append(cid, "telegram", user, turn)
             await chatlog.turn(cid, "telegram", user, turn)
+        await ConversationNotes(redis, CLI_PREFIX).add("tg:1", "ada", "asked about the parcel twice")
+        await ConversationNotes(redis, CLI_PREFIX).add("tg:2", "ada", "a note on someone else")
         await redis.aclose()
 
     asyncio.run(seed())
@@ -34,4 +37,7 @@ def test_export_user_contains_their_data_and_nobody_elses(cli_env, redis_server,
     assert [c["conversation_id"] for c in document["conversations"]] == ["tg:1"]
     assert document["conversations"][0]["history"][0]["text"] == "my parcel is late"
     assert [e["text"] for e in document["chat_log"]] == ["my parcel is late"]
+    assert [n["text"] for n in document["conversations"][0]["agent_notes"]] == [
+        "asked about the parcel twice"
+    ]
     assert "someone else" not in out.read_text() and document["opted_out"] is False

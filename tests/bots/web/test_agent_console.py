@@ -197,3 +197,17 @@ async def test_repeated_failed_logins_are_throttled(site) -> None:
         assert statuses == [401] * 5 + [429]
         blocked = await login(client, "ada", "correct horse")  # even the right password waits now
         assert blocked.status_code == 429 and "Too many failed attempts" in blocked.text
+
+
+async def test_refusals_are_json_errors_from_one_handler(site) -> None:
+    url, _ = site
+    async with httpx.AsyncClient(base_url=url) as client:
+        assert (await client.get("/agent/api/me")).json() == {"error": "log in first"}
+        await login(client, "ada", "correct horse")
+        no_token = await client.post("/agent/api/act", json={"cid": "x", "action": "claim"})
+        assert no_token.json() == {"error": "missing or wrong CSRF token"}
+        csrf = {"x-csrf-token": (await client.get("/agent/api/me")).json()["csrf"]}
+        malformed = ((b"not json", "send a JSON object"), (b'{"action": "claim"}', "`cid` is required"))
+        for body, error in malformed:
+            bad = await client.post("/agent/api/act", content=body, headers=csrf)
+            assert (bad.status_code, bad.json()) == (400, {"error": error})
