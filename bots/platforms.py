@@ -24,7 +24,14 @@ from core.types import Reply
 
 log = logging.getLogger(__name__)
 
-PLATFORMS = ("telegram", "slack", "discord")
+PLATFORMS = ("telegram", "slack", "discord", "whatsapp")
+#: the setting whose value enables each platform
+CREDENTIALS = {
+    "telegram": "TELEGRAM_BOT_TOKEN",
+    "slack": "SLACK_BOT_TOKEN",
+    "discord": "DISCORD_BOT_TOKEN",
+    "whatsapp": "WHATSAPP_ACCESS_TOKEN",
+}
 WEB = "web"
 
 
@@ -49,6 +56,7 @@ def configured_platforms(settings: Settings) -> list[str]:
         "telegram": settings.telegram_bot_token is not None,
         "slack": settings.slack_bot_token is not None,
         "discord": settings.discord_bot_token is not None,
+        "whatsapp": settings.whatsapp_access_token is not None,
     }
     return [name for name in PLATFORMS if found[name]]
 
@@ -129,6 +137,26 @@ def build_channel(
             ),
             outbox,
         )
+    if name == "whatsapp":
+        from adapters.whatsapp_channel import WhatsAppChannel, WhatsAppConfig
+
+        return WhatsAppChannel(
+            on_new_message,
+            WhatsAppConfig(
+                access_token=_secret(settings.whatsapp_access_token) or "",
+                phone_number_id=settings.whatsapp_phone_number_id or "",
+                app_secret=_secret(settings.whatsapp_app_secret) or "",
+                verify_token=_secret(settings.whatsapp_verify_token) or "",
+                api_url=settings.whatsapp_api_url,
+                api_version=settings.whatsapp_api_version,
+                webhook_path=settings.whatsapp_webhook_path,
+                list_button_text=settings.whatsapp_list_button_text,
+                reengage_template=settings.whatsapp_reengage_template,
+                reengage_language=settings.whatsapp_reengage_template_language,
+                retry=_policy(settings, settings.whatsapp_chat_interval_s),
+            ),
+            outbox,
+        )
     raise ValueError(f"unknown platform {name!r}; choose from {', '.join(PLATFORMS)}")
 
 
@@ -142,7 +170,7 @@ def check_only(settings: Settings, only: str | None) -> list[str]:
     if only not in PLATFORMS:
         raise ValueError(f"unknown platform {only!r}; choose from {', '.join((*PLATFORMS, WEB))}")
     if only not in names:
-        raise PlatformNotConfiguredError(f"{only} is not configured: set {only.upper()}_BOT_TOKEN")
+        raise PlatformNotConfiguredError(f"{only} is not configured: set {CREDENTIALS[only]}")
     return [only]
 
 
