@@ -34,7 +34,7 @@ def setup_logging(level: str = "INFO", as_json: bool = False) -> None:
     handler.setFormatter(JsonFormatter() if as_json else logging.Formatter(plain))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # Library chatter (HTTP requests per message, weight-loading bars) is not ours to show at INFO.
-    for noisy in ("httpx", "transformers", "urllib3"):
+    for noisy in ("httpx", "transformers", "urllib3", "pywa"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     try:
         from transformers.utils import logging as hf_logging

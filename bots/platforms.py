@@ -24,7 +24,14 @@ from core.types import Reply
 
 log = logging.getLogger(__name__)
 
-PLATFORMS = ("telegram", "slack", "discord")
+PLATFORMS = ("telegram", "slack", "discord", "whatsapp")
+#: the setting whose value enables each platform
+CREDENTIALS = {
+    "telegram": "TELEGRAM_BOT_TOKEN",
+    "slack": "SLACK_BOT_TOKEN",
+    "discord": "DISCORD_BOT_TOKEN",
+    "whatsapp": "WHATSAPP_ACCESS_TOKEN",
+}
 WEB = "web"
 
 
@@ -49,6 +56,7 @@ def configured_platforms(settings: Settings) -> list[str]:
         "telegram": settings.telegram_bot_token is not None,
         "slack": settings.slack_bot_token is not None,
         "discord": settings.discord_bot_token is not None,
+        "whatsapp": settings.whatsapp_access_token is not None,
     }
     return [name for name in PLATFORMS if found[name]]
 
@@ -69,6 +77,10 @@ def build_channel(
         from adapters.discord_channel import DiscordChannel, DiscordConfig
 
         return DiscordChannel(on_new_message, from_settings(DiscordConfig, settings), outbox)
+    if name == "whatsapp":
+        from adapters.whatsapp_channel import WhatsAppChannel, WhatsAppConfig
+
+        return WhatsAppChannel(on_new_message, from_settings(WhatsAppConfig, settings), outbox)
     raise ValueError(f"unknown platform {name!r}; choose from {', '.join(PLATFORMS)}")
 
 
@@ -82,7 +94,7 @@ def check_only(settings: Settings, only: str | None) -> list[str]:
     if only not in PLATFORMS:
         raise ValueError(f"unknown platform {only!r}; choose from {', '.join((*PLATFORMS, WEB))}")
     if only not in names:
-        raise PlatformNotConfiguredError(f"{only} is not configured: set {only.upper()}_BOT_TOKEN")
+        raise PlatformNotConfiguredError(f"{only} is not configured: set {CREDENTIALS[only]}")
     return [only]
 
 

@@ -134,6 +134,44 @@ class Settings(CoreSettings):
     discord_stream_interval_s: float = Field(
         1.0, gt=0, description="Minimum gap between edits of a streamed message (Discord: 5 per 5 s)."
     )
+    whatsapp_access_token: SecretStr | None = Field(
+        None, description="WhatsApp Cloud API access token (a system user's permanent token)."
+    )
+    whatsapp_phone_number_id: str | None = Field(
+        None, description="Phone number ID messages are sent from (WhatsApp → API Setup)."
+    )
+    whatsapp_app_secret: SecretStr | None = Field(
+        None, description="App secret (App settings → Basic): verifies webhooks' X-Hub-Signature-256."
+    )
+    whatsapp_verify_token: SecretStr | None = Field(
+        None, description="Any string; Meta sends it back when it verifies the webhook URL."
+    )
+    whatsapp_api_url: str = Field(
+        "https://graph.facebook.com", description="Graph API base URL, without the version (a proxy)."
+    )
+    whatsapp_api_version: str = Field(
+        "26.0", pattern=r"^\d+\.\d+$", description="Graph API version the Cloud API is called with."
+    )
+    whatsapp_webhook_path: str = Field(
+        "/whatsapp/webhook", description="Path of the webhook (verification and updates) on our web server."
+    )
+    whatsapp_chat_interval_s: float = Field(
+        0.0, ge=0, description="Minimum gap between messages to one user (WhatsApp allows bursts)."
+    )
+    whatsapp_list_button_text: str = Field(
+        "Choose an option",
+        min_length=1,
+        max_length=20,
+        description="Label of the button that opens a list (more than 3 quick replies, or long labels).",
+    )
+    whatsapp_reengage_template: str | None = Field(
+        None,
+        description="Approved template (no variables) sent when an agent writes after the 24-hour window; "
+        "unset: the agent is told the message cannot be sent.",
+    )
+    whatsapp_reengage_template_language: str = Field(
+        "en_US", description="Language code of WHATSAPP_REENGAGE_TEMPLATE."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_json: bool = Field(False, description="Log one JSON object per line instead of plain text.")
 

@@ -46,10 +46,16 @@ from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.recorder import FakeServer
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.telegram_api import FakeTelegram
+from tests.fakes.whatsapp_api import FakeWhatsApp
 
-TOKENS = {"telegram": "123:storm", "slack": "xoxb-storm", "discord": "storm.discord.token"}
+TOKENS = {
+    "telegram": "123:storm", "slack": "xoxb-storm", "discord": "storm.discord.token",
+    "whatsapp": "EAAG-storm-token",
+}  # fmt: skip
 SLACK_SECRET = "storm-signing-secret"
 SLACK_EVENTS = "/slack/events"
+WHATSAPP_SECRET, WHATSAPP_VERIFY = "storm-app-secret", "storm-verify-token"
+WHATSAPP_WEBHOOK = "/whatsapp/webhook"
 #: retries of a storm run: quick, so that a short storm drains in seconds
 BACKOFF = {"backoff_s": 0.2, "max_backoff_s": 2.0}
 
@@ -311,6 +317,53 @@ class DiscordPlatform(Platform):
         }  # fmt: skip
 
 
+class WhatsAppPlatform(Platform):
+    # one endpoint for every send (read receipts too: a failure may fall on one, which is not retried)
+    name, send_method, deliveries = "whatsapp", "messages", ("messages",)
+    fake: FakeWhatsApp
+
+    async def write(self, user: int, text: str) -> str:
+        assert self.bot_http is not None
+        update = self.fake.text(text, user=self.chat(user))
+        response = await self.fake.deliver(self.bot_http, WHATSAPP_WEBHOOK, update)
+        assert response.status_code == 200, response.text
+        return update["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
+
+    def fail(self, status: int, retry_after_s: float = 1.0) -> None:
+        if status == 429:  # throughput reached, as HTTP 429 with a Retry-After
+            self.fake.fail_next(130429, status=429, headers={"Retry-After": f"{retry_after_s:g}"})
+        else:
+            self.fake.fail_next(2, status=status)
+
+    def shown(self, text: str) -> list[str]:
+        from adapters.whatsapp_messages import TEXT_LIMIT, to_whatsapp
+
+        return split_rendered(text, TEXT_LIMIT, to_whatsapp)
+
+    def visible(self) -> dict[str, list[str]]:
+        return {user: self.fake.texts_to(user) for user in self.fake.chats}
+
+    def chat(self, user: int) -> str:
+        return f"1555{user:07d}"
+
+    def channel(self, on_new_message: OnNewMessage, outbox: Outbox, retry: RetryPolicy) -> Any:
+        from adapters.whatsapp_channel import WhatsAppChannel, WhatsAppConfig
+
+        config = configured(
+            WhatsAppConfig, access_token=TOKENS["whatsapp"], phone_number_id=self.fake.phone_number_id,
+            app_secret=WHATSAPP_SECRET, verify_token=WHATSAPP_VERIFY, api_url=self.fake.url,
+            webhook_path=WHATSAPP_WEBHOOK, retry=retry,
+        )  # fmt: skip
+        return WhatsAppChannel(on_new_message, config, outbox)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "WHATSAPP_ACCESS_TOKEN": TOKENS["whatsapp"],
+            "WHATSAPP_PHONE_NUMBER_ID": self.fake.phone_number_id, "WHATSAPP_API_URL": self.fake.url,
+            "WHATSAPP_APP_SECRET": WHATSAPP_SECRET, "WHATSAPP_VERIFY_TOKEN": WHATSAPP_VERIFY,
+        }  # fmt: skip
+
+
 @asynccontextmanager
 async def platform(name: str) -> AsyncIterator[Platform]:
     """The fake platform server, running."""
@@ -318,6 +371,7 @@ async def platform(name: str) -> AsyncIterator[Platform]:
         "telegram": (lambda: FakeTelegram(TOKENS["telegram"]), TelegramPlatform),
         "slack": (lambda: FakeSlack(TOKENS["slack"], SLACK_SECRET), SlackPlatform),
         "discord": (lambda: FakeDiscord(TOKENS["discord"]), DiscordPlatform),
+        "whatsapp": (lambda: FakeWhatsApp(TOKENS["whatsapp"], WHATSAPP_SECRET), WhatsAppPlatform),
     }
     make_fake, kind = fakes[name]
     async with make_fake() as fake:

@@ -70,3 +70,17 @@ def test_platform_profiles_run_one_platform_each_on_the_shared_redis() -> None:
         assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
         assert f"{platform.upper()}_BOT_TOKEN" in service["environment"]
     assert services["bot"]["command"] == ["chatbot", "run", "--only", "web"]
+
+
+def test_whatsapp_profile_runs_the_whatsapp_bot_with_its_sdk_on_the_shared_redis() -> None:
+    out = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "--profile", "whatsapp", "config"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    service = yaml.safe_load(out.stdout)["services"]["whatsapp"]
+    assert service["command"] == ["chatbot", "run", "--only", "whatsapp"]
+    assert "whatsapp" in service["build"]["args"]["EXTRAS"].split(",")  # pywa is in the image
+    env = service["environment"]
+    assert env["REDIS_URL"] == "redis://redis:6379/0"
+    for name in ("ACCESS_TOKEN", "PHONE_NUMBER_ID", "APP_SECRET", "VERIFY_TOKEN"):
+        assert f"WHATSAPP_{name}" in env

@@ -20,7 +20,7 @@ from tests.storm import (
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["telegram", "slack", "discord"])
+@pytest.mark.parametrize("name", ["telegram", "slack", "discord", "whatsapp"])
 async def test_every_reply_gets_through_a_storm_once(name, redis, tiny_model_dir) -> None:
     backend = backend_for(tiny_model_dir)
     async with platform(name) as where, bot_in_process(where, backend, redis, "st:", deadline_s=120):

@@ -1,4 +1,4 @@
-"""Platform selection, secret redaction, and ``serve`` running all three platforms against the fakes."""
+"""Platform selection, secret redaction, and ``serve`` running every platform against the fakes."""
 
 from __future__ import annotations
 
@@ -18,8 +18,14 @@ from core.delivery.outbox import Outbox
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.telegram_api import FakeTelegram
+from tests.fakes.whatsapp_api import FakeWhatsApp
 
 TG_TOKEN, SLACK_TOKEN, SLACK_SECRET, DISCORD_TOKEN = "111:tg-secret", "xoxb-sl", "sl-signing", "dc-token"
+WA_TOKEN, WA_SECRET, WA_VERIFY = "EAAG-wa-token", "wa-app-secret", "wa-verify"
+WA = {
+    "whatsapp_access_token": WA_TOKEN, "whatsapp_phone_number_id": "106540352242922",
+    "whatsapp_app_secret": WA_SECRET, "whatsapp_verify_token": WA_VERIFY,
+}  # fmt: skip
 
 
 def test_credentials_come_from_the_environment(monkeypatch) -> None:
@@ -27,6 +33,7 @@ def test_credentials_come_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("SLACK_BOT_TOKEN", SLACK_TOKEN)
     monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-1")
     monkeypatch.delenv("DISCORD_BOT_TOKEN", raising=False)
+    monkeypatch.delenv("WHATSAPP_ACCESS_TOKEN", raising=False)
     settings = Settings()
     assert check_only(settings, None) == ["telegram", "slack"]
     assert settings.slack_app_token is not None and "xapp-1" not in repr(settings)  # masked
@@ -39,6 +46,9 @@ def test_only_selects_one_configured_platform() -> None:
     assert check_only(settings, "web") == []
     with pytest.raises(PlatformNotConfiguredError, match="SLACK_BOT_TOKEN"):
         check_only(settings, "slack")
+    with pytest.raises(PlatformNotConfiguredError, match="WHATSAPP_ACCESS_TOKEN"):
+        check_only(settings, "whatsapp")
+    assert check_only(Settings(**WA), "whatsapp") == ["whatsapp"]
     with pytest.raises(ValueError, match="unknown platform"):
         check_only(settings, "irc")
 
@@ -64,16 +74,27 @@ async def test_the_delivery_deadline_and_the_outbox_reach_each_platform(monkeypa
     monkeypatch.setenv("DELIVERY_DEADLINE_S", "42")
     settings = Settings(
         telegram_bot_token=TG_TOKEN, slack_bot_token=SLACK_TOKEN, slack_signing_secret=SLACK_SECRET,
-        discord_bot_token=DISCORD_TOKEN,
+        discord_bot_token=DISCORD_TOKEN, **WA,
     )  # fmt: skip
 
     async def on_new_message(message, stream=None, stream_interval_s=0.0):
         return []
 
     outbox = Outbox()
-    for channel in build_channels(settings, on_new_message, outbox=outbox):
+    channels = build_channels(settings, on_new_message, outbox=outbox)
+    assert [c.platform for c in channels] == ["telegram", "slack", "discord", "whatsapp"]
+    for channel in channels:
         assert channel.config.retry.deadline_s == 42  # type: ignore[attr-defined]
         assert channel.delivery.outbox is outbox  # type: ignore[attr-defined]
+
+
+def test_whatsapp_needs_its_secrets_to_start() -> None:
+    async def on_new_message(message, stream=None, stream_interval_s=0.0):
+        return []
+
+    settings = Settings(whatsapp_access_token=WA_TOKEN, whatsapp_phone_number_id="1065")
+    with pytest.raises(ValueError, match="WHATSAPP_APP_SECRET, WHATSAPP_VERIFY_TOKEN"):
+        build_channels(settings, on_new_message)
 
 
 def test_secrets_are_redacted_from_messages_and_tracebacks() -> None:
@@ -107,6 +128,7 @@ async def test_serve_answers_on_every_configured_platform(redis, redis_server, t
         FakeTelegram(TG_TOKEN) as telegram,
         FakeSlack(SLACK_TOKEN, SLACK_SECRET) as slack,
         FakeDiscord(DISCORD_TOKEN) as discord_,
+        FakeWhatsApp(WA_TOKEN, WA_SECRET) as whatsapp,
     ):
         port = free_port()
         settings = Settings(
@@ -115,7 +137,7 @@ async def test_serve_answers_on_every_configured_platform(redis, redis_server, t
             telegram_bot_token=TG_TOKEN, telegram_api_url=telegram.url, telegram_poll_timeout_s=1,
             slack_bot_token=SLACK_TOKEN, slack_signing_secret=SLACK_SECRET, slack_api_url=f"{slack.url}/api/",
             discord_bot_token=DISCORD_TOKEN, discord_api_url=discord_.api_url,
-            discord_gateway_url=discord_.gateway_url,
+            discord_gateway_url=discord_.gateway_url, whatsapp_api_url=whatsapp.url, **WA,
         )  # fmt: skip
         task = asyncio.create_task(serve(settings))
         try:
@@ -130,7 +152,12 @@ async def test_serve_answers_on_every_configured_platform(redis, redis_server, t
                 assert (await http.get("/widget/config")).json()["allowed"] is True  # the widget is served
                 response = await slack.deliver(http, "/slack/events", slack.dm("/reset", channel="D8"))
                 assert response.status_code == 200
+                response = await whatsapp.deliver(http, "/whatsapp/webhook", whatsapp.text("/reset"))
+                assert response.status_code == 200
             await slack.log.wait_for("chat.postMessage", lambda c: c.params["text"] == texts.RESET)
+            await whatsapp.log.wait_for(
+                "messages", lambda c: c.params.get("text", {}).get("body") == texts.RESET
+            )
             await discord_.dispatch("MESSAGE_CREATE", discord_.message("/reset", channel_id="9008"))
             await discord_.log.wait_for(
                 "POST /channels/9008/messages", lambda c: c.params["content"] == texts.RESET

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 KILL_STORM = Storm(rate_limits=0.6, bursts=0.2, drops=0.2, retry_after_s=3.0)
 
 
-@pytest.mark.parametrize("name", ["telegram", "slack", "discord"])
+@pytest.mark.parametrize("name", ["telegram", "slack", "discord", "whatsapp"])
 async def test_replies_waiting_for_a_retry_survive_a_kill_minus_nine(
     name, redis_server, redis, tiny_model_dir
 ) -> None:

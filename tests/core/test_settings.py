@@ -56,8 +56,12 @@ def _runtime_configs() -> list[type]:
 RUNTIME_CONFIGS = _runtime_configs()
 #: fields filled from more than one setting, by the code that builds the config
 DERIVED = {("OpenAIConfig", "system_turn")}
-#: values a config insists on (Slack needs a signing secret or an app token)
-GIVEN = {"OpenAIConfig": {"system_turn": ""}, "SlackConfig": {"signing_secret": "secret"}}
+#: values a config insists on (Slack needs a signing secret or an app token, WhatsApp its credentials)
+GIVEN = {
+    "OpenAIConfig": {"system_turn": ""},
+    "SlackConfig": {"signing_secret": "secret"},
+    "WhatsAppConfig": {"access_token": "t", "phone_number_id": "1", "app_secret": "s", "verify_token": "v"},
+}
 
 
 def test_the_runtime_configs_were_found() -> None:

@@ -27,6 +27,7 @@ from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.scoring import Reranker, length_normalised_logprob
 from tests.asgi_server import running_server
 from tests.bots.web.test_chat_page import CHROMIUM, CHROMIUM_ARGS
+from tests.configs import configured
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -34,7 +35,9 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 @pytest.fixture
 async def site(redis, tiny_model_dir, tmp_path):
     backend = TransformersBackend(
-        tiny_model_dir, Reranker([length_normalised_logprob()]), DecodingConfig(max_new_tokens=4, num_beams=1)
+        tiny_model_dir,
+        Reranker([length_normalised_logprob()]),
+        configured(DecodingConfig, max_new_tokens=4, num_beams=1),
     )
     store = ContextStore(redis, prefix="in:")
     agents = AgentDirectory(redis, "in:")

@@ -18,6 +18,7 @@ from core.memory.store import ContextStore
 from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import IncomingMessage, Mode, Reply
+from tests.configs import configured
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -35,7 +36,9 @@ class Inbox:
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir) -> TransformersBackend:
     return TransformersBackend(
-        tiny_model_dir, Reranker([length_normalised_logprob()]), DecodingConfig(max_new_tokens=4, num_beams=1)
+        tiny_model_dir,
+        Reranker([length_normalised_logprob()]),
+        configured(DecodingConfig, max_new_tokens=4, num_beams=1),
     )
 
 
