@@ -143,24 +143,26 @@ def config(
 app.add_typer(agents_app, name="agents")
 app.add_typer(admin_app, name="admin")
 
-try:
-    from training.cli import app as train_app
-except ModuleNotFoundError as error:
-    if (error.name or "").split(".")[0] == "training":
-        raise  # our own bug, not a missing extra
-    _missing = error.name
 
-    @app.command(name="train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def train_missing() -> None:
-        """Train models (needs the \\[train] extra: pip install 'chatbot\\[train]')."""
+@app.command(
+    name="train",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def train(ctx: typer.Context) -> None:
+    """Train, evaluate and register models (chatbot train --help lists the stages)."""
+    # Imported when used: the training stages load torch, which no other command needs at start-up.
+    try:
+        from training.cli import app as train_app
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] == "training":
+            raise  # our own bug, not a missing extra
         _fail(
             RuntimeError(
-                f"training needs the [train] extra (missing {_missing}): pip install 'chatbot[train]'"
+                f"training needs the [train] extra (missing {error.name}): pip install 'chatbot[train]'"
             )
         )
-
-else:
-    app.add_typer(train_app, name="train", help="Train, evaluate and register models.")
+    train_app(args=ctx.args, prog_name="chatbot train")
 
 
 def main() -> None:
