@@ -240,7 +240,7 @@ class CoreSettings(BaseSettings):
         "(calibrated with `chatbot kb eval`).",
     )
     kb_scope_similarity: float = Field(
-        0.3,
+        0.35,
         ge=-1,
         le=1,
         description="A question whose best passage reaches this (but not KB_MIN_SIMILARITY) looks like "
