@@ -39,7 +39,7 @@ def format_context(passages: Sequence[Passage], max_chars: int) -> str:
         where = HEADING_SEPARATOR.join((passage.title, *passage.headings))
         head = f'<{tag} {n} source="{_attr(passage.citation, tag)}" section="{_attr(where, tag)}">'
         body = passage.text.replace(tag, "doc")
-        room = max_chars - used - len(head) - len(tag) - 6
+        room = max_chars - used - len(head) - len(tag) - 7  # "\n\n" + head "\n" body "\n</" tag ">"
         if len(body) > room:
             if n > 1 or room < 50:
                 break
