@@ -146,11 +146,18 @@ class KnowledgeBase:
 
     # --- searching ---
     async def search(self, query: str, k: int | None = None, mode: Mode = Mode.HYBRID) -> list[Passage]:
-        """The ``k`` (default ``KB_TOP_K``) passages that best match ``query``, best first."""
-        if self._version is None or (
-            self._watcher is None and time.monotonic() - self._checked_at >= self.config.poll_s
-        ):
+        """The ``k`` (default ``KB_TOP_K``) passages that best match ``query``, best first.
+
+        Raises ``RedisError`` only if the index was never loaded; once it was, a Redis outage
+        means searching the index as it was.
+        """
+        if self._version is None:
             await self.refresh()
+        elif self._watcher is None and time.monotonic() - self._checked_at >= self.config.poll_s:
+            try:
+                await self.refresh()
+            except (RedisError, OSError) as error:
+                log.warning("knowledge base: cannot check for changes (%s); searching the last index", error)
         index = self._index
         if not len(index) or not query.strip():
             return []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from bm25s import BM25
@@ -30,14 +31,15 @@ def _fold(token: str) -> str:
     return token
 
 
+@lru_cache(maxsize=200_000)
+def _word_tokens(word: str) -> tuple[str, ...]:
+    parts = [p for p in word.split("_") if p]
+    return tuple(_fold(t) for t in ([word] if len(parts) < 2 else [word, *parts]) if t not in STOPWORDS)
+
+
 def tokenize(text: str) -> list[str]:
-    tokens: list[str] = []
-    for word in _WORD.findall(text.lower()):
-        parts = [p for p in word.split("_") if p]
-        for token in [word] if len(parts) < 2 else [word, *parts]:
-            if token not in STOPWORDS:
-                tokens.append(_fold(token))
-    return tokens
+    # Words repeat: each distinct one is split, filtered and folded once (cached).
+    return [token for word in _WORD.findall(text.lower()) for token in _word_tokens(word)]
 
 
 class LexicalIndex:
@@ -46,15 +48,20 @@ class LexicalIndex:
     def __init__(self, texts: Sequence[str]) -> None:
         self.size = len(texts)
         self._bm25: BM25 | None = None
+        self._vocabulary: dict[str, int] = {}
         if texts:
-            corpus = [tokenize(t) or [""] for t in texts]
+            # Token ids made here, in one pass, are cheaper for bm25s than token strings.
+            ids = self._vocabulary
+            corpus = [[ids.setdefault(t, len(ids)) for t in tokenize(text)] for text in texts]
+            ids.setdefault("", len(ids))  # an empty document still needs one token
+            corpus = [doc or [ids[""]] for doc in corpus]
             self._bm25 = BM25()
-            self._bm25.index(corpus, show_progress=False)
+            self._bm25.index((corpus, ids), show_progress=False)
 
     def scores(self, query: str) -> np.ndarray:
         if self._bm25 is None:
             return np.zeros(0, dtype=np.float32)
-        ids = self._bm25.get_tokens_ids(tokenize(query))
+        ids = [self._vocabulary[t] for t in tokenize(query) if t in self._vocabulary]
         if not ids:
             return np.zeros(self.size, dtype=np.float32)
         return self._bm25.get_scores(ids)

@@ -188,3 +188,19 @@ async def test_keys_live_under_the_prefix(kb: KnowledgeBase, redis, tmp_path) ->
     keys = {k.decode() for k in await redis.keys("*")}
     assert keys and all(k.startswith("kbtest:kb:") for k in keys)
     assert {"kbtest:kb:version", "kbtest:kb:docs", "kbtest:kb:chunks", "kbtest:kb:seeded"} <= keys
+
+
+async def test_a_redis_outage_after_loading_searches_the_last_index(redis, embedder, tmp_path) -> None:
+    from core.memory.connection import connect
+    from core.memory.embedded_redis import free_port
+
+    kb = KnowledgeBase(redis, kb_config(kb_poll_s=0.01), embedder)
+    (tmp_path / "guide.md").write_text(GUIDE)
+    await kb.add(["guide.md"], base=tmp_path)
+    assert await kb.search("when does the shop open?", k=1)
+    kb.store.redis = connect(f"redis://127.0.0.1:{free_port()}", timeout_s=0.2)  # nothing listens there
+    try:
+        await asyncio.sleep(0.02)
+        assert (await kb.search("when does the shop open?", k=1))[0].heading_path == "Opening hours"
+    finally:
+        await kb.store.redis.aclose()
