@@ -20,3 +20,12 @@ def test_same_vectors_as_sentence_transformers(real_embedder) -> None:
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
     assert isinstance(real_embedder, Embedder) and real_embedder.dim == 384
     assert (packaged_model_dir() / "model.safetensors").exists()
+
+
+def test_importing_the_knowledge_base_loads_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, core.knowledge; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
