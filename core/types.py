@@ -56,6 +56,8 @@ class IncomingMessage:
     action: str | None = None
     #: the client sends this event again because it never saw the answer: repeat the answer
     resent: bool = False
+    #: kinds of high-risk data masked out of ``text`` ("card", "secret", ...; ``core.safety.pii``)
+    masked: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,8 @@ class Turn:
     ref: str = ""
     #: the platform event that brought a user's turn (so a re-handled event is not kept twice)
     event: str = ""
+    #: kinds of high-risk data masked out of ``text`` before it was kept (shown to agents)
+    masked: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = {"role": str(self.role), "text": self.text, "ts": self.timestamp, "tokens": self.tokens}
@@ -103,6 +107,8 @@ class Turn:
             data["ref"] = self.ref
         if self.event:
             data["event"] = self.event
+        if self.masked:
+            data["masked"] = list(self.masked)
         return data
 
     @classmethod
@@ -114,6 +120,7 @@ class Turn:
             int(data.get("tokens", 0)),
             str(data.get("ref", "")),
             str(data.get("event", "")),
+            tuple(data.get("masked", ())),
         )
 
 

@@ -164,7 +164,7 @@ class HandoffService:
         """Called for each user message while a person holds or will hold the conversation."""
         await self.redis.rpush(self.transcript_key(cid), json.dumps(turn.to_dict()))
         await self.redis.expire(self.transcript_key(cid), self.store.ttl_s)
-        await self._publish("message", cid, role="user", text=turn.text)
+        await self._publish("message", cid, role="user", text=turn.text, masked=list(turn.masked))
 
     async def position(self, cid: str) -> int | None:
         rank = await self.redis.zrank(self.queue_key, cid)
