@@ -111,7 +111,7 @@ class DialogueEngine:
         every ``stream_interval_s``); the returned replies are final and replace it.
         """
         claimed = False
-        message = mask_message(message)  # cards, keys, ... masked before any store (or the spool) sees them
+        message = mask_message(message, self.config.max_message_chars)  # before any store sees it
         log_context.bind(message.conversation_id, message.event_id)
         self._in_flight += 1
         try:

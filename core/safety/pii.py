@@ -104,7 +104,13 @@ def scrub(text: str) -> str:
 # card's last four digits, the key's kind); they hold at most four digits and match no pattern, so
 # masking twice changes nothing.
 
-MASK_LABELS = {"card": "card number", "iban": "IBAN", "ssn": "SSN", "secret": "password or key"}
+MASK_LABELS = {
+    "card": "card number",
+    "iban": "IBAN",
+    "ssn": "SSN",
+    "secret": "password or key",
+    "too_long": "the whole message (too long to check)",
+}
 _KNOWN_MASK = r"\[(?:card|IBAN|SSN|secret)\b"
 _BLANKS = "\t \u00a0\u2007\u2009\u202f\u200b\u2060"
 _DASHES = "\\-\u2010\u2011\u2012\u2013"
@@ -142,11 +148,14 @@ _PREFIXED = [
 ]
 # (hint kept in the mask or None for the matched prefix, literals one of which the text must hold, pattern)
 PREFIXED_SECRETS = [(hint, needles, re.compile(p, re.DOTALL)) for hint, needles, p in _PREFIXED]
-URL_PASSWORD = re.compile(r"\b([a-z][a-z0-9+.-]*://[^\s/:@\[]+:)(?!\[secret\]@)([^\s/@]+)(@)", re.I)
+# Bounded parts: with "a.a.a.…" an unbounded scheme would be rescanned from every dot.
+URL_PASSWORD = re.compile(
+    r"\b([a-z][a-z0-9+.-]{0,30}://[^\s/:@\[]{1,200}:)(?!\[secret\]@)([^\s/@]{1,200})(@)", re.I
+)
 _VALUE = (
     rf"(?![:=\s]|{_KNOWN_MASK})(?P<value>\"[^\"\n]{{1,200}}\"|'[^'\n]{{1,200}}'|`[^`\n]{{1,200}}`|[^\s\"'`]+)"
 )
-_NAMED = r"(?P<name>{words})\b(?P<sep>[\"']?\s*(?P<op>[:=]|\bis\b|\bwas\b)?\s*)"
+_NAMED = r"(?P<name>{words})\b(?P<sep>[\"']?\s{{0,3}}(?:(?P<op>[:=]|\bis\b|\bwas\b)\s{{0,3}})?)"
 _PASSWORD_WORDS = r"\b(?:pass(?:word|wd|phrase|code)s?|pwd|pin(?:\s+code)?)"
 _KEY_WORDS = (
     r"\b(?:bearer|(?:api|access|secret|private|client|app|auth|session|refresh)?[ _-]?"
@@ -348,20 +357,22 @@ def _iban_end(text: str, start: int) -> int | None:
             k += 1
         else:
             break
+    if len(chars) < 15:
+        return None
+    # mod 97 of the rearranged number (BBAN, then country and check digits) for every length at
+    # once: the BBAN's prefixes are reduced as they grow, the last six digits appended to each.
+    tail = "".join(str(int(ch, 36)) for ch in chars[:4])
+    prefix_mod = [0]
+    for ch in chars[4:]:
+        value = int(ch, 36)
+        prefix_mod.append((prefix_mod[-1] * (10 if value < 10 else 100) + value) % 97)
     for n in range(len(chars), 14, -1):
         end = ends[n - 1]
         if end < len(text) and text[end].isascii() and text[end].isalnum():
             continue  # mid-word
-        compact = "".join(chars[:n])
-        if compact[2:4].isdigit() and _mod97(compact) == 1:
+        if (prefix_mod[n - 4] * 10 ** len(tail) + int(tail)) % 97 == 1:
             return end
     return None
-
-
-def _mod97(iban: str) -> int:
-    rearranged = iban[4:] + iban[:4]
-    number = "".join(str(int(ch, 36)) for ch in rearranged)
-    return int(number) % 97
 
 
 _MAX_ROUNDS = 8  # a bound, never reached in practice: each round masks what the one before revealed
@@ -387,12 +398,20 @@ def mask_high_risk(text: str) -> Masked:
     return Masked(text, masker.counts)
 
 
-def mask_message(message: IncomingMessage) -> IncomingMessage:
+def mask_message(message: IncomingMessage, max_chars: int | None = None) -> IncomingMessage:
     """The message as every store may see it: its text cleaned and masked, ``masked`` naming the
-    kinds masked. Unchanged when there is nothing to mask."""
+    kinds masked. Unchanged when there is nothing to mask.
+
+    A text longer than ``max_chars`` (which the engine refuses unread) is blanked whole, keeping
+    its length for the notice: checking it would take time in proportion to whatever was sent, and
+    no part of it is ever needed."""
     if not message.text:
         return message
-    masked = mask_high_risk(clean_user_text(message.text))
+    text = clean_user_text(message.text)
+    if max_chars is not None and len(text) > max_chars:
+        masked = Masked("•" * len(text), {"too_long": 1})
+    else:
+        masked = mask_high_risk(text)
     if not masked:
         return message
     kinds = tuple(sorted({*message.masked, *masked.kinds}))

@@ -132,6 +132,14 @@ def test_a_message_is_cleaned_and_masked_or_left_as_it_is():
     assert mask_message(plain) is plain  # the engine cleans it as before
 
 
+def test_a_message_over_the_limit_is_blanked_whole_keeping_its_length():
+    text = "card 4111 1111 1111 1111 " * 10
+    masked = mask_message(IncomingMessage("web", "web:c", "u", text), max_chars=100)
+    assert masked.text == "•" * len(text.strip()) and masked.masked == ("too_long",)
+    within = mask_message(IncomingMessage("web", "web:c", "u", text), max_chars=len(text))
+    assert within.masked == ("card",)
+
+
 def test_masked_kinds_survive_a_turn_and_the_spool(tmp_path):
     turn = Turn(Role.USER, "[card •••• 1111]", masked=("card",))
     assert Turn.from_dict(json.loads(json.dumps(turn.to_dict()))) == turn
