@@ -32,6 +32,7 @@ from core.memory.spool import Spool
 from core.memory.store import ContextStore
 from core.model.backend import ModelBackend, ModelBusyError, PartialSink
 from core.monitoring import log_context, metrics
+from core.safety.pii import mask_message
 from core.safety.rules import SafetyFilter
 from core.settings import declared_defaults, from_settings
 from core.text_input import clean_user_text, parse_command
@@ -114,6 +115,7 @@ class DialogueEngine:
         every ``stream_interval_s``); the returned replies are final and replace it.
         """
         claimed = False
+        message = mask_message(message, self.config.max_message_chars)  # before any store sees it
         log_context.bind(message.conversation_id, message.event_id)
         self._in_flight += 1
         try:
@@ -226,7 +228,8 @@ class DialogueEngine:
                 return [Reply(after[0].text, self._feedback_buttons(after[0].ref), {"ref": after[0].ref})]
             history = history[: history.index(kept) + 1]
         else:
-            user_turn = Turn(Role.USER, text, message.timestamp, self.backend.count_tokens(text), event=event)
+            tokens = self.backend.count_tokens(text)
+            user_turn = Turn(Role.USER, text, message.timestamp, tokens, event=event, masked=message.masked)
             if self.chatlog:
                 ref = await self.chatlog.turn(cid, message.platform, message.user_id, user_turn)
                 user_turn = replace(user_turn, ref=ref)

@@ -58,6 +58,8 @@ class IncomingMessage:
     resent: bool = False
     #: the user's display name, where the platform gives one ("" otherwise); agents' canned replies use it
     user_name: str = ""
+    #: kinds of high-risk data masked out of ``text`` ("card", "secret", ...; ``core.safety.pii``)
+    masked: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,8 @@ class Turn:
     ref: str = ""
     #: the platform event that brought a user's turn (so a re-handled event is not kept twice)
     event: str = ""
+    #: kinds of high-risk data masked out of ``text`` before it was kept (shown to agents)
+    masked: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = {"role": str(self.role), "text": self.text, "ts": self.timestamp, "tokens": self.tokens}
@@ -105,6 +109,8 @@ class Turn:
             data["ref"] = self.ref
         if self.event:
             data["event"] = self.event
+        if self.masked:
+            data["masked"] = list(self.masked)
         return data
 
     @classmethod
@@ -116,6 +122,7 @@ class Turn:
             int(data.get("tokens", 0)),
             str(data.get("ref", "")),
             str(data.get("event", "")),
+            tuple(data.get("masked", ())),
         )
 
 

@@ -30,6 +30,7 @@ from core.delivery.outbox import DeliveryError
 from core.handoff.canned import CannedResponses, expand
 from core.handoff.service import HandoffError, HandoffService
 from core.handoff.stats import figures_since, start_of_today
+from core.safety.pii import describe_masked
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +101,10 @@ class AgentConsole:
         cid = request.query_params.get("cid", "")
         state = await self.handoff.store.state(cid)
         transcript = [
-            {"role": str(t.role), "text": t.text, "ts": t.timestamp, "ref": t.ref}
+            {"role": str(t.role), "text": t.text, "ts": t.timestamp, "ref": t.ref,
+             "masked": describe_masked(t.masked)}
             for t in await self.handoff.transcript(cid)
-        ]
+        ]  # fmt: skip
         keys = ("platform", "user", "user_name", "reason", "agent", "team", "left_message", "back_at")
         info = {key: state.fields.get(key, "") for key in keys}
         candidates = json.loads(state.fields.get("candidates", "[]"))

@@ -205,7 +205,7 @@ class HandoffService:
         if mode == Mode.QUEUED.encode() and told and not left:
             # Told no one can answer now (out of hours, or a long wait): this is a message for the team.
             await self.redis.hset(self.store.state_key(cid), "left_message", turn.timestamp)
-        await self._publish("message", cid, role="user", text=turn.text)
+        await self._publish("message", cid, role="user", text=turn.text, masked=list(turn.masked))
 
     async def position(self, cid: str) -> int | None:
         rank = await self.redis.zrank(self.queue_key, cid)

@@ -69,6 +69,8 @@ class ChatLog:
         }
         if turn.role == Role.USER:
             fields["lang"] = guess_language(turn.text)
+        if turn.masked:  # high-risk data was masked before the turn was kept
+            fields["masked"] = ",".join(turn.masked)
         if model_version:
             fields["model_version"] = model_version
         if candidates:

@@ -39,7 +39,9 @@ class Spool:
         messages = []
         for line in self.path.read_text().splitlines():
             if line.strip():
-                messages.append(IncomingMessage(**json.loads(line)))
+                data = json.loads(line)
+                data["masked"] = tuple(data.get("masked", ()))  # JSON has lists
+                messages.append(IncomingMessage(**data))
         return messages
 
     def _write(self, messages: list[IncomingMessage]) -> None:
