@@ -159,7 +159,7 @@ class SlackAgentDesk:
         if await self.handoff.thread_of(cid, DESK):
             return  # queued again after a release: the thread already exists
         state = await self.handoff.store.state(cid)
-        platform, user = state.fields.get("platform", "?"), state.fields.get("user", "?")
+        platform, user = state.platform or "?", state.user or "?"
         lines = [
             f"*{t.role}:* {to_slack_mrkdwn(t.text)}"
             for t in (await self.handoff.transcript(cid))[-TRANSCRIPT_LINES:]

@@ -11,13 +11,14 @@ store (tools, tests) the times are kept in this process.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from core.memory.schema import StateField
 from core.memory.store import ContextStore
 
 SERVICE_WINDOW_S = 24 * 3600
-LAST_IN = "whatsapp_last_in"
-REENGAGED = "whatsapp_reengaged"
+LAST_IN, REENGAGED = StateField.LAST_INBOUND, StateField.REENGAGED
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,16 +50,16 @@ class ServiceWindow:
         self.store = store
         self._local: dict[str, dict[str, str]] = {}
 
-    async def _fields(self, cid: str) -> dict[str, str]:
+    async def _fields(self, cid: str) -> Mapping[str, str]:
         if self.store is None:
             return self._local.get(cid, {})
         return (await self.store.state(cid)).fields
 
-    async def _set(self, cid: str, **fields: str) -> None:
+    async def _set(self, cid: str, name: StateField, value: float) -> None:
         if self.store is None:
-            self._local.setdefault(cid, {}).update(fields)
+            self._local.setdefault(cid, {})[name] = repr(value)
         else:
-            await self.store.update_state(cid, **fields)
+            await self.store.update_state(cid, {name: repr(value)})
 
     async def state(self, cid: str) -> WindowState:
         fields = await self._fields(cid)
@@ -69,7 +70,7 @@ class ServiceWindow:
         redelivery of an older one does not move it back)."""
         last_in = (await self.state(cid)).last_in
         if last_in is None or at > last_in:
-            await self._set(cid, **{LAST_IN: repr(at)})
+            await self._set(cid, LAST_IN, at)
 
     async def reengaged(self, cid: str, at: float) -> None:
-        await self._set(cid, **{REENGAGED: repr(at)})
+        await self._set(cid, REENGAGED, at)

@@ -218,7 +218,7 @@ async def memory_per_conversation(n: int = 1000) -> None:
             for t in range(6):
                 role = Role.USER if t % 2 == 0 else Role.ASSISTANT
                 await store.append(f"web:c{i}", "web", f"u{i}", Turn(role, text, tokens=14))
-            await store.update_state(f"web:c{i}", greeted="1")
+            await store.update_state(f"web:c{i}", {"greeted": "1"})
         after = (await redis.info("memory"))["used_memory"]
         print(f"\nRedis memory per idle conversation (6 turns of ~60 characters, state, user index): "
               f"{(after - before) / n:,.0f} bytes")  # fmt: skip

@@ -28,6 +28,7 @@ from core.handoff.policy import Escalation, EscalationPolicy, Reason
 from core.handoff.service import CONTINUE_WITH_BOT_ACTION, LEAVE_MESSAGE_ACTION, HandoffService
 from core.memory.chatlog import FEEDBACK_VALUES, ChatLog
 from core.memory.rate_limit import RateLimiter
+from core.memory.schema import StateField
 from core.memory.spool import Spool
 from core.memory.store import ContextStore
 from core.model.backend import ModelBackend, ModelBusyError, PartialSink
@@ -248,16 +249,14 @@ class DialogueEngine:
             return [Reply(texts.UNSAFE_INPUT, metadata={"safety": category})]
 
         replies: list[Reply] = []
-        if "greeted" not in state.fields:
+        if not state.greeted:
             replies.append(self._disclosure())
-            await self.store.update_state(cid, greeted="1")
-        escalation = self.escalator and await self.escalator.before_reply(
-            message, text, state.fields, history
-        )
+            await self.store.update_state(cid, {StateField.GREETED: "1"})
+        escalation = self.escalator and await self.escalator.before_reply(message, text, state, history)
         if escalation:
             return replies + await self.escalator.escalate(message, escalation)
         reply, candidates = await self._generate(message, history, stream, stream_interval_s)
-        escalation = self.escalator and await self.escalator.after_reply(message, state.fields, candidates)
+        escalation = self.escalator and await self.escalator.after_reply(message, state, candidates)
         if escalation:
             return replies + await self.escalator.escalate(message, escalation, candidates)
         return [*replies, reply]
@@ -366,7 +365,7 @@ class DialogueEngine:
         return Reply(texts.DISCLOSURE.format(bot_name=self.config.bot_name), [self._human_button()])
 
     async def _cmd_start(self, message: IncomingMessage) -> list[Reply]:
-        await self.store.update_state(message.conversation_id, greeted="1")
+        await self.store.update_state(message.conversation_id, {StateField.GREETED: "1"})
         return [self._disclosure(), Reply(texts.HELP)]
 
     async def _cmd_help(self, message: IncomingMessage) -> list[Reply]:
@@ -391,15 +390,18 @@ class DialogueEngine:
     async def _cmd_human(self, message: IncomingMessage) -> list[Reply]:
         if self.handoff:
             await self.store.update_state(
-                message.conversation_id, user=message.user_id, platform=message.platform
+                message.conversation_id,
+                {StateField.USER: message.user_id, StateField.PLATFORM: message.platform},
             )
             return await self.escalator.escalate(message, Escalation(str(Reason.USER_REQUEST)))
         await self.store.set_mode(
             message.conversation_id,
             Mode.QUEUED,
-            reason="user_request",
-            requested_at=str(time.time()),
-            user=message.user_id,
-            platform=message.platform,
+            {
+                StateField.REASON: "user_request",
+                StateField.REQUESTED_AT: time.time(),
+                StateField.USER: message.user_id,
+                StateField.PLATFORM: message.platform,
+            },
         )
         return [Reply(texts.HUMAN_REQUESTED)]

@@ -9,7 +9,6 @@ service's Redis pub/sub channel, so every replica's console sees every change.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -107,7 +106,7 @@ class AgentConsole:
         ]  # fmt: skip
         keys = ("platform", "user", "user_name", "reason", "agent", "team", "left_message", "back_at")
         info = {key: state.fields.get(key, "") for key in keys}
-        candidates = json.loads(state.fields.get("candidates", "[]"))
+        candidates = state.candidates
         notes = [n.as_dict() for n in await self.handoff.notes.list(cid)]  # for agents' eyes only
         survey = await self.handoff.csat.get(cid)
         csat = {"agent": survey.agent, "score": survey.score} if survey else None
@@ -122,9 +121,9 @@ class AgentConsole:
         me = await self.agents.get(session.username)
         if me is None:
             return JSONResponse({"error": "unknown agent"}, status_code=404)
-        fields = (await self.handoff.store.state(request.query_params.get("cid", ""))).fields
-        team = fields.get("team") or (me.teams[0] if me.teams else "")
-        user = fields.get("user_name", "")
+        state = await self.handoff.store.state(request.query_params.get("cid", ""))
+        team = state.team or (me.teams[0] if me.teams else "")
+        user = state.user_name
         responses = [
             r.as_dict() | {"expanded": expand(r.text, user, me.display_name, team)}
             for r in await self.canned.for_agent(me)

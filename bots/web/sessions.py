@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from core.memory.schema import Keys
+
 
 @dataclass(frozen=True, slots=True)
 class Session:
@@ -26,7 +28,7 @@ class SessionStore:
         self.ttl_s = ttl_s
 
     def _key(self, token: str) -> str:
-        return f"{self.prefix}session:{token}"
+        return Keys(self.prefix).session(token)
 
     async def create(self, username: str, role: str) -> Session:
         session = Session(secrets.token_urlsafe(32), username, role, secrets.token_urlsafe(24))

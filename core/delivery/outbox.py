@@ -167,8 +167,7 @@ class Outbox:
         self._held: set[str] = set()
         self._resending: set[asyncio.Task[None]] = set()
         if store is not None:
-            p = store.prefix
-            self._seq, self.undelivered_key = f"{p}outbox:seq", f"{p}outbox:undelivered"
+            self._seq, self.undelivered_key = store.keys.outbox_sequence, store.keys.outbox_undelivered
             self._write = store.redis.register_script(_WRITE)
             self._retry = store.redis.register_script(_RETRY)
 
@@ -178,11 +177,11 @@ class Outbox:
     # --- keys ---
     def _entry(self, message_id: str) -> str:
         assert self.store is not None
-        return f"{self.store.prefix}outbox:msg:{message_id}"
+        return self.store.keys.outbox_message(message_id)
 
     def pending_key(self, platform: str) -> str:
         assert self.store is not None
-        return f"{self.store.prefix}outbox:pending:{platform}"
+        return self.store.keys.outbox_pending(platform)
 
     # --- writing ---
     async def open(self, platform: str, cid: str, replies: Sequence[Reply]) -> list[Pending]:
@@ -226,7 +225,7 @@ class Outbox:
         try:
             async with self.store.redis.pipeline(transaction=True) as pipe:
                 pipe.zrem(self.pending_key(pending.platform), pending.id)
-                pipe.delete(self.store.event_key(CLAIMS, pending.id))
+                pipe.delete(self.store.keys.event(CLAIMS, pending.id))
                 if error is None or isinstance(error, PermanentDeliveryError):
                     pipe.delete(entry)
                 else:  # kept for a person to send again, as long as the conversation is remembered

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from core.memory.schema import Keys
+
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,31}$")
 # scrypt parameters (RFC 7914): n=2**14, r=8 is the common interactive-login setting.
 _N, _R, _P = 2**14, 8, 1
@@ -49,12 +51,13 @@ class AgentDirectory:
     def __init__(self, redis: Redis, prefix: str = "chatbot:") -> None:
         self.redis = redis
         self.prefix = prefix
+        self.keys = Keys(prefix)
 
     def _key(self, username: str) -> str:
-        return f"{self.prefix}agent:{username}"
+        return self.keys.agent(username)
 
     def _presence(self, username: str) -> str:
-        return f"{self.prefix}agent:{username}:presence"
+        return self.keys.agent_presence(username)
 
     async def add(
         self,
@@ -82,7 +85,7 @@ class AgentDirectory:
                 "password": hash_password(password),
             },
         )
-        await self.redis.sadd(f"{self.prefix}agents", username)
+        await self.redis.sadd(self.keys.agents, username)
         return agent
 
     async def ensure_external(self, username: str, display_name: str, max_concurrent: int = 3) -> Agent:
@@ -92,7 +95,7 @@ class AgentDirectory:
         key = self._key(username)
         await self.redis.hsetnx(key, "max_concurrent", max_concurrent)
         await self.redis.hset(key, mapping={"display_name": display_name, "role": "agent", "teams": ""})
-        await self.redis.sadd(f"{self.prefix}agents", username)
+        await self.redis.sadd(self.keys.agents, username)
         agent = await self.get(username)
         assert agent is not None
         return agent
@@ -116,7 +119,7 @@ class AgentDirectory:
         return await self.get(username) if check_password(password, stored.decode()) else None
 
     async def all(self) -> list[Agent]:
-        names = sorted(n.decode() for n in await self.redis.smembers(f"{self.prefix}agents"))
+        names = sorted(n.decode() for n in await self.redis.smembers(self.keys.agents))
         return [a for n in names if (a := await self.get(n))]
 
     async def set_presence(self, username: str, status: str, ttl_s: int = 90) -> None:

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from core import texts
 from core.handoff.agents import Agent
+from core.memory.schema import Keys
 
 VARIABLES = ("user_name", "agent_name", "team")
 SHORTCUT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -68,7 +69,7 @@ def expand(text: str, user_name: str = "", agent_name: str = "", team: str = "")
 class CannedResponses:
     def __init__(self, redis: Redis, prefix: str = "chatbot:") -> None:
         self.redis = redis
-        self.key = f"{prefix}canned"
+        self.key = Keys(prefix).canned
 
     @staticmethod
     def _field(team: str, shortcut: str) -> str:

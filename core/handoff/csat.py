@@ -19,6 +19,7 @@ from enum import StrEnum
 
 from redis.asyncio import Redis
 
+from core.memory.schema import Keys
 from core.types import Button
 
 CSAT_ACTION = "csat"
@@ -93,11 +94,11 @@ class CsatSurvey:
         self.redis = redis
         self.prefix = prefix
         self.window_s = window_s
-        self.ratings_key = f"{prefix}csat:ratings"
+        self.ratings_key = Keys(prefix).csat_ratings
         self._rate = redis.register_script(_RATE)
 
     def key(self, cid: str) -> str:
-        return f"{self.prefix}conv:{cid}:csat"
+        return Keys(self.prefix).csat(cid)
 
     async def open(self, cid: str, agent: str, team: str) -> Survey:
         """A new survey for the conversation, replacing any earlier one (its buttons stop counting)."""

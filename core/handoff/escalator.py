@@ -14,6 +14,7 @@ from core import texts
 from core.handoff.policy import Escalation, EscalationPolicy, Reason
 from core.handoff.service import HandoffService
 from core.memory.chatlog import ChatLog
+from core.memory.schema import ConversationState, StateField
 from core.memory.store import ContextStore
 from core.monitoring import metrics
 from core.types import Candidate, IncomingMessage, Reply, Role, Turn
@@ -37,7 +38,7 @@ class Escalator:
         self.team_routes = dict(team_routes or {})
 
     async def before_reply(
-        self, message: IncomingMessage, text: str, fields: dict[str, str], history: list[Turn]
+        self, message: IncomingMessage, text: str, state: ConversationState, history: list[Turn]
     ) -> Escalation | None:
         """A sensitive topic or an explicit request in this message, or the user's frustration."""
         if self.policy is None:
@@ -47,28 +48,29 @@ class Escalator:
             return found
         earlier = [t.text for t in history[:-1] if t.role == Role.USER]
         if self.policy.frustration_signal(text, earlier):
-            if await self._count(message, fields, "frustration") >= self.policy.frustration_turns:
+            if await self._count(message, state, StateField.FRUSTRATION) >= self.policy.frustration_turns:
                 return Escalation(str(Reason.FRUSTRATION))
         return None
 
     async def after_reply(
-        self, message: IncomingMessage, fields: dict[str, str], candidates: Sequence[Candidate]
+        self, message: IncomingMessage, state: ConversationState, candidates: Sequence[Candidate]
     ) -> Escalation | None:
         """Low confidence for the configured number of turns in a row."""
         if self.policy is None:
             return None
         if not self.policy.low_confidence(candidates):
-            if fields.get("low_conf_streak", "0") != "0":
-                await self.store.update_state(message.conversation_id, low_conf_streak="0")
+            if state.low_confidence_streak:
+                await self.store.update_state(message.conversation_id, {StateField.LOW_CONFIDENCE_STREAK: 0})
             return None
-        if await self._count(message, fields, "low_conf_streak") >= self.policy.low_confidence_turns:
+        streak = await self._count(message, state, StateField.LOW_CONFIDENCE_STREAK)
+        if streak >= self.policy.low_confidence_turns:
             return Escalation(str(Reason.LOW_CONFIDENCE))
         return None
 
-    async def _count(self, message: IncomingMessage, fields: dict[str, str], counter: str) -> int:
+    async def _count(self, message: IncomingMessage, state: ConversationState, counter: StateField) -> int:
         """Add one to a per-conversation counter kept in the conversation state; the new value."""
-        value = int(fields.get(counter, 0)) + 1
-        await self.store.update_state(message.conversation_id, **{counter: str(value)})
+        value = state.counter(counter) + 1
+        await self.store.update_state(message.conversation_id, {counter: value})
         return value
 
     async def escalate(
@@ -87,7 +89,9 @@ class Escalator:
             )
         team = self.team_routes.get(escalation.reason, "")
         if message.user_name:  # for the agents' canned replies ({user_name})
-            await self.store.update_state(message.conversation_id, user_name=message.user_name[:100])
+            await self.store.update_state(
+                message.conversation_id, {StateField.USER_NAME: message.user_name[:100]}
+            )
         position = await self.handoff.request(
             message.conversation_id, escalation.reason, escalation.priority, team, candidates=snapshot
         )

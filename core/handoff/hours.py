@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from redis.asyncio import Redis
 
+from core.memory.schema import Keys
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _RANGE = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)\s*-\s*([01]\d|2[0-4]):([0-5]\d)$")
@@ -126,7 +128,7 @@ def describe_opening(opening: datetime, now: datetime) -> str:
 class BusinessHours:
     def __init__(self, redis: Redis, prefix: str = "chatbot:") -> None:
         self.redis = redis
-        self.key = f"{prefix}hours"
+        self.key = Keys(prefix).hours
 
     async def save(self, team: str, tz: str, days: Mapping[str, str]) -> Schedule:
         team = team.strip().lower()

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 from redis.asyncio import Redis
 
+from core.memory.schema import Keys
 from core.safety.pii import scrub as default_scrub
 
 MAX_NOTE = 2000
@@ -47,7 +48,7 @@ class ConversationNotes:
         self.scrub = scrub
 
     def key(self, cid: str) -> str:
-        return f"{self.prefix}conv:{cid}:notes"
+        return Keys(self.prefix).notes(cid)
 
     async def add(self, cid: str, agent: str, text: str) -> Note:
         text = text.strip()

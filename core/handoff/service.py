@@ -31,6 +31,7 @@ from core.handoff.csat import CsatSurvey, Rated
 from core.handoff.hours import BusinessHours, describe_opening
 from core.handoff.notes import ConversationNotes, Note
 from core.memory.chatlog import ChatLog
+from core.memory.schema import StateField, thread_field
 from core.memory.store import ContextStore
 from core.monitoring import metrics
 from core.types import Button, IncomingMessage, Mode, Reply, Role, Turn
@@ -84,23 +85,23 @@ class HandoffService:
         self.agents = agents
         self.outbox = outbox or Outbox()
         self.no_agent_wait_s = no_agent_wait_s
-        p = store.prefix
-        self.queue_key, self.log_key = f"{p}handoff:queue", f"{p}handoff:log"
-        self.events_channel = f"{p}handoff:events"
+        self.keys = keys = store.keys
+        self.queue_key, self.log_key = keys.handoff_queue, keys.handoff_log
+        self.events_channel = keys.handoff_events
         self._request = self.redis.register_script(lua.REQUEST)
         self._claim = self.redis.register_script(lua.CLAIM)
         self._release = self.redis.register_script(lua.RELEASE)
         self._transfer = self.redis.register_script(lua.TRANSFER)
         self._resolve = self.redis.register_script(lua.RESOLVE)
-        self.hours = BusinessHours(self.redis, p)
-        self.csat = CsatSurvey(self.redis, p)
-        self.notes = ConversationNotes(self.redis, p, store.ttl_s)
+        self.hours = BusinessHours(self.redis, store.prefix)
+        self.csat = CsatSurvey(self.redis, store.prefix)
+        self.notes = ConversationNotes(self.redis, store.prefix, store.ttl_s)
 
     def _convs(self, agent: str) -> str:
-        return f"{self.store.prefix}agent:{agent}:convs"
+        return self.keys.agent_conversations(agent)
 
     def transcript_key(self, cid: str) -> str:
-        return f"{self.store.prefix}conv:{cid}:transcript"
+        return self.keys.transcript(cid)
 
     async def _publish(self, kind: str, cid: str, **data: object) -> None:
         event = {"id": uuid.uuid4().hex, "type": kind, "cid": cid, **data}
@@ -125,21 +126,21 @@ class HandoffService:
 
     async def first_to_handle(self, desk: str, event_id: str, ttl_s: int = 3600) -> bool:
         """True for exactly one caller across replicas: who relays this event to an external desk."""
-        key = f"{self.store.prefix}desk:{desk}:seen:{event_id}"
+        key = self.keys.desk_seen(desk, event_id)
         return bool(await self.redis.set(key, b"1", nx=True, ex=ttl_s))
 
     # --- threads on external agent desks (e.g. a Slack channel) ---
     async def link_thread(self, cid: str, desk: str, thread: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.store.state_key(cid), f"{desk}_thread", thread)
-            pipe.set(f"{self.store.prefix}desk:{desk}:thread:{thread}", cid, ex=self.store.ttl_s)
+            pipe.hset(self.keys.state(cid), thread_field(desk), thread)
+            pipe.set(self.keys.desk_thread(desk, thread), cid, ex=self.store.ttl_s)
             await pipe.execute()
 
     async def thread_of(self, cid: str, desk: str) -> str | None:
-        return (await self.store.state(cid)).fields.get(f"{desk}_thread")
+        return (await self.store.state(cid)).thread(desk)
 
     async def conversation_of_thread(self, desk: str, thread: str) -> str | None:
-        cid = await self.redis.get(f"{self.store.prefix}desk:{desk}:thread:{thread}")
+        cid = await self.redis.get(self.keys.desk_thread(desk, thread))
         return cid.decode() if cid else None
 
     @staticmethod
@@ -159,7 +160,7 @@ class HandoffService:
         """Queue the conversation for agents (no-op if already handed off); returns its queue position."""
         now = time.time()
         score = -priority * 1e10 + now  # higher priority first, then longest waiting
-        keys = [self.store.state_key(cid), self.queue_key, self.log_key]
+        keys = [self.keys.state(cid), self.queue_key, self.log_key]
         position = int(await self._request(keys=keys, args=[cid, reason, now, priority, team, score]))
         transcript = self.transcript_key(cid)
         if not await self.redis.exists(transcript):
@@ -171,7 +172,7 @@ class HandoffService:
                 pipe.expire(transcript, self.store.ttl_s)
                 await pipe.execute()
             if candidates:
-                await self.store.update_state(cid, candidates=json.dumps(list(candidates)))
+                await self.store.update_state(cid, {StateField.CANDIDATES: json.dumps(list(candidates))})
         await self._publish("queued", cid, reason=reason, position=position)
         return position
 
@@ -184,7 +185,9 @@ class HandoffService:
         opening = await self.hours.closed_until(team, now)
         if opening is None:
             return None
-        await self.store.update_state(cid, back_at=str(opening.timestamp()), timeout_notified="1")
+        await self.store.update_state(
+            cid, {StateField.BACK_AT: opening.timestamp(), StateField.TIMEOUT_NOTIFIED: "1"}
+        )
         await self._publish("after_hours", cid, back_at=opening.timestamp())
         return describe_opening(opening, now)
 
@@ -200,11 +203,11 @@ class HandoffService:
         await self.redis.rpush(self.transcript_key(cid), json.dumps(turn.to_dict()))
         await self.redis.expire(self.transcript_key(cid), self.store.ttl_s)
         mode, told, left = await self.redis.hmget(
-            self.store.state_key(cid), "mode", "timeout_notified", "left_message"
+            self.keys.state(cid), StateField.MODE, StateField.TIMEOUT_NOTIFIED, StateField.LEFT_MESSAGE
         )
         if mode == Mode.QUEUED.encode() and told and not left:
             # Told no one can answer now (out of hours, or a long wait): this is a message for the team.
-            await self.redis.hset(self.store.state_key(cid), "left_message", turn.timestamp)
+            await self.redis.hset(self.keys.state(cid), StateField.LEFT_MESSAGE, turn.timestamp)
         await self._publish("message", cid, role="user", text=turn.text, masked=list(turn.masked))
 
     async def position(self, cid: str) -> int | None:
@@ -213,7 +216,7 @@ class HandoffService:
 
     async def continue_with_bot(self, cid: str) -> None:
         """The user gave up waiting: the bot answers again, but agents still see the conversation."""
-        await self.store.update_state(cid, mode=str(Mode.BOT))
+        await self.store.update_state(cid, {StateField.MODE: str(Mode.BOT)})
         await self._publish("bot_continues", cid)
 
     # --- the agents' side ---
@@ -225,20 +228,19 @@ class HandoffService:
         entries = []
         for cid in cids:
             state = await self.store.state(cid)
-            f = state.fields
             entries.append(
                 QueueEntry(
                     cid,
-                    f.get("platform", ""),
-                    f.get("user", ""),
-                    f.get("reason", ""),
-                    float(f.get("requested_at", 0) or 0),
-                    int(f.get("priority", 0) or 0),
-                    f.get("team", ""),
+                    state.platform,
+                    state.user,
+                    state.reason,
+                    state.requested_at or 0.0,
+                    state.counter(StateField.PRIORITY),
+                    state.team,
                     state.mode,
-                    f.get("agent", ""),
-                    bool(f.get("left_message")),
-                    float(f.get("back_at", 0) or 0),
+                    state.agent,
+                    state.left_message is not None,
+                    state.back_at or 0.0,
                 )  # fmt: skip
             )
         return entries
@@ -269,20 +271,20 @@ class HandoffService:
         profile = await self.agents.get(agent)
         if profile is None:
             raise HandoffError(f"unknown agent {agent!r}")
-        team = (await self.store.state(cid)).fields.get("team", "")
+        team = (await self.store.state(cid)).team
         if not self.serves(profile, team):
             raise HandoffError(f"This conversation is routed to the {team} team.")
-        keys = [self.store.state_key(cid), self.queue_key, self._convs(agent), self.log_key]
+        keys = [self.keys.state(cid), self.queue_key, self._convs(agent), self.log_key]
         now = time.time()
         self._check(int(await self._claim(keys=keys, args=[cid, agent, now, profile.max_concurrent])))
-        requested = (await self.store.state(cid)).fields.get("requested_at")
+        requested = (await self.store.state(cid)).requested_at
         if requested:
-            metrics.HANDOFF_WAIT_SECONDS.observe(max(0.0, now - float(requested)))
+            metrics.HANDOFF_WAIT_SECONDS.observe(max(0.0, now - requested))
         await self._publish("claimed", cid, agent=agent)
         await self._notify(cid, texts.AGENT_JOINED.format(name=profile.display_name))
 
     async def release(self, cid: str, agent: str) -> None:
-        keys = [self.store.state_key(cid), self.queue_key, self._convs(agent)]
+        keys = [self.keys.state(cid), self.queue_key, self._convs(agent)]
         self._check(int(await self._release(keys=keys, args=[cid, agent])))
         await self._publish("released", cid, agent=agent)
 
@@ -290,7 +292,7 @@ class HandoffService:
         target = await self.agents.get(to_agent)
         if target is None:
             raise HandoffError(f"unknown agent {to_agent!r}")  # a transfer may cross teams on purpose
-        keys = [self.store.state_key(cid), self._convs(agent), self._convs(to_agent)]
+        keys = [self.keys.state(cid), self._convs(agent), self._convs(to_agent)]
         self._check(int(await self._transfer(keys=keys, args=[cid, agent, to_agent, target.max_concurrent])))
         await self._publish("transferred", cid, agent=to_agent, previous=agent)
         await self._notify(cid, texts.AGENT_JOINED.format(name=target.display_name))
@@ -298,7 +300,7 @@ class HandoffService:
     async def resolve(self, cid: str, agent: str, note: str = "") -> None:
         """Give the conversation back to the bot; if this agent held it, ask the user to rate them."""
         before = await self.store.state(cid)
-        keys = [self.store.state_key(cid), self.queue_key, self._convs(agent), self.log_key]
+        keys = [self.keys.state(cid), self.queue_key, self._convs(agent), self.log_key]
         self._check(int(await self._resolve(keys=keys, args=[cid, agent, time.time(), note])))
         await self.redis.delete(self.transcript_key(cid))
         await self._publish("resolved", cid, agent=agent)
@@ -306,7 +308,7 @@ class HandoffService:
         if before.mode != Mode.AGENT or profile is None:  # closed unclaimed: no one helped to rate
             await self._notify(cid, texts.BOT_BACK)
             return
-        team = before.fields.get("team") or (profile.teams[0] if profile.teams else "")
+        team = before.team or (profile.teams[0] if profile.teams else "")
         survey = await self.csat.open(cid, agent, team)
         # The question first: "the bot is back" stays the last word, and what the user answers goes to it.
         await self._notify(
@@ -337,10 +339,10 @@ class HandoffService:
         if profile is None:
             raise HandoffError(f"unknown agent {agent!r}")
         state = await self.store.state(cid)
-        if not state.fields:
+        if not state.exists:
             raise HandoffError("There is no such conversation.")
-        if not (self.serves(profile, state.fields.get("team", "")) or state.fields.get("agent") == agent):
-            raise HandoffError(f"This conversation is routed to the {state.fields.get('team')} team.")
+        if not (self.serves(profile, state.team) or state.agent == agent):
+            raise HandoffError(f"This conversation is routed to the {state.team} team.")
         try:
             note = await self.notes.add(cid, agent, text)
         except ValueError as error:
@@ -360,20 +362,20 @@ class HandoffService:
         if not text:
             raise HandoffError("An empty reply was not sent.")
         state = await self.store.state(cid)
-        if state.mode != Mode.AGENT or state.fields.get("agent") != agent:
+        if state.mode != Mode.AGENT or state.agent != agent:
             raise HandoffError(_ERRORS[-3] if state.mode == Mode.AGENT else _ERRORS[-1])
         now = time.time()
         turn = Turn(Role.AGENT, text, now, len(text.split()))
-        platform, user = state.fields.get("platform", ""), state.fields.get("user", "")
+        platform, user = state.platform, state.user
         if self.chatlog:
             ref = await self.chatlog.turn(cid, platform, user, turn)
             turn = replace(turn, ref=ref)
         await self.store.append(cid, platform, user, turn)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(self.transcript_key(cid), json.dumps(turn.to_dict()))
-            if "first_reply_at" not in state.fields:
-                pipe.hset(self.store.state_key(cid), "first_reply_at", now)
-                claimed = float(state.fields.get("claimed_at", now))
+            if state.first_reply_at is None:
+                pipe.hset(self.keys.state(cid), StateField.FIRST_REPLY_AT, now)
+                claimed = state.claimed_at or now
                 pipe.xadd(
                     self.log_key, {"type": "first_reply", "cid": cid, "response_s": now - claimed, "ts": now}
                 )
@@ -383,7 +385,7 @@ class HandoffService:
 
     async def _notify(self, cid: str, text: str, buttons: Sequence[Button] = ()) -> None:
         """Tell the user what is happening; a failure is logged and published, not raised."""
-        platform = (await self.store.state(cid)).fields.get("platform", "")
+        platform = (await self.store.state(cid)).platform
         try:
             await self.outbox.deliver(platform, cid, Reply(text, list(buttons)))
         except Exception as error:
@@ -398,10 +400,10 @@ class HandoffService:
         for cid_raw in await self.redis.zrange(self.queue_key, 0, -1):
             cid = cid_raw.decode()
             state = await self.store.state(cid)
-            requested = float(state.fields.get("requested_at", 0) or 0)
+            requested = state.requested_at or 0.0
             if state.mode != Mode.QUEUED or requested > deadline:
                 continue
-            if not await self.redis.hsetnx(self.store.state_key(cid), "timeout_notified", "1"):
+            if not await self.redis.hsetnx(self.keys.state(cid), StateField.TIMEOUT_NOTIFIED, "1"):
                 continue  # told already (by this or another replica)
             await self._notify(cid, texts.NO_AGENT_IN_TIME, self.wait_or_bot_buttons())
             notified.append(cid)

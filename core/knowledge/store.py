@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from core.knowledge.types import Chunk, Document, DocumentInfo
+from core.memory.schema import Keys
 
 _BATCH = 1000
 
@@ -42,7 +43,7 @@ return #KEYS
 
 class KnowledgeKeys:
     def __init__(self, prefix: str) -> None:
-        self.base = f"{prefix}kb:"
+        self.base = Keys(prefix).knowledge
         self.version = self.base + "version"
         self.docs = self.base + "docs"
         self.chunk_ids = self.base + "chunks"

@@ -12,8 +12,9 @@ from core.memory.chatlog import ChatLog
 from core.memory.connection import connect
 from core.memory.embedded_redis import EmbeddedRedis, free_port, local_redis
 from core.memory.rate_limit import RateLimiter
+from core.memory.schema import ConversationState, Keys, StateField
 from core.memory.spool import Spool
-from core.memory.store import ContextStore, ConversationState, EventClaim
+from core.memory.store import ContextStore, EventClaim
 
 __all__ = [
     "ChatLog",
@@ -21,9 +22,11 @@ __all__ = [
     "ConversationState",
     "EmbeddedRedis",
     "EventClaim",
+    "Keys",
     "RateLimiter",
     "Series",
     "Spool",
+    "StateField",
     "connect",
     "free_port",
     "local_redis",

@@ -15,6 +15,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from core.memory.schema import Keys
 from core.monitoring.language import guess_language
 from core.safety.pii import scrub as default_scrub
 from core.types import Candidate, Role, Turn
@@ -32,8 +33,7 @@ class ChatLog:
         scrub: Callable[[str], str] = default_scrub,
     ) -> None:
         self.redis = redis
-        self.key = f"{prefix}chatlog"
-        self.optout_key = f"{prefix}chatlog:optout"
+        self.key, self.optout_key = Keys(prefix).chatlog, Keys(prefix).chatlog_optout
         self.max_entries = max_entries
         self.retention_s = retention_s
         self.scrub = scrub

@@ -18,7 +18,8 @@ async def export_user(
 ) -> dict:
     """The user's conversations (history, state, handoff transcript, queue place, agents' notes and
     their rating of the agent) and chat-log entries."""
-    cids = sorted(c.decode() for c in await store.redis.smembers(store.user_key(platform, user_id)))
+    members = await store.redis.smembers(store.keys.user_conversations(platform, user_id))
+    cids = sorted(c.decode() for c in members)
     conversations = []
     for cid in cids:
         state = await store.state(cid)

@@ -6,6 +6,8 @@ import time
 
 from redis.asyncio import Redis
 
+from core.memory.schema import Keys
+
 # INCR the window's counter and set its expiry on first use, atomically.
 _HIT = """
 local n = redis.call('INCR', KEYS[1])
@@ -17,13 +19,13 @@ return n
 class RateLimiter:
     def __init__(self, redis: Redis, prefix: str, name: str, limit: int, window_s: int) -> None:
         self.redis = redis
-        self.prefix = f"{prefix}rate:{name}:"
+        self.keys, self.name = Keys(prefix), name
         self.limit = limit
         self.window_s = window_s
         self._hit = redis.register_script(_HIT)
 
     def _key(self, subject: str) -> str:
-        return f"{self.prefix}{subject}:{int(time.time() // self.window_s)}"
+        return self.keys.rate(self.name, subject, int(time.time() // self.window_s))
 
     async def hit(self, subject: str) -> bool:
         """Count one event for ``subject``; False when it is over the limit for this window."""

@@ -1,21 +1,18 @@
 """Conversation memory in Redis: capped turn history, per-conversation state, event dedupe, forget.
 
-Keys (all under the configured prefix):
-  conv:{cid}:turns   list of JSON turns, capped by turn count and token budget
-  conv:{cid}:state   hash: mode, user, platform and whatever the handoff records
-  user:{platform}:{uid}:convs   set of the user's conversation ids, so /forget can find them all
-  event:{platform}:{event_id}   who handles an event, then its replies: redeliveries are not re-answered
-  instance:{id}   heartbeat of a running process (its event claims die with it)
-Every write refreshes the idle TTL of the conversation's keys in the same atomic step.
+The keys and the state's fields are declared in ``core.memory.schema``. Every write refreshes the
+idle TTL of the conversation's keys in the same atomic step.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from core.memory.schema import ConversationState, Keys, StateField
 from core.types import Mode, Turn
 
 # Append a turn, trim by count then by token budget (always keeping the newest turn), refresh TTLs.
@@ -71,12 +68,6 @@ class EventClaim:
         return self.claimed
 
 
-@dataclass(frozen=True, slots=True)
-class ConversationState:
-    mode: Mode
-    fields: dict[str, str]
-
-
 class ContextStore:
     """Async Redis-backed memory of every conversation."""
 
@@ -91,6 +82,7 @@ class ContextStore:
     ) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.keys = Keys(prefix)
         self.max_turns = max_turns
         self.max_tokens = max_tokens
         self.ttl_s = ttl_s
@@ -98,23 +90,10 @@ class ContextStore:
         self._append = redis.register_script(_APPEND)
         self._take_over = redis.register_script(_TAKE_OVER)
 
-    # --- keys ---
-    def turns_key(self, cid: str) -> str:
-        return f"{self.prefix}conv:{cid}:turns"
-
-    def state_key(self, cid: str) -> str:
-        return f"{self.prefix}conv:{cid}:state"
-
-    def user_key(self, platform: str, user_id: str) -> str:
-        return f"{self.prefix}user:{platform}:{user_id}:convs"
-
-    def event_key(self, platform: str, event_id: str) -> str:
-        return f"{self.prefix}event:{platform}:{event_id}"
-
     # --- history ---
     async def append(self, cid: str, platform: str, user_id: str, turn: Turn) -> int:
         """Append one turn atomically; returns how many turns are kept after trimming."""
-        keys = [self.turns_key(cid), self.state_key(cid), self.user_key(platform, user_id)]
+        keys = [self.keys.turns(cid), self.keys.state(cid), self.keys.user_conversations(platform, user_id)]
         args = [
             json.dumps(turn.to_dict()),
             self.max_turns,
@@ -127,47 +106,45 @@ class ContextStore:
         return int(await self._append(keys=keys, args=args))
 
     async def history(self, cid: str) -> list[Turn]:
-        raw = await self.redis.lrange(self.turns_key(cid), 0, -1)
+        raw = await self.redis.lrange(self.keys.turns(cid), 0, -1)
         return [Turn.from_dict(json.loads(item)) for item in raw]
 
     async def clear_history(self, cid: str) -> None:
-        await self.redis.delete(self.turns_key(cid))
+        await self.redis.delete(self.keys.turns(cid))
 
     # --- state ---
     async def state(self, cid: str) -> ConversationState:
-        raw = await self.redis.hgetall(self.state_key(cid))
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
-        return ConversationState(Mode(fields.get("mode", Mode.BOT)), fields)
+        raw = await self.redis.hgetall(self.keys.state(cid))
+        return ConversationState.from_hash({k.decode(): v.decode() for k, v in raw.items()})
 
-    async def update_state(self, cid: str, **fields: str) -> None:
-        """Set state fields (``mode`` among them) and refresh the conversation's idle TTL."""
+    async def update_state(self, cid: str, fields: Mapping[str, str | float | int]) -> None:
+        """Set state fields (``StateField``s, ``mode`` among them) and refresh the idle TTL."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.state_key(cid), mapping={k: str(v) for k, v in fields.items()})
-            pipe.expire(self.state_key(cid), self.ttl_s)
-            pipe.expire(self.turns_key(cid), self.ttl_s)
+            pipe.hset(self.keys.state(cid), mapping={str(k): str(v) for k, v in fields.items()})
+            pipe.expire(self.keys.state(cid), self.ttl_s)
+            pipe.expire(self.keys.turns(cid), self.ttl_s)
             await pipe.execute()
 
-    async def set_mode(self, cid: str, mode: Mode, **fields: str) -> None:
-        await self.update_state(cid, mode=str(mode), **fields)
+    async def set_mode(
+        self, cid: str, mode: Mode, fields: Mapping[str, str | float | int] | None = None
+    ) -> None:
+        await self.update_state(cid, {StateField.MODE: str(mode), **(fields or {})})
 
     # --- dedupe ---
     # An event key holds "p:<instance>" while that process handles it, then "d:<replies JSON>".
     # A claim held by a process that stopped heart-beating (killed) may be taken over, so a
     # redelivery after a crash is answered instead of being dropped as a duplicate.
 
-    def _instance(self, instance: str) -> str:
-        return f"{self.prefix}instance:{instance}"
-
     async def heartbeat(self, instance: str, ttl_s: int) -> None:
-        await self.redis.set(self._instance(instance), b"1", ex=ttl_s)
+        await self.redis.set(self.keys.instance(instance), b"1", ex=ttl_s)
 
     async def is_alive(self, instance: str) -> bool:
         """Whether that process still heart-beats (a killed one stops within ``ttl_s``)."""
-        return bool(await self.redis.exists(self._instance(instance)))
+        return bool(await self.redis.exists(self.keys.instance(instance)))
 
     async def claim_event(self, platform: str, event_id: str, instance: str = "-") -> EventClaim:
         """Claim an event for this process; tells a first delivery from a redelivery (and its state)."""
-        key = self.event_key(platform, event_id)
+        key = self.keys.event(platform, event_id)
         if await self.redis.set(key, f"p:{instance}", nx=True, ex=self.dedupe_ttl_s):
             return EventClaim(True)
         current = await self.redis.get(key)
@@ -185,29 +162,29 @@ class ContextStore:
     async def complete_event(self, platform: str, event_id: str, replies: list[dict]) -> None:
         """Mark an event answered, keeping its replies for a client that re-sends it."""
         await self.redis.set(
-            self.event_key(platform, event_id), "d:" + json.dumps(replies), ex=self.dedupe_ttl_s
+            self.keys.event(platform, event_id), "d:" + json.dumps(replies), ex=self.dedupe_ttl_s
         )
 
     async def event_replies(self, platform: str, event_id: str) -> list[dict] | None:
         """The replies an answered event returned; None while it is unanswered (or unknown)."""
-        value = await self.redis.get(self.event_key(platform, event_id))
+        value = await self.redis.get(self.keys.event(platform, event_id))
         if value is None or not value.startswith(b"d:"):
             return None
         return json.loads(value[2:])
 
     async def release_event(self, platform: str, event_id: str) -> None:
         """Forget a claimed event whose handling failed, so the platform's redelivery is answered."""
-        await self.redis.delete(self.event_key(platform, event_id))
+        await self.redis.delete(self.keys.event(platform, event_id))
 
     # --- forget ---
     async def forget_user(self, platform: str, user_id: str) -> list[str]:
         """Erase every conversation of this user on this platform; returns their ids."""
-        convs_key = self.user_key(platform, user_id)
+        convs_key = self.keys.user_conversations(platform, user_id)
         cids = [c.decode() for c in await self.redis.smembers(convs_key)]
-        keys = [convs_key] + [k for cid in cids for k in (self.turns_key(cid), self.state_key(cid))]
+        keys = [convs_key] + [k for cid in cids for k in (self.keys.turns(cid), self.keys.state(cid))]
         await self.redis.delete(*keys)
         return cids
 
     async def erase_conversation(self, cid: str) -> None:
         """Delete one conversation's turns and state (it may not be indexed under its user yet)."""
-        await self.redis.delete(self.turns_key(cid), self.state_key(cid))
+        await self.redis.delete(self.keys.turns(cid), self.keys.state(cid))

@@ -68,7 +68,7 @@ class Answered:
 
     async def greeted(self, cid: str) -> None:
         """Mark a conversation greeted, so that its next answer is the only reply (no disclosure)."""
-        await self.engine.store.update_state(cid, greeted="1")
+        await self.engine.store.update_state(cid, {"greeted": "1"})
 
 
 @pytest.fixture

@@ -81,7 +81,7 @@ class Bot:
         for identity in (USER, bsuid(USER)):
             self.fake.last_in[identity] -= shift
         last_in = float((await self.store.state(CID)).fields[LAST_IN])
-        await self.store.update_state(CID, **{LAST_IN: repr(last_in - shift)})
+        await self.store.update_state(CID, {LAST_IN: repr(last_in - shift)})
 
 
 @pytest.fixture

@@ -105,7 +105,7 @@ async def test_admin_api_validates_and_agents_only_see_theirs(site) -> None:
             ("hi", f"Refund for {texts.CANNED_USER_FALLBACK}."),
             ("refund", f"Refund for {texts.CANNED_USER_FALLBACK}."),
         ]
-        await handoff.store.update_state("web:named", user_name="Sam", team="billing")
+        await handoff.store.update_state("web:named", {"user_name": "Sam", "team": "billing"})
         listed = (await bea.get("/agent/api/canned", params={"cid": "web:named"})).json()["responses"]
         assert listed[1]["expanded"] == "Refund for Sam."
 

@@ -188,7 +188,7 @@ async def test_a_visitor_chats_streams_rates_and_reaches_a_person_through_the_wi
     await expect(bot.last).to_contain_text("asked for a person")
     client = await page.evaluate(f"localStorage.getItem('chatbot-widget:{sites.bot}')")
     cid = conversation_id("web", client)
-    assert await redis.hget(sites.store.state_key(cid), "mode") == b"queued"
+    assert await redis.hget(sites.store.keys.state(cid), "mode") == b"queued"
     # An agent's reply arrives while the panel is open, and marks the launcher while it is closed.
     await sites.webchat.send(cid, Reply("Ada here: happy to help."))
     await expect(bot.last).to_have_text("Ada here: happy to help.")

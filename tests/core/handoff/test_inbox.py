@@ -149,7 +149,7 @@ async def test_notes_stay_with_the_agents_and_go_with_forget(world, redis) -> No
 
 async def test_a_routed_conversation_takes_notes_from_its_team_only(world) -> None:
     _, handoff, _, _ = world
-    await handoff.store.update_state("web:c2", platform="web", user="u2")
+    await handoff.store.update_state("web:c2", {"platform": "web", "user": "u2"})
     await handoff.request("web:c2", "sensitive:payment_dispute", team="billing")
     with pytest.raises(HandoffError, match="billing team"):
         await handoff.add_note("web:c2", "bob", "not my team")

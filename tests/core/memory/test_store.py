@@ -43,13 +43,13 @@ async def test_every_message_resets_idle_ttl(store: ContextStore, redis) -> None
     assert 290 < await redis.ttl("t:conv:web:c1:turns") <= 300
     assert 290 < await redis.ttl("t:conv:web:c1:state") <= 300
     await redis.expire("t:conv:web:c1:state", 5)
-    await store.update_state("web:c1", greeted="1")
+    await store.update_state("web:c1", {"greeted": "1"})
     assert await redis.ttl("t:conv:web:c1:state") > 290
 
 
 async def test_state_defaults_to_bot_and_records_mode_changes(store: ContextStore) -> None:
     assert (await store.state("web:new")).mode == Mode.BOT
-    await store.set_mode("web:new", Mode.QUEUED, reason="user_request")
+    await store.set_mode("web:new", Mode.QUEUED, {"reason": "user_request"})
     state = await store.state("web:new")
     assert state.mode == Mode.QUEUED and state.fields["reason"] == "user_request"
     await store.append("web:new", "web", "u1", turn(0))  # an append never resets the mode

@@ -1,0 +1,243 @@
+"""The Redis schema: every key this project writes, and the fields of a conversation's state.
+
+All keys live under one prefix (``REDIS_KEY_PREFIX``). This module is the only place their formats
+are written; the Lua scripts name state fields by the values of :class:`StateField` (a test checks
+that they name no other).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from core.types import Mode
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str
+
+    # --- conversations (core.memory.store) ---
+    def turns(self, cid: str) -> str:
+        """List of JSON turns, capped by count and token budget."""
+        return f"{self.prefix}conv:{cid}:turns"
+
+    def state(self, cid: str) -> str:
+        """Hash of :class:`StateField` values."""
+        return f"{self.prefix}conv:{cid}:state"
+
+    def user_conversations(self, platform: str, user_id: str) -> str:
+        """Set of a user's conversation ids, so /forget finds them all."""
+        return f"{self.prefix}user:{platform}:{user_id}:convs"
+
+    def event(self, platform: str, event_id: str) -> str:
+        """Who handles a platform event, then its replies (redeliveries are not re-answered)."""
+        return f"{self.prefix}event:{platform}:{event_id}"
+
+    def instance(self, instance: str) -> str:
+        """Heartbeat of a running process."""
+        return f"{self.prefix}instance:{instance}"
+
+    # --- handoff (core.handoff) ---
+    def transcript(self, cid: str) -> str:
+        return f"{self.prefix}conv:{cid}:transcript"
+
+    def notes(self, cid: str) -> str:
+        return f"{self.prefix}conv:{cid}:notes"
+
+    def csat(self, cid: str) -> str:
+        return f"{self.prefix}conv:{cid}:csat"
+
+    def agent_conversations(self, agent: str) -> str:
+        return f"{self.prefix}agent:{agent}:convs"
+
+    def agent(self, username: str) -> str:
+        return f"{self.prefix}agent:{username}"
+
+    def agent_presence(self, username: str) -> str:
+        return f"{self.prefix}agent:{username}:presence"
+
+    def desk_seen(self, desk: str, event_id: str) -> str:
+        return f"{self.prefix}desk:{desk}:seen:{event_id}"
+
+    def desk_thread(self, desk: str, thread: str) -> str:
+        return f"{self.prefix}desk:{desk}:thread:{thread}"
+
+    @property
+    def agents(self) -> str:
+        return f"{self.prefix}agents"
+
+    @property
+    def handoff_queue(self) -> str:
+        return f"{self.prefix}handoff:queue"
+
+    @property
+    def handoff_log(self) -> str:
+        return f"{self.prefix}handoff:log"
+
+    @property
+    def handoff_events(self) -> str:
+        """Pub/sub channel of queue and conversation changes, for the consoles."""
+        return f"{self.prefix}handoff:events"
+
+    @property
+    def canned(self) -> str:
+        return f"{self.prefix}canned"
+
+    @property
+    def hours(self) -> str:
+        return f"{self.prefix}hours"
+
+    @property
+    def csat_ratings(self) -> str:
+        return f"{self.prefix}csat:ratings"
+
+    # --- delivery (core.delivery.outbox) ---
+    def outbox_message(self, message_id: str) -> str:
+        return f"{self.prefix}outbox:msg:{message_id}"
+
+    def outbox_pending(self, platform: str) -> str:
+        return f"{self.prefix}outbox:pending:{platform}"
+
+    @property
+    def outbox_sequence(self) -> str:
+        return f"{self.prefix}outbox:seq"
+
+    @property
+    def outbox_undelivered(self) -> str:
+        return f"{self.prefix}outbox:undelivered"
+
+    # --- chat log, limits, sessions, knowledge ---
+    @property
+    def chatlog(self) -> str:
+        return f"{self.prefix}chatlog"
+
+    @property
+    def chatlog_optout(self) -> str:
+        return f"{self.prefix}chatlog:optout"
+
+    def rate(self, name: str, subject: str, window: int) -> str:
+        return f"{self.prefix}rate:{name}:{subject}:{window}"
+
+    def session(self, token: str) -> str:
+        return f"{self.prefix}session:{token}"
+
+    @property
+    def knowledge(self) -> str:
+        """Prefix of the knowledge base's keys (``core.knowledge.store`` names the rest)."""
+        return f"{self.prefix}kb:"
+
+
+class StateField(StrEnum):
+    """The fields of a conversation's state hash (``Keys.state``)."""
+
+    MODE = "mode"  # Mode: who answers
+    USER = "user"
+    PLATFORM = "platform"
+    USER_NAME = "user_name"  # display name, where the platform gives one
+    GREETED = "greeted"  # "1" once the disclosure was shown
+    # escalation counters (core.handoff.escalator)
+    LOW_CONFIDENCE_STREAK = "low_conf_streak"
+    FRUSTRATION = "frustration"
+    # the handoff (core.handoff.service and its Lua scripts)
+    REASON = "reason"
+    REQUESTED_AT = "requested_at"
+    PRIORITY = "priority"
+    TEAM = "team"
+    QUEUE_SCORE = "queue_score"
+    AGENT = "agent"
+    CLAIMED_AT = "claimed_at"
+    FIRST_REPLY_AT = "first_reply_at"
+    RESOLVED_AT = "resolved_at"
+    TIMEOUT_NOTIFIED = "timeout_notified"  # "1" once told no agent is free
+    BACK_AT = "back_at"  # when the team opens again (out of hours)
+    LEFT_MESSAGE = "left_message"  # when the user wrote after being told nobody can answer now
+    CANDIDATES = "candidates"  # JSON: the bot's candidates when it handed over, for the agent
+    # WhatsApp's 24-hour customer-service window (adapters.whatsapp_window)
+    LAST_INBOUND = "whatsapp_last_in"
+    REENGAGED = "whatsapp_reengaged"
+
+
+def thread_field(desk: str) -> str:
+    """The state field holding a conversation's thread on an agent desk (e.g. Slack)."""
+    return f"{desk}_thread"
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value) if value else 0
+    except ValueError:
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationState:
+    """A conversation's state, typed; ``fields`` is the hash as stored (for access requests)."""
+
+    mode: Mode = Mode.BOT
+    user: str = ""
+    platform: str = ""
+    user_name: str = ""
+    greeted: bool = False
+    low_confidence_streak: int = 0
+    frustration: int = 0
+    reason: str = ""
+    team: str = ""
+    agent: str = ""
+    requested_at: float | None = None
+    claimed_at: float | None = None
+    first_reply_at: float | None = None
+    timeout_notified: bool = False
+    back_at: float | None = None
+    left_message: float | None = None
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_hash(cls, fields: Mapping[str, str]) -> ConversationState:
+        get = fields.get
+        try:
+            candidates = json.loads(get(StateField.CANDIDATES) or "[]")
+        except ValueError:
+            candidates = []
+        return cls(
+            mode=Mode(get(StateField.MODE) or Mode.BOT),
+            user=get(StateField.USER, ""),
+            platform=get(StateField.PLATFORM, ""),
+            user_name=get(StateField.USER_NAME, ""),
+            greeted=StateField.GREETED in fields,
+            low_confidence_streak=_int(get(StateField.LOW_CONFIDENCE_STREAK)),
+            frustration=_int(get(StateField.FRUSTRATION)),
+            reason=get(StateField.REASON, ""),
+            team=get(StateField.TEAM, ""),
+            agent=get(StateField.AGENT, ""),
+            requested_at=_float(get(StateField.REQUESTED_AT)),
+            claimed_at=_float(get(StateField.CLAIMED_AT)),
+            first_reply_at=_float(get(StateField.FIRST_REPLY_AT)),
+            timeout_notified=bool(get(StateField.TIMEOUT_NOTIFIED)),
+            back_at=_float(get(StateField.BACK_AT)),
+            left_message=_float(get(StateField.LEFT_MESSAGE)),
+            candidates=candidates if isinstance(candidates, list) else [],
+            fields=dict(fields),
+        )
+
+    @property
+    def exists(self) -> bool:
+        """Whether anything was ever stored for this conversation."""
+        return bool(self.fields)
+
+    def thread(self, desk: str) -> str | None:
+        return self.fields.get(thread_field(desk))
+
+    def counter(self, name: StateField) -> int:
+        return _int(self.fields.get(name))
