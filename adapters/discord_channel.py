@@ -280,6 +280,7 @@ class DiscordChannel:
             " ".join(text.split()),
             event_id=str(message.id),
             timestamp=message.created_at.timestamp(),
+            user_name=message.author.display_name,
         )
         reference = message if is_group else None
         streamed = self._streamed_message(message.channel, reference) if self.config.stream else None
@@ -306,6 +307,7 @@ class DiscordChannel:
             "",
             event_id=str(interaction.id),
             action=custom_id.removeprefix(ACTION_PREFIX),
+            user_name=interaction.user.display_name,
         )
         # A button press never generates (actions are answered by the engine's rules): no streaming.
         answer = await self.delivery.recorded(cid, self.on_new_message(incoming))

@@ -371,6 +371,7 @@ class TelegramChannel:
             text,
             event_id=str(update.update_id),
             timestamp=message.date.timestamp(),
+            user_name=user.first_name or "",
         )
         reply_to = message.message_id if is_group else None
         streamed = (
@@ -398,7 +399,13 @@ class TelegramChannel:
         user = query.from_user
         cid = conversation_id(PLATFORM, str(message.chat.id), _thread(thread_id), str(user.id), is_group)
         incoming = IncomingMessage(
-            PLATFORM, cid, str(user.id), "", event_id=str(update.update_id), action=query.data
+            PLATFORM,
+            cid,
+            str(user.id),
+            "",
+            event_id=str(update.update_id),
+            action=query.data,
+            user_name=user.first_name or "",
         )
         # A button press never generates (actions are answered by the engine's rules): no streaming.
         work = self.delivery.recorded(cid, self.on_new_message(incoming))

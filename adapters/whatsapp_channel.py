@@ -401,7 +401,10 @@ class WhatsAppChannel:
         if message.type != MessageType.TEXT or not message.text:
             log.info("whatsapp: a %s message was not answered (only text is)", message.type)
             return
-        incoming = IncomingMessage(PLATFORM, cid, user, message.text, event_id=message.id, timestamp=at)
+        name = message.from_user.name or ""
+        incoming = IncomingMessage(
+            PLATFORM, cid, user, message.text, event_id=message.id, timestamp=at, user_name=name
+        )
         await self._answer(user, message.id, incoming)
 
     async def _pressed(
@@ -411,7 +414,10 @@ class WhatsAppChannel:
         cid = conversation_id(PLATFORM, user)
         at = press.timestamp.timestamp()
         await self._user_wrote(cid, at)
-        incoming = IncomingMessage(PLATFORM, cid, user, text, event_id=press.id, timestamp=at, action=action)
+        name = press.from_user.name or ""
+        incoming = IncomingMessage(
+            PLATFORM, cid, user, text, event_id=press.id, timestamp=at, action=action, user_name=name
+        )
         await self._answer(user, press.id, incoming)
 
     async def _on_button(self, _: WhatsApp, press: CallbackButton) -> None:

@@ -13,7 +13,7 @@ from adapters.delivery import RetryPolicy, UndeliverableError
 from adapters.telegram_channel import SECRET_HEADER, TelegramChannel, TelegramConfig
 from bots.web.app import create_web_app
 from core import texts
-from core.types import Button, Reply, conversation_id
+from core.types import Button, IncomingMessage, Reply, conversation_id
 from tests.adapters.conftest import STREAM_INTERVAL_S, Answered, assert_paced
 from tests.configs import configured
 from tests.fakes.telegram_api import FakeTelegram
@@ -310,3 +310,20 @@ async def test_failing_edits_still_deliver_the_answer_once(fake, streaming, stre
     assert deleted.params["message_id"] == partial.result["message_id"]  # ... and the stale partial gone
     assert [m["text"] for (chat, _), m in fake.messages.items() if chat == 703] == [final]
     assert fake.log.of("editMessageText", ok_only=False) and not fake.log.of("editMessageText")
+
+
+async def test_the_users_first_name_reaches_the_engine(fake) -> None:
+    seen: list[IncomingMessage] = []
+
+    async def record(message: IncomingMessage, stream=None, stream_interval_s: float = 0.0) -> list[Reply]:
+        seen.append(message)
+        return [Reply("ok")]
+
+    channel = TelegramChannel(record, config(fake))
+    await channel.start()
+    try:
+        await fake.push(fake.message("hi", chat_id=560, user_id=560))
+        await fake.log.wait_for("sendMessage", lambda c: c.params["chat_id"] == 560)
+    finally:
+        await channel.stop()
+    assert seen[0].user_name == "Ada"  # the fake's users are called Ada (canned replies fill {user_name})
