@@ -81,7 +81,8 @@ def test_whatsapp_profile_runs_the_whatsapp_bot_with_its_sdk_on_the_shared_redis
     assert service["command"] == ["chatbot", "run", "--only", "whatsapp"]
     extras = service["build"].get("args", {}).get("EXTRAS")
     if extras is None:  # the image's default extras
-        line = next(l for l in (ROOT / "Dockerfile").read_text().splitlines() if l.startswith("ARG EXTRAS="))
+        lines = (ROOT / "Dockerfile").read_text().splitlines()
+        line = next(row for row in lines if row.startswith("ARG EXTRAS="))
         extras = line.removeprefix("ARG EXTRAS=")
     assert "whatsapp" in extras.split(",")  # pywa is in the image
     env = service["environment"]
