@@ -22,12 +22,12 @@ from discord import app_commands
 from starlette.routing import BaseRoute
 
 from adapters.addressing import parse_conversation_id
-from adapters.commands import BOT_COMMANDS
 from adapters.delivery import Answer, Delivery, Part, Permanent, RetryPolicy, Transient
 from adapters.markup import to_discord_markdown
 from adapters.splitting import split_rendered
 from adapters.streaming import StreamedMessage, ask_engine
 from core.channel import OnNewMessage
+from core.commands import menu
 from core.delivery.outbox import Outbox, Pending
 from core.types import IncomingMessage, Reply, conversation_id
 
@@ -117,7 +117,7 @@ class DiscordChannel:
             guild_ready_timeout=0,  # answer DMs without waiting for every guild to stream in
         )
         self.tree = app_commands.CommandTree(self.client)
-        for name, description in BOT_COMMANDS.items():
+        for name, description in menu().items():
             self.tree.add_command(
                 app_commands.Command(
                     name=name, description=description, callback=self._command_callback(name)

@@ -29,7 +29,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.routing import Route
 
 from adapters.addressing import parse_conversation_id
-from adapters.commands import BOT_COMMANDS
 from adapters.delivery import Delivery, Part, Permanent, RetryPolicy, Transient
 from adapters.markup import to_slack_mrkdwn
 from adapters.slack_acks import bolt_app
@@ -37,6 +36,7 @@ from adapters.slack_http import events_endpoint
 from adapters.splitting import split_rendered
 from adapters.streaming import StreamedMessage, ask_engine
 from core.channel import OnNewMessage
+from core.commands import menu
 from core.delivery.outbox import Outbox, Pending
 from core.types import IncomingMessage, Reply, conversation_id
 
@@ -139,7 +139,7 @@ class SlackChannel:
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
         self.app.action(re.compile(f"^{ACTION_PREFIX}"))(self._on_button)
-        self.app.command(re.compile(r"^/(" + "|".join(BOT_COMMANDS) + r")$"))(self._on_command)
+        self.app.command(re.compile(r"^/(" + "|".join(menu()) + r")$"))(self._on_command)
         self._socket: AsyncSocketModeHandler | None = None
         self._http: aiohttp.ClientSession | None = None
 

@@ -40,12 +40,12 @@ from telegram.ext import (
 )
 
 from adapters.addressing import parse_conversation_id
-from adapters.commands import BOT_COMMANDS
 from adapters.delivery import Answer, Delivery, Part, Permanent, RetryPolicy, Transient
 from adapters.markup import to_telegram_html
 from adapters.splitting import split_rendered
 from adapters.streaming import StreamedMessage, ask_engine
 from core.channel import OnNewMessage
+from core.commands import menu
 from core.delivery.outbox import Outbox, Pending
 from core.types import IncomingMessage, Reply, conversation_id
 
@@ -164,7 +164,7 @@ class TelegramChannel:
     async def start(self) -> None:
         await self.app.initialize()  # getMe: the bot's id and username, for mentions
         await self.app.start()
-        commands = [BotCommand(name, description) for name, description in BOT_COMMANDS.items()]
+        commands = [BotCommand(name, description) for name, description in menu().items()]
         await self.delivery.send("-", lambda: self.app.bot.set_my_commands(commands))
         if self.config.mode == "webhook":
             await self.app.bot.set_webhook(
