@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from adapters.delivery import Answer, Delivery, Parts
 from adapters.splitting import split_rendered
@@ -64,7 +64,7 @@ async def answer(
     message: IncomingMessage,
     chat: str,
     parts: Parts,
-    streamed: StreamedMessage | None = None,
+    streamed: StreamedMessage[Any] | None = None,
     *,
     partials: bool = True,
     while_waiting: WhileWaiting | None = None,

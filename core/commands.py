@@ -40,10 +40,7 @@ class Command(StrEnum):
     @classmethod
     def named(cls, name: str) -> Command | None:
         """The command called ``name`` (already lower-cased, without ``/`` or ``@bot``), if any."""
-        try:
-            return cls(name)
-        except ValueError:
-            return None
+        return next((command for command in cls if command.value == name), None)
 
 
 def menu() -> dict[str, str]:
