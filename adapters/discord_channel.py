@@ -23,12 +23,13 @@ from discord import app_commands
 from starlette.routing import BaseRoute
 
 from adapters.addressing import parse_conversation_id
-from adapters.commands import BOT_COMMANDS
 from adapters.delivery import Answer, Delivery, Part, Permanent, RetryPolicy, Transient
 from adapters.markup import to_discord_markdown
 from adapters.splitting import split_rendered
-from adapters.streaming import StreamedMessage, ask_engine
+from adapters.streamed_delivery import answer, streamed_message
+from adapters.streaming import StreamedMessage
 from core.channel import OnNewMessage
+from core.commands import menu
 from core.delivery.outbox import Outbox, Pending
 from core.types import IncomingMessage, Reply, conversation_id
 
@@ -87,10 +88,9 @@ def _retry_after(error: discord.HTTPException) -> float | None:
         return None
 
 
-def first_part(text: str) -> str:
-    """What a message can show of a partial reply: the rest would go to further messages at the end."""
-    chunks = split_rendered(text, MESSAGE_LIMIT, to_discord_markdown)
-    return chunks[0] if chunks else ""
+def _chat(target: discord.abc.Messageable) -> str:
+    """The channel id that delivery keeps order and pacing by."""
+    return str(getattr(target, "id", "-"))
 
 
 def button_view(reply: Reply, ttl_s: float) -> discord.ui.View | None:
@@ -122,7 +122,7 @@ class DiscordChannel:
             guild_ready_timeout=0,  # answer DMs without waiting for every guild to stream in
         )
         self.tree = app_commands.CommandTree(self.client)
-        for name, description in BOT_COMMANDS.items():
+        for name, description in menu().items():
             self.tree.add_command(
                 app_commands.Command(
                     name=name, description=description, callback=self._command_callback(name)
@@ -182,17 +182,6 @@ class DiscordChannel:
         parts = functools.partial(self._parts, target)
         await self.delivery.proactive(dest.chat_id, conversation_id, reply, parts, pending)
 
-    async def _send_replies(
-        self,
-        target: discord.abc.Messageable,
-        answer: Answer,
-        reference: discord.Message | None = None,
-        streamed: StreamedMessage[discord.Message] | None = None,
-    ) -> None:
-        """Send the engine's replies; the first part takes over the streamed message, if any."""
-        parts = functools.partial(self._parts, target, reference=reference)
-        await self.delivery.replies(str(getattr(target, "id", "-")), answer, parts, streamed)
-
     def _parts(
         self, target: discord.abc.Messageable, reply: Reply, reference: discord.Message | None = None
     ) -> list[Part]:
@@ -216,11 +205,7 @@ class DiscordChannel:
     def _streamed_message(
         self, target: discord.abc.Messageable, reference: discord.Message | None
     ) -> StreamedMessage[discord.Message]:
-        chat = str(getattr(target, "id", "-"))
-
         async def post(text: str) -> discord.Message:
-            # Partials go straight to the API, not through ``delivery``: a partial that failed is not
-            # retried, the answer follows whole instead.
             kwargs = {"reference": reference.to_reference(fail_if_not_exists=False)} if reference else {}
             return await target.send(text, **kwargs)
 
@@ -228,9 +213,18 @@ class DiscordChannel:
             await message.edit(content=text)
 
         async def delete(message: discord.Message) -> None:
-            await self.delivery.send(chat, message.delete)
+            await message.delete()
 
-        return StreamedMessage(PLATFORM, post, edit, delete, self.config.stream_interval_s, first_part)
+        return streamed_message(
+            self.delivery,
+            _chat(target),
+            post,
+            edit,
+            delete,
+            interval_s=self.config.stream_interval_s,
+            limit=MESSAGE_LIMIT,
+            render=to_discord_markdown,
+        )
 
     def _followup_parts(self, interaction: discord.Interaction, reply: Reply) -> list[Part]:
         chunks = split_rendered(reply.text, MESSAGE_LIMIT, to_discord_markdown)
@@ -284,9 +278,15 @@ class DiscordChannel:
         )
         reference = message if is_group else None
         streamed = self._streamed_message(message.channel, reference) if self.config.stream else None
-        work = self.delivery.recorded(cid, ask_engine(self.on_new_message, incoming, streamed))
-        answer = await self._typing_while(message.channel, work)
-        await self._send_replies(message.channel, answer, reference, streamed)
+        await answer(
+            self.delivery,
+            self.on_new_message,
+            incoming,
+            _chat(message.channel),
+            functools.partial(self._parts, message.channel, reference=reference),
+            streamed,
+            while_waiting=functools.partial(self._typing_while, message.channel),
+        )
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         custom_id = (interaction.data or {}).get("custom_id", "")
@@ -310,8 +310,9 @@ class DiscordChannel:
             user_name=interaction.user.display_name,
         )
         # A button press never generates (actions are answered by the engine's rules): no streaming.
-        answer = await self.delivery.recorded(cid, self.on_new_message(incoming))
-        await self._send_replies(channel, answer)  # type: ignore[arg-type]
+        target: discord.abc.Messageable = channel  # type: ignore[assignment]
+        parts = functools.partial(self._parts, target)
+        await answer(self.delivery, self.on_new_message, incoming, _chat(target), parts)
 
     def _command_callback(self, name: str):
         async def command(interaction: discord.Interaction) -> None:
@@ -321,10 +322,11 @@ class DiscordChannel:
                 PLATFORM, str(interaction.channel_id), None, user, interaction.guild_id is not None
             )
             incoming = IncomingMessage(PLATFORM, cid, user, f"/{name}", event_id=str(interaction.id))
-            answer = await self.delivery.recorded(cid, self.on_new_message(incoming))
             parts = functools.partial(self._followup_parts, interaction)
-            await self.delivery.replies(str(interaction.channel_id), answer, parts)
-            if not answer.replies:  # nothing to say: don't leave "thinking…" on screen
+            answered = await answer(
+                self.delivery, self.on_new_message, incoming, str(interaction.channel_id), parts
+            )
+            if not answered.replies:  # nothing to say: don't leave "thinking…" on screen
                 await self.delivery.send(str(interaction.channel_id), interaction.delete_original_response)
 
         return command

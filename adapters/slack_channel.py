@@ -29,14 +29,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.routing import Route
 
 from adapters.addressing import parse_conversation_id
-from adapters.commands import BOT_COMMANDS
-from adapters.delivery import Delivery, Part, Permanent, RetryPolicy, Transient
+from adapters.delivery import Answer, Delivery, Part, Permanent, RetryPolicy, Transient
 from adapters.markup import to_slack_mrkdwn
 from adapters.slack_acks import bolt_app
 from adapters.slack_http import events_endpoint
 from adapters.splitting import split_rendered
-from adapters.streaming import StreamedMessage, ask_engine
+from adapters.streamed_delivery import answer, streamed_message
+from adapters.streaming import StreamedMessage
 from core.channel import OnNewMessage
+from core.commands import menu
 from core.delivery.outbox import Outbox, Pending
 from core.types import IncomingMessage, Reply, conversation_id
 
@@ -92,12 +93,6 @@ def classify(error: BaseException) -> Transient | Permanent | None:
     return None
 
 
-def first_part(text: str) -> str:
-    """What a message can show of a partial reply: the rest would go to further messages at the end."""
-    chunks = split_rendered(text, SECTION_LIMIT, to_slack_mrkdwn)
-    return chunks[0] if chunks else ""
-
-
 def blocks(text: str, reply: Reply | None) -> list[dict[str, Any]]:
     """A section with the text, and (for the last part of a reply) its quick-reply buttons."""
     out: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
@@ -143,7 +138,7 @@ class SlackChannel:
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
         self.app.action(re.compile(f"^{ACTION_PREFIX}"))(self._on_button)
-        self.app.command(re.compile(r"^/(" + "|".join(BOT_COMMANDS) + r")$"))(self._on_command)
+        self.app.command(re.compile(r"^/(" + "|".join(menu()) + r")$"))(self._on_command)
         self._socket: AsyncSocketModeHandler | None = None
         self._http: aiohttp.ClientSession | None = None
 
@@ -199,8 +194,6 @@ class SlackChannel:
         client = self.app.client
 
         async def post(text: str) -> str:
-            # The placeholder and partials go straight to the Web API, not through ``delivery``: one
-            # that failed is not retried, the answer follows whole instead.
             posted = await client.chat_postMessage(
                 channel=channel, thread_ts=thread_ts, text=text, blocks=blocks(text, None)
             )
@@ -210,28 +203,41 @@ class SlackChannel:
             await client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks(text, None))
 
         async def delete(ts: str) -> None:
-            await self.delivery.send(channel, functools.partial(client.chat_delete, channel=channel, ts=ts))
+            await client.chat_delete(channel=channel, ts=ts)
 
-        return StreamedMessage(PLATFORM, post, edit, delete, self.config.stream_interval_s, first_part)
+        return streamed_message(
+            self.delivery,
+            channel,
+            post,
+            edit,
+            delete,
+            interval_s=self.config.stream_interval_s,
+            limit=SECTION_LIMIT,
+            render=to_slack_mrkdwn,
+        )
 
     async def _answer(self, channel: str, thread_ts: str | None, message: IncomingMessage) -> None:
         streamed = self._streamed_message(channel, thread_ts)
         # The placeholder is the streamed message's first text: partials (when streaming is on) and
         # then the answer replace it.
-        work = asyncio.ensure_future(
-            self.delivery.recorded(
-                message.conversation_id,
-                ask_engine(self.on_new_message, message, streamed if self.config.stream else None),
-            )
+        await answer(
+            self.delivery,
+            self.on_new_message,
+            message,
+            channel,
+            functools.partial(self._parts, channel, thread_ts),
+            streamed,
+            partials=self.config.stream,
+            while_waiting=functools.partial(self._placeholder_if_slow, streamed),
         )
-        await self._placeholder_if_slow(streamed, work)
-        parts = functools.partial(self._parts, channel, thread_ts)
-        await self.delivery.replies(channel, await work, parts, streamed)
 
-    async def _placeholder_if_slow(self, streamed: StreamedMessage[str], work: Awaitable[Any]) -> None:
-        done, _ = await asyncio.wait({asyncio.ensure_future(work)}, timeout=self.config.placeholder_after_s)
+    async def _placeholder_if_slow(self, streamed: StreamedMessage[str], work: Awaitable[Answer]) -> Answer:
+        """Wait for the answer; post the placeholder if it takes longer than ``placeholder_after_s``."""
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({task}, timeout=self.config.placeholder_after_s)
         if not done:
             await streamed.placeholder(to_slack_mrkdwn(self.config.placeholder_text))
+        return await task
 
     # --- incoming ---
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any], context: Any) -> None:

@@ -16,6 +16,7 @@ engine's disclosure (the answer follows it), after a late handoff it is the hand
 
 Each adapter supplies the three SDK calls (post, edit, delete) and its rendering; this module owns
 the order, the pacing and the failure handling, the same way on every platform.
+``adapters/streamed_delivery.py`` builds the message and runs the whole answer through it.
 """
 
 from __future__ import annotations

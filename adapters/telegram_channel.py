@@ -40,12 +40,13 @@ from telegram.ext import (
 )
 
 from adapters.addressing import parse_conversation_id
-from adapters.commands import BOT_COMMANDS
 from adapters.delivery import Answer, Delivery, Part, Permanent, RetryPolicy, Transient
 from adapters.markup import to_telegram_html
 from adapters.splitting import split_rendered
-from adapters.streaming import StreamedMessage, ask_engine
+from adapters.streamed_delivery import answer, streamed_message
+from adapters.streaming import StreamedMessage
 from core.channel import OnNewMessage
+from core.commands import menu
 from core.delivery.outbox import Outbox, Pending
 from core.types import IncomingMessage, Reply, conversation_id
 
@@ -115,12 +116,6 @@ def is_not_modified(error: BadRequest) -> bool:
     return "message is not modified" in error.message.lower()
 
 
-def first_part(text: str) -> str:
-    """What a message can show of a partial reply: the rest would go to further messages at the end."""
-    chunks = split_rendered(text, MessageLimit.MAX_TEXT_LENGTH, to_telegram_html)
-    return chunks[0] if chunks else ""
-
-
 def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
     rows = []
     for button in reply.buttons:
@@ -169,7 +164,7 @@ class TelegramChannel:
     async def start(self) -> None:
         await self.app.initialize()  # getMe: the bot's id and username, for mentions
         await self.app.start()
-        commands = [BotCommand(name, description) for name, description in BOT_COMMANDS.items()]
+        commands = [BotCommand(name, description) for name, description in menu().items()]
         await self.delivery.send("-", lambda: self.app.bot.set_my_commands(commands))
         if self.config.mode == "webhook":
             await self.app.bot.set_webhook(
@@ -226,18 +221,6 @@ class TelegramChannel:
         parts = functools.partial(self._parts, chat_id, thread_id)
         await self.delivery.proactive(str(chat_id), conversation_id, reply, parts, pending)
 
-    async def _send_replies(
-        self,
-        chat_id: int,
-        thread_id: int | None,
-        answer: Answer,
-        reply_to: int | None = None,
-        streamed: StreamedMessage[int] | None = None,
-    ) -> None:
-        """Send the engine's replies; the first part takes over the streamed message, if any."""
-        parts = functools.partial(self._parts, chat_id, thread_id, reply_to=reply_to)
-        await self.delivery.replies(str(chat_id), answer, parts, streamed)
-
     def _parts(
         self, chat_id: int, thread_id: int | None, reply: Reply, reply_to: int | None = None
     ) -> list[Part]:
@@ -278,8 +261,6 @@ class TelegramChannel:
         self, chat_id: int, thread_id: int | None, reply_to: int | None
     ) -> StreamedMessage[int]:
         async def post(text: str) -> int:
-            # Partials go straight to the Bot API, not through ``delivery``: a partial that failed is
-            # not retried, the answer follows whole instead.
             message = await self.app.bot.send_message(
                 chat_id,
                 text,
@@ -294,17 +275,22 @@ class TelegramChannel:
         async def edit(message_id: int, text: str) -> None:
             await self._edit(chat_id, message_id, text)
 
-        async def delete(message_id: int) -> None:
-            await self.delivery.send(
-                str(chat_id), functools.partial(self.app.bot.delete_message, chat_id, message_id)
-            )
-
+        delete = functools.partial(self.app.bot.delete_message, chat_id)
         interval_s = self.config.stream_interval_s
         if chat_id < 0:
             # Groups: PTB's limiter counts every call into the group against the per-minute budget,
             # edits too; edits any faster would only queue there and hold up the answer behind them.
             interval_s = max(interval_s, 60.0 / self.config.group_max_rate_per_min)
-        return StreamedMessage(PLATFORM, post, edit, delete, interval_s, first_part)
+        return streamed_message(
+            self.delivery,
+            str(chat_id),
+            post,
+            edit,
+            delete,
+            interval_s=interval_s,
+            limit=MessageLimit.MAX_TEXT_LENGTH,
+            render=to_telegram_html,
+        )
 
     async def _typing_while(self, chat_id: int, thread_id: int | None, work: Awaitable[Answer]) -> Answer:
         """Show "typing…" until the engine answers; Telegram clears it after 5 s, so repeat it.
@@ -373,13 +359,17 @@ class TelegramChannel:
             timestamp=message.date.timestamp(),
             user_name=user.first_name or "",
         )
-        reply_to = message.message_id if is_group else None
-        streamed = (
-            self._streamed_message(message.chat.id, thread_id, reply_to) if self.config.stream else None
+        chat_id, reply_to = message.chat.id, message.message_id if is_group else None
+        streamed = self._streamed_message(chat_id, thread_id, reply_to) if self.config.stream else None
+        await answer(
+            self.delivery,
+            self.on_new_message,
+            incoming,
+            str(chat_id),
+            functools.partial(self._parts, chat_id, thread_id, reply_to=reply_to),
+            streamed,
+            while_waiting=functools.partial(self._typing_while, chat_id, thread_id),
         )
-        work = self.delivery.recorded(cid, ask_engine(self.on_new_message, incoming, streamed))
-        answer = await self._typing_while(message.chat.id, thread_id, work)
-        await self._send_replies(message.chat.id, thread_id, answer, reply_to, streamed)
 
     async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
@@ -408,9 +398,13 @@ class TelegramChannel:
             user_name=user.first_name or "",
         )
         # A button press never generates (actions are answered by the engine's rules): no streaming.
-        work = self.delivery.recorded(cid, self.on_new_message(incoming))
-        await self._send_replies(
-            message.chat.id, thread_id, await self._typing_while(message.chat.id, thread_id, work)
+        await answer(
+            self.delivery,
+            self.on_new_message,
+            incoming,
+            str(message.chat.id),
+            functools.partial(self._parts, message.chat.id, thread_id),
+            while_waiting=functools.partial(self._typing_while, message.chat.id, thread_id),
         )
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:

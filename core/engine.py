@@ -12,15 +12,16 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import ClassVar, assert_never
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core import texts
 from core.channel import StreamSink
+from core.commands import Command
 from core.delivery.partials import PartialPump
 from core.handoff.csat import CSAT_ACTION
 from core.handoff.escalator import Escalator
@@ -99,13 +100,6 @@ class DialogueEngine:
         self._heartbeat: asyncio.Task | None = None
         # One lock per live conversation keeps its turns in order; entries vanish when unused.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._commands: dict[str, Callable[[IncomingMessage], Awaitable[list[Reply]]]] = {
-            "start": self._cmd_start,
-            "help": self._cmd_help,
-            "reset": self._cmd_reset,
-            "forget": self._cmd_forget,
-            "human": self._cmd_human,
-        }
 
     async def handle(
         self, message: IncomingMessage, stream: StreamSink | None = None, stream_interval_s: float = 0.0
@@ -210,10 +204,10 @@ class DialogueEngine:
         command = parse_command(text)
         if command is not None:
             name, _args = command
-            handler = self._commands.get(name)
-            if handler is None:
+            known = Command.named(name)
+            if known is None:
                 return [Reply(texts.UNKNOWN_COMMAND.format(command="/" + name))]
-            return await handler(message)
+            return await self._run_command(known, message)
 
         cid = message.conversation_id
         state = await self.store.state(cid)
@@ -358,6 +352,21 @@ class DialogueEngine:
         return Reply(best.text, self._feedback_buttons(ref), meta), candidates
 
     # --- built-in commands ---
+    async def _run_command(self, command: Command, message: IncomingMessage) -> list[Reply]:
+        """Answer a command of the registry (``core/commands.py``); mypy checks that all are handled."""
+        match command:
+            case Command.START:
+                return await self._cmd_start(message)
+            case Command.HELP:
+                return await self._cmd_help(message)
+            case Command.RESET:
+                return await self._cmd_reset(message)
+            case Command.FORGET:
+                return await self._cmd_forget(message)
+            case Command.HUMAN:
+                return await self._cmd_human(message)
+        assert_never(command)
+
     def _human_button(self) -> Button:
         return Button(texts.TALK_TO_HUMAN, HUMAN_ACTION)
 

@@ -1,16 +1,13 @@
 """What the engine itself says to users (everything else comes from the model or an agent)."""
 
+from core.commands import help_text
+
 DISCLOSURE = (
     "Hi, I'm {bot_name}, an automated assistant (a computer program, not a person). "
     "Type /human or press “Talk to a human” at any time to reach a person."
 )
-HELP = (
-    "Just write to me and I'll answer. Commands:\n"
-    "/help – this message\n"
-    "/reset – start our conversation over\n"
-    "/forget – erase everything stored about you\n"
-    "/human – ask for a person"
-)
+#: the command lines come from the command registry, so /help lists exactly what the engine answers
+HELP = help_text("Just write to me and I'll answer. Commands:")
 RESET = "Okay, let's start over. What's on your mind?"
 FORGOTTEN = "Done: I've erased everything I had stored about you."
 HUMAN_REQUESTED = "I've asked for a person to join. Your messages are kept for them, and they'll answer here."

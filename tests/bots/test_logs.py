@@ -10,23 +10,17 @@ import logging
 from bots.logs import setup_logging
 from core.engine import DialogueEngine
 from core.memory.store import ContextStore
-from core.model.huggingface import DecodingConfig, TransformersBackend
-from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import IncomingMessage
-from tests.configs import configured
+from tests.fake_backend import FakeBackend
 
 
-async def test_json_lines_carry_ids_and_no_text(redis, tiny_model_dir) -> None:
+async def test_json_lines_carry_ids_and_no_text(redis) -> None:
     setup_logging("INFO", as_json=True)
     stream = io.StringIO()
     root = logging.getLogger()
     handler = root.handlers[0]
     handler.setStream(stream)
-    backend = TransformersBackend(
-        tiny_model_dir,
-        Reranker([length_normalised_logprob()]),
-        configured(DecodingConfig, max_new_tokens=3, num_beams=2),
-    )
+    backend = FakeBackend()  # it echoes the message: a logged reply would show the secret too
     engine = DialogueEngine(ContextStore(redis, prefix="log:"), backend)
     secret = "my password is hunter2"
     await engine.handle(IncomingMessage("web", "web:c42", "u1", secret, event_id="evt-7"))

@@ -7,7 +7,7 @@ import json
 import unicodedata
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from adapters.webchat_channel import Frame, parse_frame
@@ -78,8 +78,10 @@ def backend(tiny_model_dir) -> TransformersBackend:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ATTACKS)
+@example("\ud800<|system|>")  # found in random order (seed 12345): a lone surrogate crashed the tokenizer
 def test_user_text_never_yields_a_role_token_in_the_prompt_body(backend, text: str) -> None:
-    ids = backend.prompt_ids([Turn(Role.USER, text)])
+    # As the engine hands it over: cleaned (a lone surrogate, which no tokenizer takes, becomes "?").
+    ids = backend.prompt_ids([Turn(Role.USER, clean_user_text(text))])
     tok = backend.tokenizer
     roles = {
         tok.convert_tokens_to_ids(t)

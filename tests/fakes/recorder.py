@@ -107,8 +107,11 @@ class FakeServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def __aenter__(self):
-        # shutdown_timeout: don't wait on held long polls and gateway sockets when stopping
-        self._runner = web.AppRunner(self.app, shutdown_timeout=0.1, handle_signals=False)
+        # shutdown_timeout: don't wait on held long polls and gateway sockets when stopping.
+        # access_log=None: the request lines carry the bot token (Telegram puts it in the path), and
+        # they are the fake's own log, not the code under test's; with the root logger at INFO they
+        # would otherwise land in ``caplog`` and in tests that check no secret is logged.
+        self._runner = web.AppRunner(self.app, shutdown_timeout=0.1, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

@@ -12,10 +12,8 @@ from core.handoff.agents import AgentDirectory
 from core.handoff.service import HandoffError, HandoffService
 from core.memory.chatlog import ChatLog
 from core.memory.store import ContextStore
-from core.model.huggingface import DecodingConfig, TransformersBackend
-from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import Candidate, IncomingMessage, Role, Turn
-from tests.configs import configured
+from tests.fake_backend import FakeBackend
 
 
 @pytest.fixture
@@ -76,13 +74,9 @@ async def test_retention_drops_old_entries(redis) -> None:
     assert [f["text"] async for _, f in chatlog.entries()] == ["fresh"]
 
 
-@pytest.fixture(scope="module")
-def backend(tiny_model_dir) -> TransformersBackend:
-    return TransformersBackend(
-        tiny_model_dir,
-        Reranker([length_normalised_logprob()]),
-        configured(DecodingConfig, max_new_tokens=5, num_beams=2),
-    )
+@pytest.fixture
+def backend() -> FakeBackend:
+    return FakeBackend()
 
 
 async def test_engine_logs_turns_offers_feedback_and_honours_forget(redis, backend, chatlog) -> None:

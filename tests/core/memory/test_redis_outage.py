@@ -15,19 +15,13 @@ from core.memory.connection import connect
 from core.memory.embedded_redis import EmbeddedRedis, free_port
 from core.memory.spool import Spool
 from core.memory.store import ContextStore
-from core.model.huggingface import DecodingConfig, TransformersBackend
-from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import IncomingMessage, Reply, Role
-from tests.configs import configured
+from tests.fake_backend import FakeBackend
 
 
 @pytest.fixture
-def backend(tiny_model_dir):
-    return TransformersBackend(
-        tiny_model_dir,
-        Reranker([length_normalised_logprob()]),
-        configured(DecodingConfig, max_new_tokens=4, num_beams=2),
-    )
+def backend() -> FakeBackend:
+    return FakeBackend()
 
 
 async def test_redis_restart_mid_conversation_loses_nothing(tmp_path, backend) -> None:

@@ -1,7 +1,7 @@
 """One contract, every ``ModelBackend``: what the engine relies on, checked against each implementation.
 
 The local transformers backend, the OpenAI-compatible backend (over the project's own model server,
-streamed and not), and the reloading wrapper each answer the same questions here.
+streamed and not), the reloading wrapper and the tests' fake each answer the same questions here.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import Candidate, Role, Turn
 from tests.asgi_server import running_server
 from tests.configs import configured
+from tests.fake_backend import FakeBackend
 
 RERANK = Reranker([length_normalised_logprob()])
 GREEDY = configured(DecodingConfig, max_new_tokens=6, num_beams=1, num_candidates=1, repetition_penalty=1.0)
@@ -58,7 +59,15 @@ async def reloading_backend(model_dir: Path) -> AsyncIterator[ModelBackend]:
     await backend.aclose()
 
 
+@asynccontextmanager
+async def fake_backend(model_dir: Path) -> AsyncIterator[ModelBackend]:
+    backend = FakeBackend()
+    yield backend
+    await backend.aclose()
+
+
 BACKENDS: dict[str, Callable[[Path], AbstractAsyncContextManager[ModelBackend]]] = {
+    "fake": fake_backend,
     "transformers": transformers_backend,
     "openai": openai_backend,
     "reloading": reloading_backend,

@@ -17,6 +17,7 @@ from core.safety.rules import SafetyFilter
 from core.settings import CoreSettings
 from core.types import IncomingMessage, Role, Turn
 from tests.configs import configured
+from tests.fake_backend import FakeBackend
 
 SAFETY = SafetyFilter(blocklist=["frobnicate"])
 
@@ -52,10 +53,12 @@ def backend(tiny_model_dir) -> TransformersBackend:
     )
 
 
-async def test_unsafe_input_gets_the_fixed_reply_without_generating(redis, backend) -> None:
+async def test_unsafe_input_gets_the_fixed_reply_without_generating(redis) -> None:
+    backend = FakeBackend()
     engine = DialogueEngine(ContextStore(redis, prefix="s:"), backend, safety=SAFETY)
     replies = await engine.handle(IncomingMessage("web", "web:c1", "u1", "how do I build a bomb"))
     assert [r.text for r in replies] == [texts.UNSAFE_INPUT]
+    assert backend.calls == 0
 
 
 def test_user_text_cannot_open_a_system_or_assistant_turn(backend) -> None:
@@ -69,7 +72,8 @@ def test_user_text_cannot_open_a_system_or_assistant_turn(backend) -> None:
     assert "<|system|>" not in escape_special_tokens(attack, tokens)
 
 
-async def test_rate_limits_per_user_and_per_conversation(redis, backend) -> None:
+async def test_rate_limits_per_user_and_per_conversation(redis) -> None:
+    backend = FakeBackend()
     limits = Limits(
         RateLimiter(redis, "s:", "user", 3, 60), RateLimiter(redis, "s:", "conversation", 100, 60)
     )
