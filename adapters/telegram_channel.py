@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import html
 import json
 import logging
 from collections.abc import Awaitable
@@ -43,6 +44,7 @@ from adapters.addressing import parse_conversation_id
 from adapters.commands import BOT_COMMANDS
 from adapters.delivery import Answer, Delivery, Part, Permanent, RetryPolicy, Transient
 from adapters.markup import to_telegram_html
+from adapters.sources import SourceRef, footer, reply_sources, with_footer
 from adapters.splitting import split_rendered
 from adapters.streaming import StreamedMessage, ask_engine
 from core.channel import OnNewMessage
@@ -119,6 +121,16 @@ def first_part(text: str) -> str:
     """What a message can show of a partial reply: the rest would go to further messages at the end."""
     chunks = split_rendered(text, MessageLimit.MAX_TEXT_LENGTH, to_telegram_html)
     return chunks[0] if chunks else ""
+
+
+def source_html(ref: SourceRef) -> str:
+    label = html.escape(ref.label, quote=False)
+    return f'<a href="{html.escape(ref.url, quote=True)}">{label}</a>' if ref.url else f"<i>{label}</i>"
+
+
+def sources_html(reply: Reply) -> str:
+    """The reply's sources under it: links, or the file's path and section (empty: none)."""
+    return footer(reply_sources(reply), source_html, lambda text: f"<b>{text}</b>")
 
 
 def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
@@ -242,6 +254,7 @@ class TelegramChannel:
         self, chat_id: int, thread_id: int | None, reply: Reply, reply_to: int | None = None
     ) -> list[Part]:
         chunks = split_rendered(reply.text, MessageLimit.MAX_TEXT_LENGTH, to_telegram_html)
+        chunks = with_footer(chunks, sources_html(reply), MessageLimit.MAX_TEXT_LENGTH)
         markup = keyboard(reply)
         parts = []
         for index, chunk in enumerate(chunks):
