@@ -24,7 +24,8 @@ from starlette.routing import BaseRoute
 
 from adapters.addressing import parse_conversation_id
 from adapters.delivery import Answer, Delivery, Part, Permanent, RetryPolicy, Transient
-from adapters.markup import to_discord_markdown
+from adapters.markup import discord_plain, to_discord_markdown
+from adapters.sources import SourceRef, heading, reply_sources
 from adapters.splitting import split_rendered
 from adapters.streamed_delivery import answer, streamed_message
 from adapters.streaming import StreamedMessage
@@ -102,6 +103,33 @@ def button_view(reply: Reply, ttl_s: float) -> discord.ui.View | None:
             continue
         view.add_item(discord.ui.Button(label=button.label[:BUTTON_LABEL_LIMIT], custom_id=custom_id))
     return view if view.children else None
+
+
+def source_markdown(ref: SourceRef) -> str:
+    if ref.url:  # embeds show no link previews, so no <> around the URL; a ")" would end it early
+        return f"[{discord_plain(ref.label)}]({ref.url.replace(')', '%29')})"
+    code = ref.label.replace("`", "'")
+    return f"`{code}`"
+
+
+def sources_embed(reply: Reply) -> discord.Embed | None:
+    """An embed under the answer listing its sources (links, or file paths); None: no sources."""
+    refs = reply_sources(reply)
+    if not refs:
+        return None
+    embed = discord.Embed(description="\n".join(source_markdown(r) for r in refs))
+    embed.set_footer(text=f"{heading(len(refs))} from the team's documents")
+    return embed
+
+
+def last_part_kwargs(reply: Reply, ttl_s: float) -> dict:
+    """What rides on a reply's last message: its buttons and its sources."""
+    kwargs: dict = {}
+    if view := button_view(reply, ttl_s):
+        kwargs["view"] = view
+    if embed := sources_embed(reply):
+        kwargs["embed"] = embed
+    return kwargs
 
 
 class DiscordChannel:
@@ -188,8 +216,8 @@ class DiscordChannel:
         chunks = split_rendered(reply.text, MESSAGE_LIMIT, to_discord_markdown)
         parts = []
         for index, chunk in enumerate(chunks):
-            view = button_view(reply, self.config.view_ttl_s) if index == len(chunks) - 1 else None
-            kwargs: dict = {"view": view} if view else {}
+            last = index == len(chunks) - 1
+            kwargs = last_part_kwargs(reply, self.config.view_ttl_s) if last else {}
             send_kwargs = dict(kwargs)
             if reference is not None and index == 0:
                 send_kwargs["reference"] = reference.to_reference(fail_if_not_exists=False)
@@ -230,8 +258,8 @@ class DiscordChannel:
         chunks = split_rendered(reply.text, MESSAGE_LIMIT, to_discord_markdown)
         parts = []
         for index, chunk in enumerate(chunks):
-            view = button_view(reply, self.config.view_ttl_s) if index == len(chunks) - 1 else None
-            kwargs: dict = {"view": view} if view else {}
+            last = index == len(chunks) - 1
+            kwargs = last_part_kwargs(reply, self.config.view_ttl_s) if last else {}
             parts.append(Part(functools.partial(interaction.followup.send, chunk, **kwargs)))
         return parts
 

@@ -80,7 +80,7 @@ def to_telegram_html(text: str) -> str:
     return "".join(out)
 
 
-def _slack_escape(text: str) -> str:
+def slack_escape(text: str) -> str:
     # Slack's rule: escape exactly these three; that also defuses <!channel> and <@U123> pings.
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -89,7 +89,7 @@ def to_slack_mrkdwn(text: str) -> str:
     """Slack ``mrkdwn``: *bold*, _italic_, `code`, ```pre```, <url|label>."""
     out: list[str] = []
     for span in parse(text):
-        body = _slack_escape(span.text)
+        body = slack_escape(span.text)
         match span.kind:
             case "pre":
                 out.append(f"```{body}```")
@@ -100,13 +100,13 @@ def to_slack_mrkdwn(text: str) -> str:
             case "italic":
                 out.append(f"_{body}_")
             case "link":
-                out.append(f"<{_slack_escape(span.url).replace('|', '%7C')}|{body.replace('|', '¦')}>")
+                out.append(f"<{slack_escape(span.url).replace('|', '%7C')}|{body.replace('|', '¦')}>")
             case _:
                 out.append(body)
     return "".join(out)
 
 
-def _discord_plain(text: str) -> str:
+def discord_plain(text: str) -> str:
     return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
 
 
@@ -122,11 +122,11 @@ def to_discord_markdown(text: str) -> str:
             case "code":
                 out.append(f"`{span.text}`")
             case "bold":
-                out.append(f"**{_discord_plain(span.text)}**")
+                out.append(f"**{discord_plain(span.text)}**")
             case "italic":
-                out.append(f"*{_discord_plain(span.text)}*")
+                out.append(f"*{discord_plain(span.text)}*")
             case "link":
-                out.append(f"[{_discord_plain(span.text)}](<{span.url}>)")
+                out.append(f"[{discord_plain(span.text)}](<{span.url}>)")
             case _:
-                out.append(_discord_plain(span.text))
+                out.append(discord_plain(span.text))
     return "".join(out)

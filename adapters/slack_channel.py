@@ -30,9 +30,10 @@ from starlette.routing import Route
 
 from adapters.addressing import parse_conversation_id
 from adapters.delivery import Answer, Delivery, Part, Permanent, RetryPolicy, Transient
-from adapters.markup import to_slack_mrkdwn
+from adapters.markup import slack_escape, to_slack_mrkdwn
 from adapters.slack_acks import bolt_app
 from adapters.slack_http import events_endpoint
+from adapters.sources import SourceRef, footer, reply_sources
 from adapters.splitting import split_rendered
 from adapters.streamed_delivery import answer, streamed_message
 from adapters.streaming import StreamedMessage
@@ -107,7 +108,23 @@ def blocks(text: str, reply: Reply | None) -> list[dict[str, Any]]:
             for i, b in enumerate(reply.buttons)
         ]
         out.append({"type": "actions", "elements": elements})
+    if reply and (context := sources_block(reply)):
+        out.append(context)
     return out
+
+
+def source_mrkdwn(ref: SourceRef) -> str:
+    label = slack_escape(ref.label)
+    if ref.url:
+        return f"<{slack_escape(ref.url).replace('|', '%7C')}|{label.replace('|', '¦')}>"
+    code = label.replace("`", "'")
+    return f"`{code}`"
+
+
+def sources_block(reply: Reply) -> dict[str, Any] | None:
+    """A context block (small grey text under the answer) with the reply's sources; None: none."""
+    text = footer(reply_sources(reply), source_mrkdwn, lambda heading: f"*{heading}*")
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]} if text else None
 
 
 class SlackChannel:

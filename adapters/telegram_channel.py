@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import html
 import json
 import logging
 from collections.abc import Awaitable
@@ -42,6 +43,7 @@ from telegram.ext import (
 from adapters.addressing import parse_conversation_id
 from adapters.delivery import Answer, Delivery, Part, Permanent, RetryPolicy, Transient
 from adapters.markup import to_telegram_html
+from adapters.sources import SourceRef, footer, reply_sources, with_footer
 from adapters.splitting import split_rendered
 from adapters.streamed_delivery import answer, streamed_message
 from adapters.streaming import StreamedMessage
@@ -114,6 +116,16 @@ def _thread(thread_id: int | None) -> str | None:
 def is_not_modified(error: BadRequest) -> bool:
     """Telegram refuses an edit that changes nothing; the message already says what we wanted."""
     return "message is not modified" in error.message.lower()
+
+
+def source_html(ref: SourceRef) -> str:
+    label = html.escape(ref.label, quote=False)
+    return f'<a href="{html.escape(ref.url, quote=True)}">{label}</a>' if ref.url else f"<i>{label}</i>"
+
+
+def sources_html(reply: Reply) -> str:
+    """The reply's sources under it: links, or the file's path and section (empty: none)."""
+    return footer(reply_sources(reply), source_html, lambda text: f"<b>{text}</b>")
 
 
 def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
@@ -225,6 +237,7 @@ class TelegramChannel:
         self, chat_id: int, thread_id: int | None, reply: Reply, reply_to: int | None = None
     ) -> list[Part]:
         chunks = split_rendered(reply.text, MessageLimit.MAX_TEXT_LENGTH, to_telegram_html)
+        chunks = with_footer(chunks, sources_html(reply), MessageLimit.MAX_TEXT_LENGTH)
         markup = keyboard(reply)
         parts = []
         for index, chunk in enumerate(chunks):

@@ -4,7 +4,8 @@ Client → server: ``{"id": "<client message id>", "text": "..."}`` or ``{"id": 
 ``"resent": true`` marks a frame sent again because no answer came (after a reconnect): if it was
 answered already, the answer is sent again instead of nothing.
 Server → client: ``{"type": "typing"}``, ``{"type": "partial", "text"}`` (the reply so far, while the
-model generates), ``{"type": "reply", "text", "buttons": [{label, action}], "meta"}`` (final),
+model generates), ``{"type": "reply", "text", "buttons": [{label, action}], "meta"}`` (final; with
+``"sources": [{label, url, citation}]`` when it cites the knowledge base, ``url`` null for a file),
 ``{"type": "error", "error": "..."}``, and first on every (re)connect ``{"type": "history", "messages":
 [{"role": "user" | "assistant" | "agent", "text"}]}``: the conversation as the server keeps it, so a
 user who closed the page sees what an agent wrote meanwhile. The page keeps a random client id in
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from adapters.sources import reply_sources
 from adapters.web_origins import OriginPolicy
 from core.channel import OnNewMessage
 from core.delivery.outbox import Pending, PermanentDeliveryError
@@ -72,12 +74,15 @@ def parse_frame(raw: str) -> Frame | str:
 
 
 def reply_frame(reply: Reply) -> dict:
-    return {
+    frame = {
         "type": "reply",
         "text": reply.text,
         "buttons": [{"label": b.label, "action": b.action} for b in reply.buttons],
         "meta": {k: v for k, v in reply.metadata.items() if k in ("model_version", "score", "error")},
     }
+    if refs := reply_sources(reply):  # chips under the answer: a link, or the file's path
+        frame["sources"] = [{"label": r.label, "url": r.url, "citation": r.citation} for r in refs]
+    return frame
 
 
 class WebChatChannel:

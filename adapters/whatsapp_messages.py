@@ -20,6 +20,7 @@ from pywa_async.types import Button as ReplyButton
 from pywa_async.types import Section, SectionList, SectionRow
 
 from adapters.markup import parse
+from adapters.sources import SourceRef, footer, reply_sources, with_footer
 from adapters.splitting import split_rendered, split_text
 from core.types import Button, Reply
 
@@ -116,9 +117,18 @@ def keyboard(buttons: Sequence[Button], list_button: str) -> Keyboard | None:
     return SectionList(title, [Section(_shorten(list_button, ROW_TITLE_LIMIT), section_rows)])
 
 
+def source_text(ref: SourceRef) -> str:
+    return f"{ref.label} ({ref.url})" if ref.url else ref.label
+
+
+def sources_text(reply: Reply) -> str:
+    """A plain "Source: …" line (or lines) under the answer; WhatsApp links bare URLs itself."""
+    return footer(reply_sources(reply), source_text)
+
+
 def render(reply: Reply, list_button: str) -> list[Outgoing]:
-    """The messages a reply is sent as, in order; the buttons ride on the last one."""
-    chunks = split_rendered(reply.text, TEXT_LIMIT, to_whatsapp)
+    """The messages a reply is sent as, in order; the buttons (and sources) ride on the last one."""
+    chunks = with_footer(split_rendered(reply.text, TEXT_LIMIT, to_whatsapp), sources_text(reply), TEXT_LIMIT)
     board = keyboard(reply.buttons, list_button)
     if board is None or not chunks:
         return [Outgoing(chunk) for chunk in chunks]

@@ -1,8 +1,8 @@
 """The admin dashboard at ``/admin`` (admin accounts only, a login separate from the agents'):
 traffic, latency, handoff and feedback over time per model version, the model registry with
 each version's evaluation and gate decision, the messages that could not be delivered, and the
-agents' inbox: canned responses and business hours (managed here), and users' ratings (CSAT) per
-agent and team.
+agents' inbox: canned responses and business hours (managed here), users' ratings (CSAT) per
+agent and team, and the knowledge base: upload documents, see what is indexed, remove them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -25,6 +27,8 @@ from core.handoff.agents import AgentDirectory
 from core.handoff.canned import CannedResponses
 from core.handoff.csat import CsatSurvey
 from core.handoff.hours import BusinessHours, describe_opening
+from core.knowledge import IngestResult, IngestStatus, KnowledgeBase
+from core.knowledge.loaders import too_large
 from core.memory.analytics import series
 from core.memory.chatlog import ChatLog
 
@@ -80,8 +84,11 @@ class AdminDashboard:
         models_path: str | Path,
         cookie_secure: bool = False,
         outbox: Outbox | None = None,
+        knowledge: KnowledgeBase | None = None,
     ) -> None:
         self.chatlog = chatlog
+        #: the knowledge base the Knowledge section manages; None: the section says it is off
+        self.knowledge = knowledge
         self.models_path = models_path
         self.auth = WebLogin(agents, sessions, "/admin", "Admin", frozenset({"admin"}), cookie_secure)
         self.undelivered = UndeliveredApi(outbox or Outbox(), self.auth, "/admin")
@@ -103,6 +110,9 @@ class AdminDashboard:
             Route("/admin/api/hours", self.hours_list),
             Route("/admin/api/hours", self.hours_act, methods=["POST"]),
             Route("/admin/api/csat", self.satisfaction),
+            Route("/admin/api/knowledge", self.knowledge_list),
+            Route("/admin/api/knowledge", self.knowledge_upload, methods=["POST"]),
+            Route("/admin/api/knowledge/remove", self.knowledge_remove, methods=["POST"]),
         ]
 
     async def page(self, request: Request) -> Response:
@@ -218,3 +228,64 @@ class AdminDashboard:
                 "teams": [{"team": team, **asdict(s)} for team, s in figures["teams"].items()],
             }
         )
+
+    # --- the knowledge base ---
+    async def knowledge_list(self, request: Request) -> Response:
+        """The stored documents with their chunk counts, newest first."""
+        await self.auth.require(request)
+        if self.knowledge is None:
+            return JSONResponse({"enabled": False, "documents": []})
+        docs = sorted(await self.knowledge.documents(), key=lambda d: d.updated_at, reverse=True)
+        return JSONResponse(
+            {"enabled": True, "documents": [
+                {"id": d.doc_id, "source": d.source, "title": d.title, "kind": d.kind, "chunks": d.chunks,
+                 "size": d.size,
+                 "updated_at": d.updated_at, "origin": d.origin}
+                for d in docs
+            ]}
+        )  # fmt: skip
+
+    async def knowledge_upload(self, request: Request) -> Response:
+        """Multipart ``files`` (one or more): one result per file; a failed file stops none of the others."""
+        await self.auth.require(request, mutating=True)
+        if self.knowledge is None:
+            return JSONResponse({"error": "The knowledge base is off (KB_ENABLED=false)."}, status_code=404)
+        try:
+            form = await request.form()
+        except (MultiPartException, KeyError, ValueError) as error:
+            return JSONResponse({"error": f"send the files as multipart form data: {error}"}, status_code=400)
+        try:
+            uploads = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
+            if not uploads:
+                return JSONResponse({"error": "choose one or more files to upload"}, status_code=400)
+            results = [await self._ingest_upload(upload) for upload in uploads]
+        finally:
+            await form.close()
+        return JSONResponse({"results": [_result(r) for r in results]})
+
+    async def _ingest_upload(self, upload: UploadFile) -> IngestResult:
+        assert self.knowledge is not None
+        name = Path(upload.filename or "upload").name or "upload"
+        limit = self.knowledge.config.max_file_bytes
+        if upload.size is not None and upload.size > limit:  # refused before it is read into memory
+            return IngestResult(name, IngestStatus.FAILED, error=too_large(name, upload.size, limit).reason)
+        return await self.knowledge.add_bytes(name, await upload.read())
+
+    async def knowledge_remove(self, request: Request) -> Response:
+        """``{"source"}`` (a source as listed, or its ``id``): remove that document and its chunks from
+        every replica's index."""
+        _, body = await self.auth.require_action(request, "source")
+        if self.knowledge is None:
+            return JSONResponse({"error": "The knowledge base is off (KB_ENABLED=false)."}, status_code=404)
+        removed = await self.knowledge.remove(body["source"])
+        if removed is None:
+            return JSONResponse(
+                {"error": f"No document {body['source']!r} in the knowledge base."}, status_code=404
+            )
+        return JSONResponse({"ok": True, "source": body["source"], "chunks": removed})
+
+
+def _result(result: IngestResult) -> dict:
+    return {"source": result.source, "status": str(result.status), "ok": result.ok, "chunks": result.chunks,
+            "added": result.added, "removed": result.removed, "error": result.error,
+            "message": result.describe()}  # fmt: skip

@@ -1,6 +1,7 @@
 """The agent console at `/agent`: login, live queue, transcripts, reply, claim/release/transfer/resolve,
 canned responses (``/shortcut`` in the reply box), private notes, and the messages that could not be
-delivered (to send again).
+delivered (to send again). A bot turn grounded in the knowledge base shows the passages it used (from
+the chat log); an agent's correction of it can be saved as a new FAQ entry in one click.
 
 JSON API under ``/agent/api``; live updates as Server-Sent Events relayed from the handoff
 service's Redis pub/sub channel, so every replica's console sees every change.
@@ -29,7 +30,9 @@ from core.delivery.outbox import DeliveryError
 from core.handoff.canned import CannedResponses, expand
 from core.handoff.service import HandoffError, HandoffService
 from core.handoff.stats import figures_since, start_of_today
+from core.knowledge import KnowledgeBase
 from core.safety.pii import describe_masked
+from core.types import Role
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +46,11 @@ class AgentConsole:
         sessions: SessionStore,
         cookie_secure: bool = False,
         heartbeat_s: float = 15.0,
+        knowledge: KnowledgeBase | None = None,
     ) -> None:
         self.handoff = handoff
+        #: where "save as FAQ" adds corrections; None: the button is not offered
+        self.knowledge = knowledge
         self.agents = handoff.agents
         self.heartbeat_s = heartbeat_s
         self.auth = WebLogin(
@@ -78,7 +84,7 @@ class AgentConsole:
         others = [a.username for a in await self.agents.all() if a.username != session.username]
         return JSONResponse(
             {"username": session.username, "display_name": agent.display_name if agent else "",
-             "csrf": session.csrf, "agents": others}
+             "csrf": session.csrf, "agents": others, "knowledge": self.knowledge is not None}
         )  # fmt: skip
 
     async def queue(self, request: Request) -> Response:
@@ -99,10 +105,12 @@ class AgentConsole:
         await self.auth.require(request)
         cid = request.query_params.get("cid", "")
         state = await self.handoff.store.state(cid)
+        turns = await self.handoff.transcript(cid)
+        used = await self._passages([t.ref for t in turns if t.role == Role.ASSISTANT and t.ref])
         transcript = [
             {"role": str(t.role), "text": t.text, "ts": t.timestamp, "ref": t.ref,
-             "masked": describe_masked(t.masked)}
-            for t in await self.handoff.transcript(cid)
+             "masked": describe_masked(t.masked), "passages": used.get(t.ref, [])}
+            for t in turns
         ]  # fmt: skip
         keys = ("platform", "user", "user_name", "reason", "agent", "team", "left_message", "back_at")
         info = {key: state.fields.get(key, "") for key in keys}
@@ -114,6 +122,31 @@ class AgentConsole:
             {"cid": cid, "mode": str(state.mode), **info, "candidates": candidates, "transcript": transcript,
              "notes": notes, "csat": csat}
         )  # fmt: skip
+
+    async def _passages(self, refs: list[str]) -> dict[str, list[dict]]:
+        """The knowledge passages each bot turn was grounded in, as the chat log recorded them."""
+        if self.handoff.chatlog is None or not refs:
+            return {}
+        return await self.handoff.chatlog.passages(refs)
+
+    async def _save_faq(self, cid: str, ref: str, answer: str) -> Response:
+        """The agent's correction of bot turn ``ref`` as an FAQ entry: the user's message before it
+        is the question. The correction itself is already recorded (``HandoffService.correct``)."""
+        if self.knowledge is None:
+            return JSONResponse({"error": "Saved as a correction; there is no knowledge base to add it to."},
+                                status_code=409)  # fmt: skip
+        turns = await self.handoff.transcript(cid)
+        at = next((i for i, t in enumerate(turns) if t.ref == ref), None)
+        question = next((t.text for t in reversed(turns[:at]) if t.role == Role.USER), "") if at else ""
+        if not question.strip():
+            return JSONResponse({"error": "Saved as a correction; no question to file it under."},
+                                status_code=409)  # fmt: skip
+        result = await self.knowledge.add_faq(question, answer)
+        if not result.ok:
+            return JSONResponse({"error": f"Saved as a correction, not as an FAQ: {result.error}"},
+                                status_code=400)  # fmt: skip
+        return JSONResponse({"ok": True, "faq": {"source": result.source, "question": question,
+                                                 "status": str(result.status)}})  # fmt: skip
 
     async def canned_responses(self, request: Request) -> Response:
         """The canned responses this agent may use, each filled in for conversation ``cid``."""
@@ -148,7 +181,10 @@ class AgentConsole:
             elif action == "note":
                 await self.handoff.add_note(cid, me, str(body.get("text", "")))
             elif action == "correct":
-                await self.handoff.correct(cid, me, str(body.get("ref", "")), str(body.get("text", "")))
+                ref, text = str(body.get("ref", "")), str(body.get("text", ""))
+                await self.handoff.correct(cid, me, ref, text)
+                if body.get("faq") is True:  # "Correct and save as FAQ"
+                    return await self._save_faq(cid, ref, text)
             else:
                 return JSONResponse({"error": f"unknown action {action!r}"}, status_code=400)
         except HandoffError as error:

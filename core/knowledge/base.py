@@ -10,6 +10,8 @@ worker threads; the event loop only waits for them.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -204,14 +206,16 @@ class KnowledgeBase:
             return IngestResult(source.name, IngestStatus.FAILED, error=f"{type(error).__name__}: {error}")
         return await self.add_document(doc, progress)
 
-    async def add_bytes(self, filename: str, data: bytes, kind: str | None = None) -> IngestResult:
+    async def add_bytes(
+        self, filename: str, data: bytes, kind: str | None = None, title: str | None = None
+    ) -> IngestResult:
         """Add an uploaded file (the admin page): its name is its source; the same name replaces it."""
         name = Path(filename).name or "upload"
         if len(data) > self.config.max_file_bytes:
             refused = too_large(name, len(data), self.config.max_file_bytes)
             return IngestResult(name, IngestStatus.FAILED, error=refused.reason)
         try:
-            doc = await asyncio.to_thread(load_bytes, data, name, kind)
+            doc = await asyncio.to_thread(load_bytes, data, name, kind, title)
             if self.config.scrub_pii:
                 doc = await asyncio.to_thread(scrub_document, doc)
         except IngestError as error:
@@ -220,6 +224,22 @@ class KnowledgeBase:
             log.exception("knowledge base: reading upload %s failed", name)
             return IngestResult(name, IngestStatus.FAILED, error=f"{type(error).__name__}: {error}")
         return await self.add_document(doc)
+
+    async def add_faq(self, question: str, answer: str) -> IngestResult:
+        """Add one question/answer pair (an agent's correction, from the console) as an FAQ document.
+
+        Each question is a document of its own, named after it (``faq-<hash>.jsonl``): saving the
+        same question again replaces its answer, and two agents saving at once lose nothing.
+        """
+        question, answer = " ".join(question.split()), answer.strip()
+        if not question or not answer:
+            return IngestResult(
+                "faq", IngestStatus.FAILED, error="an FAQ entry needs a question and an answer"
+            )
+        name = f"faq-{hashlib.sha256(question.lower().encode()).hexdigest()[:12]}.jsonl"
+        data = json.dumps({"question": question, "answer": answer}, ensure_ascii=False).encode()
+        title = question if len(question) <= 80 else question[:79].rstrip() + "…"
+        return await self.add_bytes(name, data, "faq-jsonl", title=f"FAQ: {title}")
 
     async def add_document(self, doc: Document, progress: bool = False) -> IngestResult:
         """Store a read document: only chunks that changed are embedded, written or removed."""

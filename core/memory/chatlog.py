@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -59,8 +59,13 @@ class ChatLog:
         model_version: str = "",
         candidates: Sequence[Candidate] = (),
         latency_s: float | None = None,
+        passages: Sequence[Mapping[str, Any]] = (),
     ) -> str:
-        """Log one turn; returns its ref ("" when the user opted out)."""
+        """Log one turn; returns its ref ("" when the user opted out).
+
+        ``passages`` are the knowledge base's passages a bot turn was grounded in
+        (``Reply.metadata["passages"]``: text, citation, chunk, score), shown to agents in the console.
+        """
         fields: dict[str, Any] = {
             "type": "turn",
             "cid": cid,
@@ -79,6 +84,14 @@ class ChatLog:
             )
         if latency_s is not None:
             fields["latency_s"] = round(latency_s, 4)
+        if passages:
+            fields["passages"] = json.dumps(
+                [
+                    {"text": self.scrub(str(p.get("text", ""))), "citation": str(p.get("citation", "")),
+                     "chunk": str(p.get("chunk", "")), "score": p.get("score")}
+                    for p in passages
+                ]
+            )  # fmt: skip
         return await self._add(platform, user_id, fields)
 
     async def event(self, cid: str, platform: str, user_id: str, kind: str, **fields: Any) -> str:
@@ -104,6 +117,19 @@ class ChatLog:
     async def get(self, ref: str) -> dict[str, str] | None:
         entries = await self.redis.xrange(self.key, min=ref, max=ref)
         return {k.decode(): v.decode() for k, v in entries[0][1].items()} if entries else None
+
+    async def passages(self, refs: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """The knowledge passages logged with each of these turns (refs without any are left out)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for ref in refs:
+                pipe.xrange(self.key, min=ref, max=ref)
+            found = await pipe.execute()
+        out: dict[str, list[dict[str, Any]]] = {}
+        for ref, entries in zip(refs, found, strict=True):
+            raw = entries[0][1].get(b"passages") if entries else None
+            if raw:
+                out[ref] = json.loads(raw)
+        return out
 
     async def entries(self, start: str = "-", end: str = "+", batch: int = 1000):
         """Every entry from ``start`` to ``end`` in order, as ``(id, fields)``, read in batches."""

@@ -17,10 +17,27 @@ export function startChat({ url, client, form, input, log, typing, intro = null,
   let ws = null, retry = 500, partial = null;
   const pending = new Map();  // unacknowledged frames, resent after a reconnect
 
-  function add(kind, text, buttons) {
+  // The knowledge base's sources of an answer, as chips: a link for a web page, the path (and
+  // section) for a file. Built from text nodes only: nothing in a label becomes markup.
+  function sourceChips(sources) {
+    const row = document.createElement("div");
+    row.className = "sources";
+    for (const s of sources) {
+      const chip = document.createElement(s.url ? "a" : "span");
+      chip.className = "source";
+      chip.textContent = s.label;
+      chip.title = s.url || s.citation || s.label;
+      if (s.url) { chip.href = s.url; chip.target = "_blank"; chip.rel = "noopener noreferrer"; }
+      row.appendChild(chip);
+    }
+    return row;
+  }
+
+  function add(kind, text, buttons, sources) {
     const div = document.createElement("div");
     div.className = "msg " + kind;
     div.textContent = text;
+    if (sources && sources.length) div.appendChild(sourceChips(sources));
     if (buttons && buttons.length) {
       const row = document.createElement("div");
       row.className = "buttons";
@@ -87,7 +104,7 @@ export function startChat({ url, client, form, input, log, typing, intro = null,
       if (partial) { partial.remove(); partial = null; }
       typing.textContent = "";
       pending.clear();  // the server answers frames in order
-      if (data.type === "reply") add("bot", data.text, data.buttons);
+      if (data.type === "reply") add("bot", data.text, data.buttons, data.sources);
       else if (data.type === "error") add("error", data.error);
     };
     ws.onclose = () => {

@@ -77,6 +77,10 @@
     .greeting { color: #374151; }
     .partial { opacity: .7; }
     .error { align-self: center; color: #b91c1c; font-size: 13px; }
+    .sources { display: flex; flex-wrap: wrap; gap: 6px; margin-top: 6px; white-space: normal; }
+    .source { font-size: 12px; padding: 2px 9px; border-radius: 10px; background: #f3f4f6; color: #374151;
+      border: 1px solid #e5e7eb; text-decoration: none; }
+    a.source { color: var(--accent); }
     .buttons { display: flex; flex-wrap: wrap; gap: 6px; margin-top: 6px; }
     .buttons button { margin: 0; padding: 3px 10px; border: 1px solid var(--accent); border-radius: 12px;
       background: #fff; color: var(--accent); font: inherit; font-size: 13px; cursor: pointer; }

@@ -12,6 +12,7 @@ from core.engine import DialogueEngine
 from core.memory.store import ContextStore
 from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.scoring import Reranker, length_normalised_logprob
+from tests.adapters.knowledge_reply import ANSWER, HANDBOOK_URL, LABELS, KnowledgeAnswer
 from tests.asgi_server import running_server
 from tests.configs import configured
 
@@ -95,3 +96,31 @@ async def test_a_returning_user_sees_the_agents_reply_written_while_away(web_url
     await page.wait_for_selector(".msg.bot >> text=Ada here: happy to help.")
     assert await page.locator(".msg.user", has_text="can a person help me?").count() == 1
     assert await page.locator("#send").is_enabled()
+
+
+@pytest.fixture
+async def knowledge_url():
+    """The chat page over an engine stand-in whose every answer cites the knowledge base."""
+    app = create_web_app(WebChatChannel(KnowledgeAnswer()).routes())
+    async with running_server(app) as url:
+        yield url + "/"
+
+
+async def test_a_knowledge_answer_shows_its_sources_as_chips(knowledge_url, page) -> None:
+    await page.goto(knowledge_url)
+    await page.wait_for_selector("text=online")
+    await page.fill("#text", "how do I connect Telegram?")
+    await page.press("#text", "Enter")
+    await page.wait_for_selector(f".msg.bot >> text={ANSWER}")
+    chips = page.locator(".msg.bot .sources .source")
+    assert await chips.all_text_contents() == LABELS
+    link = page.locator(".msg.bot .sources a.source")
+    assert await link.count() == 1  # only the web page links; files show their path
+    assert await link.get_attribute("href") == HANDBOOK_URL
+    assert await link.get_attribute("target") == "_blank"
+    assert await link.get_attribute("rel") == "noopener noreferrer"
+    files = page.locator(".msg.bot .sources span.source")
+    assert await files.count() == 2 and await files.first.get_attribute("title") == "README.md#telegram"
+    # The title's "<Ops>" is text, not markup; the buttons still follow the chips.
+    assert await page.locator(".msg.bot ops").count() == 0
+    assert await page.locator(".msg.bot .buttons button", has_text="👍").count() == 1
