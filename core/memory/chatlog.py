@@ -59,8 +59,10 @@ class ChatLog:
         model_version: str = "",
         candidates: Sequence[Candidate] = (),
         latency_s: float | None = None,
+        chunks: Sequence[str] = (),
     ) -> str:
-        """Log one turn; returns its ref ("" when the user opted out)."""
+        """Log one turn; returns its ref ("" when the user opted out). ``chunks``: the knowledge-base
+        chunks a bot reply was grounded in."""
         fields: dict[str, Any] = {
             "type": "turn",
             "cid": cid,
@@ -79,6 +81,8 @@ class ChatLog:
             )
         if latency_s is not None:
             fields["latency_s"] = round(latency_s, 4)
+        if chunks:
+            fields["chunks"] = ",".join(chunks)
         return await self._add(platform, user_id, fields)
 
     async def event(self, cid: str, platform: str, user_id: str, kind: str, **fields: Any) -> str:
