@@ -303,7 +303,7 @@ class CoreSettings(BaseSettings):
         ge=0,
         le=1,
         description="A grounded reply whose best candidate the passages support less than this is not "
-        "sent: the bot says it does not know and offers a person (`chatbot calibrate` reports the "
+        "sent: the bot says it does not know and offers a person (`chatbot kb eval` reports the "
         "distribution).",
     )
     kb_faq_score: float = Field(
