@@ -2,7 +2,8 @@
 
 Bot replicas then run with ``MODEL_BACKEND=openai`` and share one model process (or a GPU box),
 the same way they would use vLLM. Only what the bots need is served: ``GET /v1/models`` and
-``POST /v1/chat/completions`` with ``n`` candidates and per-token ``logprobs``.
+``POST /v1/chat/completions`` with ``n`` candidates and per-token ``logprobs``. System messages
+(a bot's grounding passages) join the served model's own system turn, special tokens escaped.
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ def create_model_server(backend: TransformersBackend) -> Starlette:
         try:
             body = await request.json()
             messages = body["messages"]
-            history = [Turn(_ROLES[m["role"]], str(m["content"])) for m in messages]
+            turns = [Turn(_ROLES[m["role"]], str(m["content"])) for m in messages]
         except (ValueError, KeyError, TypeError):
             return _error(400, "`messages` must be a list of {role: user|assistant|system, content}")
+        history = [t for t in turns if t.role != Role.SYSTEM]
+        context = "\n\n".join(t.text for t in turns if t.role == Role.SYSTEM and t.text) or None
         if not history or history[-1].role != Role.USER:
             return _error(400, "the last message must be the user's")
         n = body.get("n", 1)
@@ -52,10 +55,11 @@ def create_model_server(backend: TransformersBackend) -> Starlette:
         created, cid = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
         if body.get("stream"):
             return StreamingResponse(
-                _chunks(backend, history, n, want_logprobs, cid, created), media_type="text/event-stream"
+                _chunks(backend, history, context, n, want_logprobs, cid, created),
+                media_type="text/event-stream",
             )
         try:
-            drafts = await backend.drafts(history)
+            drafts = await backend.drafts(history, context=context)
         except ModelBusyError as error:
             return _error(503, str(error), "server_busy")
         choices = []
@@ -92,7 +96,13 @@ def _logprobs(draft: Draft) -> dict[str, object]:
 
 
 async def _chunks(
-    backend: TransformersBackend, history: list[Turn], n: int, want_logprobs: bool, cid: str, created: int
+    backend: TransformersBackend,
+    history: list[Turn],
+    context: str | None,
+    n: int,
+    want_logprobs: bool,
+    cid: str,
+    created: int,
 ) -> AsyncIterator[str]:
     """Server-sent chunks: the first candidate's text as it grows, then every candidate's rest.
 
@@ -102,7 +112,7 @@ async def _chunks(
     partials: asyncio.Queue[str] = asyncio.Queue()
     # Beam search's leading beam can be overtaken, so its partials are no prefix of the answer.
     beams = backend.decoding.num_beams > 1 and not backend.decoding.do_sample
-    work = asyncio.create_task(backend.drafts(history, None if beams else partials.put_nowait))
+    work = asyncio.create_task(backend.drafts(history, None if beams else partials.put_nowait, context))
     sent = ""
 
     def chunk(choices: list[dict[str, object]]) -> str:

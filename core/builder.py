@@ -1,4 +1,5 @@
-"""Assemble a ready engine from settings: Redis (embedded or external), model backend, store."""
+"""Assemble a ready engine from settings: Redis (embedded or external), model backend, store, and
+the knowledge base (seeded with this project's docs on first start, followed while running)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ from core.engine import DialogueEngine, EngineConfig, Limits
 from core.handoff.agents import AgentDirectory
 from core.handoff.policy import EscalationPolicy
 from core.handoff.service import HandoffService
+from core.knowledge.base import KnowledgeBase
+from core.knowledge.defaults import seed_defaults
+from core.knowledge.grounding import Grounder, GroundingConfig
 from core.memory.chatlog import ChatLog
 from core.memory.connection import connect
 from core.memory.embedded_redis import local_redis
@@ -50,7 +54,8 @@ def reranker_from(settings: CoreSettings) -> Reranker:
             length_normalised_logprob(settings.length_penalty_alpha),
             repetition_penalty(settings.repetition_weight),
             safety_from(settings).score_fn(on_veto=vetoed),
-        ]
+        ],
+        grounding_weight=settings.kb_grounding_weight,
     )
 
 
@@ -113,6 +118,24 @@ async def redis_from(settings: CoreSettings) -> AsyncIterator[Redis]:
 
 
 @asynccontextmanager
+async def knowledge_from(settings: CoreSettings, redis: Redis) -> AsyncIterator[Grounder | None]:
+    """The knowledge step (None with KB_ENABLED off): the knowledge base loaded, seeded with the
+    default documents if it was never filled, and followed for changes until exit."""
+    if not settings.kb_enabled:
+        yield None
+        return
+    kb = KnowledgeBase.from_settings(settings, redis)
+    report = await seed_defaults(kb, settings.kb_default_sources)
+    for failed in report.failed if report else []:
+        log.warning("knowledge base: %s", failed.describe())
+    await kb.start()
+    try:
+        yield Grounder(kb, from_settings(GroundingConfig, settings))
+    finally:
+        await kb.aclose()
+
+
+@asynccontextmanager
 async def build_engine(
     settings: CoreSettings, backend: ModelBackend | None = None
 ) -> AsyncIterator[DialogueEngine]:
@@ -150,13 +173,14 @@ async def build_engine(
             )
             escalation, safety = escalation_from(settings), safety_from(settings)
             spool = Spool(settings.spool_path)
-            engine = DialogueEngine(
-                store, backend, config, handoff, escalation, chatlog, safety, limits, spool
-            )
-            await engine.start()
-            try:
-                yield engine
-            finally:
-                await engine.drain(settings.shutdown_grace_s)
+            async with knowledge_from(settings, redis) as knowledge:
+                engine = DialogueEngine(
+                    store, backend, config, handoff, escalation, chatlog, safety, limits, spool, knowledge
+                )
+                await engine.start()
+                try:
+                    yield engine
+                finally:
+                    await engine.drain(settings.shutdown_grace_s)
     finally:
         await backend.aclose()

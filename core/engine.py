@@ -27,6 +27,7 @@ from core.handoff.csat import CSAT_ACTION
 from core.handoff.escalator import Escalator
 from core.handoff.policy import Escalation, EscalationPolicy, Reason
 from core.handoff.service import CONTINUE_WITH_BOT_ACTION, LEAVE_MESSAGE_ACTION, HandoffService
+from core.knowledge.grounding import Grounder, KnowledgeStep
 from core.memory.chatlog import FEEDBACK_VALUES, ChatLog
 from core.memory.rate_limit import RateLimiter
 from core.memory.schema import StateField
@@ -81,6 +82,7 @@ class DialogueEngine:
         safety: SafetyFilter | None = None,
         limits: Limits | None = None,
         spool: Spool | None = None,
+        knowledge: Grounder | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -92,6 +94,8 @@ class DialogueEngine:
         self.safety = safety
         self.limits = limits
         self.spool = spool
+        #: the knowledge base's step around generation (None: replies are not grounded)
+        self.knowledge = knowledge
         #: this process, for event claims: a killed process's claims can be taken over
         self.instance = uuid.uuid4().hex[:12]
         self._in_flight = 0
@@ -319,7 +323,13 @@ class DialogueEngine:
                 live.push(text)
 
             on_partial = push
-        generation = self.backend.generate(history, on_partial)
+        step = await self.knowledge.consult(history[-1].text) if self.knowledge else None
+        if step is not None and step.declines:  # the documents should answer this, and do not
+            return await self._decline(message, step, []), []
+        if step is not None and step.grounding is not None:
+            generation = self.backend.generate(history, on_partial, step.grounding)
+        else:
+            generation = self.backend.generate(history, on_partial)
         try:
             candidates = await asyncio.wait_for(generation, timeout=self.config.generation_timeout_s)
         finally:
@@ -327,6 +337,10 @@ class DialogueEngine:
                 await pump.aclose()
         elapsed = time.perf_counter() - started
         metrics.MODEL_SECONDS.observe(elapsed)
+        if step is not None:
+            candidates = self.knowledge.compete(step, candidates)
+            if not self.knowledge.supported(step, candidates):
+                return await self._decline(message, step, candidates), []
         meta: dict[str, object] = {"model_version": self.backend.version, "model_seconds": round(elapsed, 4)}
         if not candidates:
             meta.update(score=None, fallback=True)
@@ -340,16 +354,47 @@ class DialogueEngine:
                 for c in candidates[: self.config.candidates_in_metadata]
             ],
         )
+        chunks: list[str] = []
+        if step is not None:
+            meta.update(self.knowledge.metadata(step, best))
+            metrics.KB_REPLIES.labels(str(step.verdict)).inc()
+            chunks = Grounder.chunk_ids(meta)
         bot_turn = Turn(Role.ASSISTANT, best.text, time.time(), self.backend.count_tokens(best.text))
         ref = ""
         if self.chatlog:
             ref = await self.chatlog.turn(
-                cid, message.platform, message.user_id, bot_turn, self.backend.version, candidates, elapsed
+                cid,
+                message.platform,
+                message.user_id,
+                bot_turn,
+                self.backend.version,
+                candidates,
+                elapsed,
+                passages=meta.get("passages", ()),
+                chunks=chunks,
             )
             bot_turn = replace(bot_turn, ref=ref)
             meta["ref"] = ref
         await self.store.append(cid, message.platform, message.user_id, bot_turn)
         return Reply(best.text, self._feedback_buttons(ref), meta), candidates
+
+    async def _decline(
+        self, message: IncomingMessage, step: KnowledgeStep, candidates: list[Candidate]
+    ) -> Reply:
+        """Say the bot does not know and offer a person, rather than let the model guess a policy."""
+        assert self.knowledge is not None
+        meta = self.knowledge.metadata(step, candidates[0] if candidates else None)
+        meta["candidates"] = [
+            {"text": c.text, "score": c.score, "logprob": c.logprob, "grounding": c.grounding}
+            for c in candidates[: self.config.candidates_in_metadata]
+        ]
+        metrics.KB_REPLIES.labels(f"declined:{step.verdict}").inc()
+        if self.chatlog:  # the questions the documents miss: what the team should write next
+            await self.chatlog.event(
+                message.conversation_id, message.platform, message.user_id, "kb_declined",
+                verdict=str(step.verdict), chunks=",".join(Grounder.chunk_ids(meta)),
+            )  # fmt: skip
+        return Reply(texts.KB_DONT_KNOW, [self._human_button()], meta)
 
     # --- built-in commands ---
     async def _run_command(self, command: Command, message: IncomingMessage) -> list[Reply]:

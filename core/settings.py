@@ -292,6 +292,35 @@ class CoreSettings(BaseSettings):
     kb_context_max_chars: int = Field(
         3000, ge=200, description="Most characters of passages put into the model's context."
     )
+    kb_grounding_weight: float = Field(
+        3.0,
+        ge=0,
+        description="Re-ranking bonus per unit of grounding (the share of a reply's content words the "
+        "passages contain, 0..1).",
+    )
+    kb_min_grounding: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A grounded reply whose best candidate the passages support less than this is not "
+        "sent: the bot says it does not know and offers a person (`chatbot kb eval` reports the "
+        "distribution).",
+    )
+    kb_excerpts: bool = Field(
+        True,
+        description="Offer the best passage's sentences closest to the question as a reply candidate, "
+        "so a model that cannot answer from the passages quotes them instead of declining.",
+    )
+    kb_excerpt_score: float = Field(
+        -5.0,
+        description="Model-free score of the best passage's excerpt as a reply candidate (the grounding "
+        "term is added): the bot quotes the documents when its own answer is not better supported.",
+    )
+    kb_faq_score: float = Field(
+        -2.0,
+        description="Model-free score of an FAQ entry's stored answer as a reply candidate (the "
+        "grounding term is added; compare with the candidates' scores from `chatbot calibrate`).",
+    )
 
     def rendered_system_prompt(self) -> str:
         return self.system_prompt.format(bot_name=self.bot_name, persona=self.bot_persona)

@@ -15,6 +15,10 @@ EMPTY = "I didn't get any text there. Please type a message."
 TOO_LONG = "That message is too long ({length} characters). Please keep it under {limit} characters."
 UNKNOWN_COMMAND = "I don't know the command {command}. Type /help to see what I understand."
 UNKNOWN_ACTION = "That button doesn't work any more. Type /help to see what I understand."
+KB_DONT_KNOW = (
+    "I don't know that, and I'd rather not guess. Press “Talk to a human” or type /human and a person "
+    "from the team will answer."
+)
 NO_GOOD_ANSWER = "Sorry, I don't have a good answer to that. Type /human to talk to a person."
 APOLOGY = "Sorry, something went wrong on my side. Please try again in a moment."
 TALK_TO_HUMAN = "Talk to a human"

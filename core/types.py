@@ -133,3 +133,7 @@ class Candidate:
     text: str
     logprob: float
     score: float = 0.0
+    #: share of the reply the grounding passages support (0..1); None when it was not grounded
+    grounding: float | None = None
+    #: where it came from: "model", or "faq" for a knowledge-base FAQ entry's stored answer
+    origin: str = "model"

@@ -170,9 +170,27 @@ def evaluate_command(
     show_misses: bool = typer.Option(
         False, help="List the answerable questions whose fact was not retrieved."
     ),
+    answers: bool = typer.Option(
+        True,
+        help="Also answer every question with the configured model: retrieval only, model only and the "
+        "full system compared (slower: it generates).",
+    ),
+    show_replies: bool = typer.Option(False, help="Print the full system's reply to every question."),
 ) -> None:
-    """Retrieval quality on a question set: recall@k, MRR, citation@1, answered/declined."""
-    from core.knowledge.evaluation import RetrievalScores, evaluate, load_qa, suggest_threshold
+    """Retrieval quality on a question set (recall@k, MRR, citation@1, answered/declined), and answer
+    quality: the key fact contained, F1, citation, declining the unanswerable."""
+    from core.builder import backend_from
+    from core.knowledge.evaluation import (
+        AnswerScores,
+        RetrievalScores,
+        evaluate,
+        evaluate_answers,
+        grounding_scores,
+        load_qa,
+        suggest_threshold,
+    )
+    from core.knowledge.grounding import Grounder, GroundingConfig
+    from core.settings import from_settings
 
     try:
         items = load_qa(questions)
@@ -183,9 +201,19 @@ def evaluate_command(
     async def go(kb: KnowledgeBase):
         depth = k or kb.config.top_k
         modes = [Mode.HYBRID, Mode.LEXICAL, Mode.DENSE] if compare else [Mode.HYBRID]
-        return depth, kb.config.min_similarity, [await evaluate(kb, items, depth, m) for m in modes]
+        retrieval = [await evaluate(kb, items, depth, m) for m in modes]
+        if not answers:
+            return depth, kb.config.min_similarity, retrieval, []
+        settings = get_settings()
+        backend = backend_from(settings)
+        try:
+            grounder = Grounder(kb, from_settings(GroundingConfig, settings))
+            answered = await evaluate_answers(grounder, backend, items, _progress(None))
+        finally:
+            await backend.aclose()
+        return depth, kb.config.min_similarity, retrieval, answered
 
-    depth, threshold, results = _run(go)
+    depth, threshold, results, answered = _run(go)
     hybrid = results[0]
     typer.echo(
         f"{hybrid.answerable} answerable and {hybrid.unanswerable} unanswerable questions, "
@@ -200,3 +228,11 @@ def evaluate_command(
         typer.echo("\nnot retrieved (hybrid):")
         for question in hybrid.misses:
             typer.echo(f"- {question}")
+    if answered:
+        typer.echo("\n" + AnswerScores.header())
+        for scores in answered:
+            typer.echo(scores.row())
+        typer.echo("\nfull system, " + grounding_scores(answered[-1].groundings))
+        if show_replies:
+            for question, reply in answered[-1].replies:
+                typer.echo(f"\nQ: {question}\nA: {reply}")

@@ -11,6 +11,11 @@ Interface for the reply path (the engine, prompt assembly, re-ranking, platforms
     reply.metadata["sources"] = sources(grounding)      # [{title, section, source, citation, url, chunks}]
     await kb.aclose()
 
+The engine's knowledge step (``grounding``): ``Grounder(kb, GroundingConfig)`` wraps the above:
+``consult(question)`` -> ``KnowledgeStep`` (verdict, passages, the ``Grounding`` for the backend),
+``compete`` (FAQ answers join the candidates), ``supported`` (decline when the passages do not back
+the best), ``metadata`` (``sources``, ``passages``, the verdict).
+
 - ``Passage``: ``text``, ``score`` (fused rank score, orders results), ``similarity`` (cosine of
   question and passage, what relevance is judged by), ``lexical`` (BM25), ``chunk_id``, ``title``,
   ``headings`` / ``heading_path``, ``source`` (path relative to where it was added, or URL),
@@ -35,7 +40,8 @@ Modules: ``loaders`` (formats -> blocks), ``chunking`` (blocks -> chunks), ``ing
 documents, PII scrubbed), ``store`` (Redis, the source of truth, owns the key names), ``embedding``
 (the ``Embedder`` protocol and the packaged MiniLM), ``lexical`` (BM25), ``index`` (hybrid search
 with reciprocal-rank fusion), ``relevance``, ``context``, ``base`` (``KnowledgeBase``),
-``defaults``, ``evaluation``. Importing this package loads neither torch nor transformers.
+``grounding`` (the reply's knowledge step), ``defaults``, ``evaluation``. Importing this package
+loads neither torch nor transformers.
 """
 
 from core.knowledge.base import KnowledgeBase, embedder_from
@@ -43,6 +49,7 @@ from core.knowledge.config import KnowledgeConfig
 from core.knowledge.context import format_context, sources
 from core.knowledge.defaults import PROJECT_ROOT, seed_defaults
 from core.knowledge.embedding import Embedder, TransformerEmbedder, packaged_model_dir
+from core.knowledge.grounding import Grounder, GroundingConfig, KnowledgeStep
 from core.knowledge.index import Mode
 from core.knowledge.relevance import Relevance, is_relevant, judge
 from core.knowledge.types import (
@@ -58,12 +65,15 @@ __all__ = [
     "PROJECT_ROOT",
     "DocumentInfo",
     "Embedder",
+    "Grounder",
+    "GroundingConfig",
     "IngestError",
     "IngestReport",
     "IngestResult",
     "IngestStatus",
     "KnowledgeBase",
     "KnowledgeConfig",
+    "KnowledgeStep",
     "Mode",
     "Passage",
     "Relevance",

@@ -60,11 +60,13 @@ class ChatLog:
         candidates: Sequence[Candidate] = (),
         latency_s: float | None = None,
         passages: Sequence[Mapping[str, Any]] = (),
+        chunks: Sequence[str] = (),
     ) -> str:
         """Log one turn; returns its ref ("" when the user opted out).
 
         ``passages`` are the knowledge base's passages a bot turn was grounded in
-        (``Reply.metadata["passages"]``: text, citation, chunk, score), shown to agents in the console.
+        (``Reply.metadata["passages"]``: text, citation, chunk, score), shown to agents in the console;
+        ``chunks`` their chunk ids, so /forget and retraining can trace what a reply used.
         """
         fields: dict[str, Any] = {
             "type": "turn",
@@ -88,10 +90,12 @@ class ChatLog:
             fields["passages"] = json.dumps(
                 [
                     {"text": self.scrub(str(p.get("text", ""))), "citation": str(p.get("citation", "")),
-                     "chunk": str(p.get("chunk", "")), "score": p.get("score")}
+                     "chunk": str(p.get("chunk_id", p.get("chunk", ""))), "score": p.get("score")}
                     for p in passages
                 ]
             )  # fmt: skip
+        if chunks:
+            fields["chunks"] = ",".join(chunks)
         return await self._add(platform, user_id, fields)
 
     async def event(self, cid: str, platform: str, user_id: str, kind: str, **fields: Any) -> str:

@@ -8,10 +8,18 @@ generate never pay for torch: ``core.model.huggingface`` (any Hugging Face causa
 (follow the registry's ``current`` pointer) are torch-free.
 """
 
-from core.model.backend import ModelBackend, ModelBusyError, ModelNotFoundError, PartialSink
+from core.model.backend import Grounding, ModelBackend, ModelBusyError, ModelNotFoundError, PartialSink
 from core.model.bases import BaseModelError, BaseRef, find_base, resolve_base
 from core.model.batching import MicroBatcher
-from core.model.scoring import Draft, Reranker, blocklist, length_normalised_logprob, repetition_penalty
+from core.model.scoring import (
+    Draft,
+    Reranker,
+    blocklist,
+    content_words,
+    length_normalised_logprob,
+    repetition_penalty,
+    support,
+)
 from core.model.serving_card import ServingCard
 from core.model.versions import is_model_dir, resolve_model_dir
 
@@ -19,6 +27,7 @@ __all__ = [
     "BaseModelError",
     "BaseRef",
     "Draft",
+    "Grounding",
     "MicroBatcher",
     "ModelBackend",
     "ModelBusyError",
@@ -27,10 +36,12 @@ __all__ = [
     "Reranker",
     "ServingCard",
     "blocklist",
+    "content_words",
     "find_base",
     "is_model_dir",
     "length_normalised_logprob",
     "repetition_penalty",
     "resolve_base",
     "resolve_model_dir",
+    "support",
 ]

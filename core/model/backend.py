@@ -8,12 +8,27 @@ whole). The final, re-ranked candidates are the answer either way; a partial is 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from core.types import Candidate, Turn
 
 #: receives the leading candidate's text so far; called on the event loop, must not block
 PartialSink = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Grounding:
+    """Passages a reply is to be grounded in.
+
+    ``context`` is the delimited block (``core.knowledge.format_context``) that goes into the prompt
+    as a system or context turn, special tokens escaped, so a passage cannot open a role;
+    ``passages`` are the passages' texts, which the re-ranker's grounding term measures each
+    candidate against (``Candidate.grounding``).
+    """
+
+    context: str
+    passages: tuple[str, ...]
 
 
 @runtime_checkable
@@ -30,9 +45,15 @@ class ModelBackend(Protocol):
         ...
 
     async def generate(
-        self, history: Sequence[Turn], on_partial: PartialSink | None = None
+        self,
+        history: Sequence[Turn],
+        on_partial: PartialSink | None = None,
+        grounding: Grounding | None = None,
     ) -> list[Candidate]:
         """Candidates best first, each with its score (possibly none, if every one was vetoed).
+
+        With ``grounding``, its context is in the prompt and every candidate carries its grounding
+        score (``Candidate.grounding``), which the ranking adds in.
 
         Raises ``ModelBusyError`` when too many requests wait; any other exception is a failure the
         engine apologises for.

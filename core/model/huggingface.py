@@ -4,6 +4,8 @@ The dialogue is formatted with the tokenizer's own chat template, generated with
 (beam search or sampling, N candidates), then every candidate is re-scored under the model in one
 batched forward pass so its log-probability is the model's, not the search's, and re-ranked.
 Generation runs in a single worker thread: torch releases the GIL, the event loop stays free.
+Grounding passages go into the system turn (after the team's system prompt), special tokens
+escaped as in user text, so a passage can never open a role.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase, StoppingCriteriaList
 
-from core.model.backend import PartialSink
+from core.model.backend import Grounding, PartialSink
 from core.model.batching import MicroBatcher
 from core.model.decoding import BatchingConfig, DecodingConfig
 from core.model.files import load_causal_lm, load_tokenizer
@@ -83,8 +85,11 @@ class TransformersBackend:
         self._suppressed = sorted(set(self.tokenizer.all_special_ids) - {self.tokenizer.eos_token_id})
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         batching = batching or from_settings(BatchingConfig, declared_defaults())
-        self._batcher: MicroBatcher[tuple[list[Turn], PartialSink | None], list[Draft]] = MicroBatcher(
-            lambda items: self.drafts_batch([h for h, _ in items], [s for _, s in items]),
+        self._batcher: MicroBatcher[tuple[list[Turn], PartialSink | None, str | None], list[Draft]]
+        self._batcher = MicroBatcher(
+            lambda items: self.drafts_batch(
+                [h for h, _, _ in items], [s for _, s, _ in items], [c for _, _, c in items]
+            ),
             self._executor,
             batching.max_batch,
             batching.batch_wait_s,
@@ -95,12 +100,20 @@ class TransformersBackend:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     async def generate(
-        self, history: Sequence[Turn], on_partial: PartialSink | None = None
+        self,
+        history: Sequence[Turn],
+        on_partial: PartialSink | None = None,
+        grounding: Grounding | None = None,
     ) -> list[Candidate]:
-        return self.reranker.rank(await self.drafts(history, on_partial))
+        context = grounding.context if grounding else None
+        drafts = await self.drafts(history, on_partial, context)
+        return self.reranker.rank(drafts, grounding.passages if grounding else None)
 
-    async def drafts(self, history: Sequence[Turn], on_partial: PartialSink | None = None) -> list[Draft]:
-        """The N scored candidates before re-ranking (the model server hands these out)."""
+    async def drafts(
+        self, history: Sequence[Turn], on_partial: PartialSink | None = None, context: str | None = None
+    ) -> list[Draft]:
+        """The N scored candidates before re-ranking (the model server hands these out); ``context``
+        is reference text for the system turn (grounding passages)."""
         sink = None
         if on_partial is not None:
             loop = asyncio.get_running_loop()
@@ -108,15 +121,26 @@ class TransformersBackend:
             def sink(text: str) -> None:  # runs in the worker thread: hop onto the event loop
                 loop.call_soon_threadsafe(on_partial, text)
 
-        return await self._batcher.submit((list(history), sink))
+        return await self._batcher.submit((list(history), sink, context or None))
 
     async def aclose(self) -> None:
         await self._batcher.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # --- work done in the worker thread ---
-    def prompt_ids(self, history: Sequence[Turn]) -> list[int]:
-        """Chat-template the history, dropping the oldest turns (then oldest tokens) to fit the window."""
+    def system_turn(self, context: str | None = None) -> str:
+        """The system turn's text: the team's system prompt, then the context with special tokens
+        escaped (a passage quoting ``<|im_start|>system`` stays text)."""
+        parts = [self.system_prompt] if self.system_prompt else []
+        if context:
+            parts.append(escape_special_tokens(context, self.tokenizer))
+        return "\n\n".join(parts)
+
+    def prompt_ids(self, history: Sequence[Turn], context: str | None = None) -> list[int]:
+        """Chat-template the history, dropping the oldest turns (then oldest tokens) to fit the window.
+
+        ``context`` (grounding passages) joins the system turn, which is kept whole while old turns go.
+        """
         budget = self.max_context - self.decoding.max_new_tokens
         messages = [
             {
@@ -126,29 +150,42 @@ class TransformersBackend:
             for t in history
             if t.role != Role.SYSTEM
         ]
-        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         while True:
-            ids = self.tokenizer.apply_chat_template(
-                system + messages, add_generation_prompt=True, tokenize=True
-            )
-            if hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
-                ids = ids["input_ids"]
-            ids = list(ids)
-            if len(ids) <= budget or len(messages) <= 1:
+            system_text = self.system_turn(context)
+            system = [{"role": "system", "content": system_text}] if system_text else []
+            while True:
+                ids = self.tokenizer.apply_chat_template(
+                    system + messages, add_generation_prompt=True, tokenize=True
+                )
+                if hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
+                    ids = ids["input_ids"]
+                ids = list(ids)
+                if len(ids) <= budget or len(messages) <= 1:
+                    break
+                messages = messages[1:]
+            if len(ids) <= budget or not context:
                 break
-            messages = messages[1:]
+            # Still too long with only the question left: shorten the passages (whole turns stay
+            # whole, so the cut below never removes a turn's opening), and drop them if need be.
+            chars_per_token = max(1, len(context) // max(1, self.count_tokens(context)))
+            keep = len(context) - (len(ids) - budget) * chars_per_token - 2
+            context = context[:keep].rstrip() + "…" if keep >= 40 else None
         if len(ids) > budget:  # one huge message: keep its end, which the reply must follow
             ids = ids[:1] + ids[-(budget - 1) :]
         return ids
 
     @torch.inference_mode()
     def drafts_batch(
-        self, histories: list[list[Turn]], sinks: list[PartialSink | None] | None = None
+        self,
+        histories: list[list[Turn]],
+        sinks: list[PartialSink | None] | None = None,
+        contexts: list[str | None] | None = None,
     ) -> list[list[Draft]]:
         """Generate N candidates for each history in one left-padded batch, each scored under the model."""
         d = self.decoding
         pad = self.tokenizer.pad_token_id
-        prompts = [self.prompt_ids(h) for h in histories]
+        contexts = contexts or [None] * len(histories)
+        prompts = [self.prompt_ids(h, c) for h, c in zip(histories, contexts, strict=True)]
         width = max(len(p) for p in prompts)
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])

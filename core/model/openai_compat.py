@@ -4,6 +4,8 @@ or this project's own ``chatbot model-server``), for deployments that serve the 
 It asks for ``n`` candidates with per-token log-probabilities, so re-ranking and the
 confidence-based handoff keep working. Servers that return no log-probabilities still work: the
 candidates are ranked by the other scoring functions, and their score carries no confidence.
+Grounding passages go in a system message of their own, after the system turn; the re-ranking,
+grounding term included, happens here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import ClassVar
 
 import httpx
 
-from core.model.backend import ModelBusyError, PartialSink
+from core.model.backend import Grounding, ModelBusyError, PartialSink
 from core.model.scoring import Draft, Reranker
 from core.types import Candidate, Role, Turn
 
@@ -64,8 +66,10 @@ class OpenAIBackend:
             return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
         return len(text) // _CHARS_PER_TOKEN + 1
 
-    def messages(self, history: Sequence[Turn]) -> list[dict[str, str]]:
+    def messages(self, history: Sequence[Turn], context: str | None = None) -> list[dict[str, str]]:
         out = [{"role": "system", "content": self.config.system_turn}] if self.config.system_turn else []
+        if context:  # a message of its own: JSON carries no role markers, the server templates it
+            out.append({"role": "system", "content": context})
         out += [
             {"role": "user" if t.role == Role.USER else "assistant", "content": t.text}
             for t in history
@@ -74,12 +78,15 @@ class OpenAIBackend:
         return out
 
     async def generate(
-        self, history: Sequence[Turn], on_partial: PartialSink | None = None
+        self,
+        history: Sequence[Turn],
+        on_partial: PartialSink | None = None,
+        grounding: Grounding | None = None,
     ) -> list[Candidate]:
         c = self.config
         body: dict[str, object] = {
             "model": c.model,
-            "messages": self.messages(history),
+            "messages": self.messages(history, grounding.context if grounding else None),
             "n": c.num_candidates,
             "max_tokens": c.max_new_tokens,
             "temperature": c.temperature,
@@ -95,7 +102,7 @@ class OpenAIBackend:
                 raise ModelServerError(f"not a chat completion: {error}") from error
         else:
             drafts = await self._streamed(body | {"stream": True}, on_partial)
-        return self.reranker.rank(drafts)
+        return self.reranker.rank(drafts, grounding.passages if grounding else None)
 
     @staticmethod
     def _check(status: int, text: str) -> None:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from core.model.backend import ModelBackend, PartialSink
+from core.model.backend import Grounding, ModelBackend, PartialSink
 from core.model.versions import resolve_model_dir
 from core.monitoring import metrics
 from core.types import Candidate, Turn
@@ -45,13 +45,18 @@ class ReloadingBackend:
         return self._current.count_tokens(text)
 
     async def generate(
-        self, history: Sequence[Turn], on_partial: PartialSink | None = None
+        self,
+        history: Sequence[Turn],
+        on_partial: PartialSink | None = None,
+        grounding: Grounding | None = None,
     ) -> list[Candidate]:
         backend = self._current  # this request stays on these weights even if a swap happens now
         key = id(backend)
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
         try:
-            return await backend.generate(history, on_partial)
+            if grounding is None:  # a wrapped backend need not know grounding until it is used
+                return await backend.generate(history, on_partial)
+            return await backend.generate(history, on_partial, grounding)
         finally:
             self._in_flight[key] -= 1
             await self._close_idle_retired()

@@ -29,6 +29,11 @@ SAFETY = Counter(
     "Unsafe user messages and model candidates stopped.",
     ["direction", "category"],
 )
+KB_REPLIES = Counter(
+    "chatbot_kb_replies_total",
+    "Replies by what the knowledge base said: answered (grounded), out_of_scope, or declined by verdict.",
+    ["outcome"],
+)
 RATE_LIMITED = Counter("chatbot_rate_limited_total", "Messages refused by a rate limit.", ["scope"])
 DELIVERY_RETRIES = Counter(
     "chatbot_delivery_retries_total",

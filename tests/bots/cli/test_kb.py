@@ -30,7 +30,9 @@ def kb_cli(cli_env, redis, embedder, monkeypatch, tmp_path):  # noqa: F811
     return CliRunner()
 
 
-def test_add_list_search_eval_remove(kb_cli, tmp_path) -> None:
+def test_add_list_search_eval_remove(kb_cli, tmp_path, tiny_model_dir, monkeypatch) -> None:
+    monkeypatch.setenv("MODEL_PATH", str(tiny_model_dir))  # the answer table generates with it
+    monkeypatch.setenv("MAX_NEW_TOKENS", "4")
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "guide.md").write_text(GUIDE)
     (tmp_path / "docs" / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
@@ -69,6 +71,10 @@ def test_add_list_search_eval_remove(kb_cli, tmp_path) -> None:
     assert "1 answerable and 1 unanswerable questions, k=2" in evaluated.output
     assert "| hybrid | 1.000 | 1.000 | 1.000 | 1.000 |" in evaluated.output
     assert "| lexical |" in evaluated.output and "| dense |" in evaluated.output
+    # Answers, three systems: the best passage holds the fact; the tiny model's babble does not.
+    assert "| retrieval only | 1.000 | " in evaluated.output
+    assert "| model only | 0.000 | " in evaluated.output and "| full system |" in evaluated.output
+    assert "full system, grounding" in evaluated.output or "no grounded replies" in evaluated.output
 
     assert "Nothing to do" in kb_cli.invoke(app, ["kb", "init"]).output  # it was filled by hand
     assert "2 chunks embedded again." in kb_cli.invoke(app, ["kb", "reindex"]).output

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bots.model_server import create_model_server
-from core.model.backend import ModelBackend
+from core.model.backend import Grounding, ModelBackend
 from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.openai_compat import OpenAIBackend, OpenAIConfig
 from core.model.reloading import ReloadingBackend
@@ -114,3 +114,26 @@ async def test_streams_partials_on_the_event_loop_ending_in_the_answer(backend: 
     assert threads == {loop_thread}
     assert all(isinstance(p, str) for p in partials)
     assert partials[-1] == candidates[0].text  # greedy, one candidate: the last preview is the answer
+
+
+async def test_grounding_reaches_the_prompt_and_every_candidate_carries_its_support(
+    backend: ModelBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompts: list[str] = []
+    template = TransformersBackend.prompt_ids
+
+    def recording(self: TransformersBackend, history, context=None):  # every backend ends up here
+        ids = template(self, history, context)
+        prompts.append(self.tokenizer.decode(ids))
+        return ids
+
+    monkeypatch.setattr(TransformersBackend, "prompt_ids", recording)
+    fact = "The shop opens at nine and closes at five."
+    grounding = Grounding(f"<doc-1 1>\n{fact}\n</doc-1>", (fact,))
+    candidates = await backend.generate(HISTORY, None, grounding)
+    assert prompts and fact in prompts[-1]
+    assert prompts[-1].index(fact) < prompts[-1].index("how are you?")  # before the dialogue
+    assert all(c.grounding is not None and 0.0 <= c.grounding <= 1.0 for c in candidates)
+    plain = await backend.generate(HISTORY)
+    assert fact not in prompts[-1]
+    assert all(c.grounding is None for c in plain)

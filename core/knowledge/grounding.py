@@ -1,0 +1,201 @@
+"""The knowledge step of a reply: retrieve, decide, ground the generation, choose, cite.
+
+The engine calls it around generation::
+
+    step = await grounder.consult(question)       # search and judge
+    if step.declines: ...                           # UNANSWERED: say so, offer a person
+    candidates = await backend.generate(history, on_partial, step.grounding)
+    candidates = grounder.compete(step, candidates) # FAQ answers join, best first
+    if not grounder.supported(step, candidates): ...# the passages do not back the best: decline
+    meta |= grounder.metadata(step, candidates[0])  # sources and passages used; chunk ids for the log
+
+``OUT_OF_SCOPE`` questions get no grounding and are answered as without a knowledge base. An FAQ
+entry's stored answer is a candidate with a model-free score (``KB_FAQ_SCORE``) plus the same
+grounding term the re-ranker gives generated ones; the team wrote it, so it is never declined.
+The best passage's sentences closest to the question are a candidate too (an excerpt, scored
+``KB_EXCERPT_SCORE`` plus the grounding term): a small model that cannot yet answer from the
+passages then quotes them, with their source, instead of declining what the documents do say.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from core.knowledge.base import KnowledgeBase
+from core.knowledge.context import format_context, sources
+from core.knowledge.relevance import Relevance
+from core.knowledge.types import Passage
+from core.model.backend import Grounding
+from core.model.scoring import content_words, support
+from core.types import Candidate
+
+FAQ = "faq"
+EXCERPT = "excerpt"
+#: the longest excerpt of a passage offered as a reply
+EXCERPT_MAX_CHARS = 320
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_MARKUP = re.compile(r"\*\*|__|^#+\s*|^\s*[-*]\s+|^\s*\d+\.\s+", re.MULTILINE)
+#: characters of each passage kept in reply metadata (the agent console shows them)
+PASSAGE_PREVIEW_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class GroundingConfig:
+    SETTINGS_PREFIX: ClassVar[str] = "kb_"
+
+    min_grounding: float
+    faq_score: float
+    excerpts: bool
+    excerpt_score: float
+    grounding_weight: float
+    context_max_chars: int
+
+
+@dataclass(frozen=True, slots=True)
+class KnowledgeStep:
+    """What the knowledge base said about one question."""
+
+    verdict: Relevance
+    #: every passage retrieved, best first (shown to agents when the bot declines)
+    searched: list[Passage]
+    #: the relevant ones the reply is grounded in (empty unless ANSWERED)
+    passages: list[Passage] = field(default_factory=list)
+    grounding: Grounding | None = None
+    #: the question, as the user asked it
+    question: str = ""
+
+    @property
+    def declines(self) -> bool:
+        """The question is one for the documents, and they do not answer it."""
+        return self.verdict == Relevance.UNANSWERED
+
+
+class Grounder:
+    def __init__(self, kb: KnowledgeBase, config: GroundingConfig) -> None:
+        self.kb = kb
+        self.config = config
+
+    async def consult(self, question: str) -> KnowledgeStep:
+        searched = await self.kb.search(question)
+        verdict = self.kb.judge(searched)
+        if verdict != Relevance.ANSWERED:
+            return KnowledgeStep(verdict, searched)
+        passages = self.kb.relevant(searched)
+        context = format_context(passages, self.config.context_max_chars)
+        grounding = Grounding(context, tuple(p.text for p in passages))
+        return KnowledgeStep(verdict, searched, passages, grounding, question)
+
+    def faq_candidates(self, step: KnowledgeStep) -> list[Candidate]:
+        texts = [p.text for p in step.passages]
+        out = []
+        for passage in step.passages:
+            if passage.answer:
+                grounded = support(passage.answer, texts)
+                score = self.config.faq_score + self.config.grounding_weight * grounded
+                out.append(Candidate(passage.answer, 0.0, score, grounded, FAQ))
+        return out
+
+    def excerpt_candidate(self, step: KnowledgeStep) -> Candidate | None:
+        """The best passage's sentences that share the most words with the question, as a reply."""
+        best = next((p for p in step.passages if not p.answer), None)
+        if best is None or not self.config.excerpts:
+            return None
+        text = excerpt(best.text, step.question)
+        if not text:
+            return None
+        grounded = support(text, [p.text for p in step.passages])
+        score = self.config.excerpt_score + self.config.grounding_weight * grounded
+        return Candidate(text, 0.0, score, grounded, EXCERPT)
+
+    def compete(self, step: KnowledgeStep, candidates: Sequence[Candidate]) -> list[Candidate]:
+        """The generated candidates, the relevant FAQ entries' answers and the best passage's
+        excerpt, best first."""
+        if not step.passages:
+            return list(candidates)
+        generated = {c.text for c in candidates}
+        quoted = [c for c in [*self.faq_candidates(step), self.excerpt_candidate(step)] if c is not None]
+        joined = [c for c in quoted if c.text not in generated]
+        return sorted([*candidates, *joined], key=lambda c: c.score, reverse=True)  # stable: ties keep order
+
+    def supported(self, step: KnowledgeStep, candidates: Sequence[Candidate]) -> bool:
+        """Whether the best candidate may be sent: ungrounded steps always; grounded ones when the
+        passages back it enough (an FAQ answer is the team's own)."""
+        if not step.passages:
+            return True
+        if not candidates:
+            return False
+        best = candidates[0]
+        return best.origin in (FAQ, EXCERPT) or (best.grounding or 0.0) >= self.config.min_grounding
+
+    @staticmethod
+    def cited(step: KnowledgeStep, best: Candidate) -> list[Passage]:
+        """The passages the reply rests on: an FAQ answer's own entry; else those sharing its content
+        words (all relevant ones when the overlap tells nothing)."""
+        if best.origin == FAQ:
+            return [p for p in step.passages if p.answer == best.text][:1]
+        if best.origin == EXCERPT:
+            return [p for p in step.passages if not p.answer][:1]
+        words = content_words(best.text)
+        used = [p for p in step.passages if words & content_words(p.text)]
+        return used or list(step.passages)
+
+    @staticmethod
+    def passages_metadata(passages: Sequence[Passage]) -> list[dict[str, Any]]:
+        return [
+            {
+                "chunk_id": p.chunk_id,
+                "citation": p.citation,
+                "title": p.title,
+                "section": p.heading_path,
+                "similarity": round(p.similarity, 4),
+                "text": p.text
+                if len(p.text) <= PASSAGE_PREVIEW_CHARS
+                else p.text[:PASSAGE_PREVIEW_CHARS] + "…",
+            }
+            for p in passages
+        ]
+
+    def metadata(self, step: KnowledgeStep, best: Candidate | None) -> dict[str, Any]:
+        """Reply metadata: the verdict; for a grounded reply its ``sources`` and ``passages``; for a
+        declined one the passages that were found (for the agent who takes over)."""
+        meta: dict[str, Any] = {"knowledge": str(step.verdict)}
+        if step.verdict == Relevance.OUT_OF_SCOPE:
+            return meta
+        if best is None or not self.supported(step, [best]):
+            meta["declined"] = True
+            meta["passages"] = self.passages_metadata(step.passages or step.searched)
+            return meta
+        used = self.cited(step, best)
+        meta.update(
+            sources=sources(used),
+            passages=self.passages_metadata(used),
+            grounding=None if best.grounding is None else round(best.grounding, 4),
+            origin=best.origin,
+        )
+        return meta
+
+    @staticmethod
+    def chunk_ids(meta: dict[str, Any]) -> list[str]:
+        """The chunks a reply (or a decline) used, from its metadata, for the chat log."""
+        return [str(p["chunk_id"]) for p in meta.get("passages", ())]
+
+
+def excerpt(passage: str, question: str, max_chars: int = EXCERPT_MAX_CHARS) -> str:
+    """The run of a passage's sentences that best answers ``question``: the sentence sharing the most
+    content words with it, extended by the next ones while they fit ``max_chars``. Headings and list
+    markup are dropped; nothing is reworded."""
+    sentences = [" ".join(s.split()) for s in _SENTENCE_END.split(_MARKUP.sub("", passage))]
+    sentences = [s for s in sentences if len(s) > 1]
+    if not sentences:
+        return ""
+    asked = content_words(question)
+    start = max(range(len(sentences)), key=lambda i: (len(asked & content_words(sentences[i])), -i))
+    text = sentences[start]
+    for sentence in sentences[start + 1 :]:
+        if len(text) + 1 + len(sentence) > max_chars:
+            break
+        text = f"{text} {sentence}"
+    return text if len(text) <= max_chars else text[: max_chars - 1].rsplit(" ", 1)[0] + "…"
