@@ -19,10 +19,6 @@ ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.slow
 
 
-# Measured: the default 135 M model's grounded reply shares ~9 % of its content words with the README
-# passage it was given (KB_MIN_GROUNDING 0.5), so the bot declines and offers a person instead of
-# answering. Strict: this starts failing (and must be unmarked) the day the path answers.
-@pytest.mark.xfail(strict=True, reason="the default model's grounded reply is not supported by the passage")
 async def test_the_default_bot_answers_from_its_docs_citing_readme(redis) -> None:
     settings = CoreSettings(model_path=str(ROOT / "models"), redis_key_prefix="kbdefault:")
     backend = local_backend_from(settings)
