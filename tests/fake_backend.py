@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from core.model.backend import PartialSink
+from core.model.backend import Grounding, PartialSink
+from core.model.scoring import support
 from core.types import Candidate, Role, Turn
 
 #: one scripted answer: a reply text (one candidate with ``FakeBackend.score``), a candidate, several
@@ -36,6 +37,8 @@ class FakeBackend:
     word_delay_s: float = 0.0
     #: a copy of every history ``generate`` was called with, in order
     histories: list[list[Turn]] = field(default_factory=list)
+    #: the grounding each call was given (None: none)
+    groundings: list[Grounding | None] = field(default_factory=list)
     closed: bool = False
 
     def __post_init__(self) -> None:
@@ -56,9 +59,13 @@ class FakeBackend:
         return len(text.split())
 
     async def generate(
-        self, history: Sequence[Turn], on_partial: PartialSink | None = None
+        self,
+        history: Sequence[Turn],
+        on_partial: PartialSink | None = None,
+        grounding: Grounding | None = None,
     ) -> list[Candidate]:
         self.histories.append(list(history))
+        self.groundings.append(grounding)
         try:
             answer = self._next(history)
         except StopIteration:
@@ -66,6 +73,8 @@ class FakeBackend:
         if isinstance(answer, BaseException):
             raise answer
         candidates = sorted(self._candidates(answer), key=lambda c: c.score, reverse=True)
+        if grounding is not None:  # as the real re-ranker does: each candidate's support by the passages
+            candidates = [replace(c, grounding=support(c.text, grounding.passages)) for c in candidates]
         if on_partial is not None and candidates:
             await self._stream(candidates[0].text, on_partial)
         return candidates
