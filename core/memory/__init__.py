@@ -3,13 +3,13 @@
 Conversation history and state (``store``), the chat log stream (``chatlog``) and the dashboard's
 time series computed from it (``analytics``), the local spool for
 messages that arrive while Redis is down (``spool``), shared rate limits (``rate_limit``), how to
-connect (``connection``) and the embedded server a laptop install runs (``embedded_redis``).
+connect and read replies (``connection``) and the embedded server a laptop install runs (``embedded_redis``).
 ``data_rights`` answers access requests across memory and handoff, so it is imported from its module.
 """
 
 from core.memory.analytics import Series, series
 from core.memory.chatlog import ChatLog
-from core.memory.connection import connect
+from core.memory.connection import as_text, as_text_map, connect, stream_entries
 from core.memory.embedded_redis import EmbeddedRedis, free_port, local_redis
 from core.memory.rate_limit import RateLimiter
 from core.memory.spool import Spool
@@ -24,8 +24,11 @@ __all__ = [
     "RateLimiter",
     "Series",
     "Spool",
+    "as_text",
+    "as_text_map",
     "connect",
     "free_port",
     "local_redis",
     "series",
+    "stream_entries",
 ]

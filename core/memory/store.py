@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.typing import EncodableT
 
+from core.memory.connection import as_text, as_text_map
 from core.types import Mode, Turn
 
 # Append a turn, trim by count then by token budget (always keeping the newest turn), refresh TTLs.
@@ -65,7 +68,7 @@ class EventClaim:
     claimed: bool
     #: a redelivery of an event already answered; ``replies`` are what was answered
     done: bool = False
-    replies: list[dict] | None = None
+    replies: list[dict[str, Any]] | None = None
 
     def __bool__(self) -> bool:
         return self.claimed
@@ -115,7 +118,7 @@ class ContextStore:
     async def append(self, cid: str, platform: str, user_id: str, turn: Turn) -> int:
         """Append one turn atomically; returns how many turns are kept after trimming."""
         keys = [self.turns_key(cid), self.state_key(cid), self.user_key(platform, user_id)]
-        args = [
+        args: list[EncodableT] = [
             json.dumps(turn.to_dict()),
             self.max_turns,
             self.max_tokens,
@@ -136,7 +139,7 @@ class ContextStore:
     # --- state ---
     async def state(self, cid: str) -> ConversationState:
         raw = await self.redis.hgetall(self.state_key(cid))
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        fields = as_text_map(raw)
         return ConversationState(Mode(fields.get("mode", Mode.BOT)), fields)
 
     async def update_state(self, cid: str, **fields: str) -> None:
@@ -173,7 +176,7 @@ class ContextStore:
         current = await self.redis.get(key)
         if current is None:  # expired in between: try once more
             return EventClaim(bool(await self.redis.set(key, f"p:{instance}", nx=True, ex=self.dedupe_ttl_s)))
-        value = current.decode()
+        value = as_text(current)
         if value.startswith("d:"):
             return EventClaim(False, done=True, replies=json.loads(value[2:]))
         holder = value[2:]
@@ -182,18 +185,18 @@ class ContextStore:
             return EventClaim(bool(taken))
         return EventClaim(False)
 
-    async def complete_event(self, platform: str, event_id: str, replies: list[dict]) -> None:
+    async def complete_event(self, platform: str, event_id: str, replies: list[dict[str, Any]]) -> None:
         """Mark an event answered, keeping its replies for a client that re-sends it."""
         await self.redis.set(
             self.event_key(platform, event_id), "d:" + json.dumps(replies), ex=self.dedupe_ttl_s
         )
 
-    async def event_replies(self, platform: str, event_id: str) -> list[dict] | None:
+    async def event_replies(self, platform: str, event_id: str) -> list[dict[str, Any]] | None:
         """The replies an answered event returned; None while it is unanswered (or unknown)."""
         value = await self.redis.get(self.event_key(platform, event_id))
-        if value is None or not value.startswith(b"d:"):
+        if value is None or not as_text(value).startswith("d:"):
             return None
-        return json.loads(value[2:])
+        return cast(list[dict[str, Any]], json.loads(as_text(value)[2:]))
 
     async def release_event(self, platform: str, event_id: str) -> None:
         """Forget a claimed event whose handling failed, so the platform's redelivery is answered."""
@@ -203,7 +206,7 @@ class ContextStore:
     async def forget_user(self, platform: str, user_id: str) -> list[str]:
         """Erase every conversation of this user on this platform; returns their ids."""
         convs_key = self.user_key(platform, user_id)
-        cids = [c.decode() for c in await self.redis.smembers(convs_key)]
+        cids = [as_text(c) for c in await self.redis.smembers(convs_key)]
         keys = [convs_key] + [k for cid in cids for k in (self.turns_key(cid), self.state_key(cid))]
         await self.redis.delete(*keys)
         return cids
