@@ -3,7 +3,7 @@ and how its replies are read: the client returns bytes (no ``decode_responses``)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.typing import StreamRangeResponse
@@ -25,6 +25,16 @@ def connect(url: str, timeout_s: float = 2.0, max_connections: int = 64) -> Redi
 def as_text(value: bytes | str) -> str:
     """One Redis reply value as text."""
     return value.decode() if isinstance(value, bytes) else value
+
+
+def as_texts(raw: Iterable[object]) -> list[str]:
+    """A reply of members (SMEMBERS, LRANGE, ZRANGE without scores) as text, in its order."""
+    out = []
+    for value in raw:
+        if not isinstance(value, bytes | str):  # e.g. a ZRANGE asked WITHSCORES
+            raise TypeError(f"expected a member, got {value!r}")
+        out.append(as_text(value))
+    return out
 
 
 def as_text_map(raw: Mapping[bytes | str, bytes | str] | None) -> dict[str, str]:
