@@ -20,7 +20,6 @@ from enum import StrEnum
 from redis.asyncio import Redis
 
 from core.memory.connection import as_text, as_text_map, stream_entries
-
 from core.types import Button
 
 CSAT_ACTION = "csat"

@@ -9,7 +9,7 @@ connect and read replies (``connection``) and the embedded server a laptop insta
 
 from core.memory.analytics import Series, series
 from core.memory.chatlog import ChatLog
-from core.memory.connection import as_text, as_text_map, as_texts, connect, stream_entries
+from core.memory.connection import as_text, as_text_map, as_texts, connect, scored, stream_entries
 from core.memory.embedded_redis import EmbeddedRedis, free_port, local_redis
 from core.memory.rate_limit import RateLimiter
 from core.memory.spool import Spool
@@ -30,6 +30,7 @@ __all__ = [
     "connect",
     "free_port",
     "local_redis",
+    "scored",
     "series",
     "stream_entries",
 ]

@@ -37,6 +37,18 @@ def as_texts(raw: Iterable[object]) -> list[str]:
     return out
 
 
+def scored(raw: Iterable[object]) -> list[tuple[str, float]]:
+    """A ZRANGE/ZREVRANGE ``withscores=True`` reply as ``(member, score)`` pairs, in its order."""
+    out = []
+    for item in raw:
+        match item:
+            case (bytes() | str() as member, int() | float() as score):
+                out.append((as_text(member), float(score)))
+            case _:
+                raise TypeError(f"expected a (member, score) pair, got {item!r}")
+    return out
+
+
 def as_text_map(raw: Mapping[bytes | str, bytes | str] | None) -> dict[str, str]:
     """A hash (HGETALL) or stream entry's fields as text; a missing one (None) is empty."""
     return {as_text(k): as_text(v) for k, v in (raw or {}).items()}
@@ -45,4 +57,6 @@ def as_text_map(raw: Mapping[bytes | str, bytes | str] | None) -> dict[str, str]
 def stream_entries(raw: StreamRangeResponse | None) -> list[tuple[str, dict[str, str]]]:
     """An XRANGE/XREVRANGE reply as ``(entry id, fields)`` pairs. redis-py types an entry's id as
     optional (XCLAIM of a deleted entry); a range never returns one without an id, so none is dropped."""
-    return [(as_text(entry_id), as_text_map(fields)) for entry_id, fields in raw or [] if entry_id is not None]
+    return [
+        (as_text(entry_id), as_text_map(fields)) for entry_id, fields in raw or [] if entry_id is not None
+    ]
