@@ -95,7 +95,7 @@ class DialogueEngine:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._heartbeat: asyncio.Task | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         # One lock per live conversation keeps its turns in order; entries vanish when unused.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._commands: dict[str, Callable[[IncomingMessage], Awaitable[list[Reply]]]] = {
@@ -254,11 +254,11 @@ class DialogueEngine:
         escalation = self.escalator and await self.escalator.before_reply(
             message, text, state.fields, history
         )
-        if escalation:
+        if escalation and self.escalator:
             return replies + await self.escalator.escalate(message, escalation)
         reply, candidates = await self._generate(message, history, stream, stream_interval_s)
         escalation = self.escalator and await self.escalator.after_reply(message, state.fields, candidates)
-        if escalation:
+        if escalation and self.escalator:
             return replies + await self.escalator.escalate(message, escalation, candidates)
         return [*replies, reply]
 
@@ -389,7 +389,7 @@ class DialogueEngine:
         return [Reply(texts.FORGOTTEN)]
 
     async def _cmd_human(self, message: IncomingMessage) -> list[Reply]:
-        if self.handoff:
+        if self.escalator:  # there is one exactly when there is a handoff
             await self.store.update_state(
                 message.conversation_id, user=message.user_id, platform=message.platform
             )
