@@ -37,9 +37,10 @@ test: install  ## everything, slow end-to-end checks included
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
-lint: install
+lint: install  ## ruff, then mypy (strict on core/; configured in pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff format .

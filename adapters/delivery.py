@@ -241,9 +241,10 @@ class Delivery:
                 if verdict is None:
                     raise
                 if isinstance(verdict, Permanent):
-                    return self._give_up(
+                    self._give_up(
                         chat, UndeliverableError(f"{self.platform}: {verdict.reason}"), error, strict
                     )
+                    return None
                 delay = verdict.retry_after
                 if delay is None:  # exponential backoff with jitter, so retries don't stampede
                     delay = min(policy.max_backoff_s, policy.backoff_s * 2 ** min(attempt - 1, 30))
@@ -251,9 +252,8 @@ class Delivery:
                 if time.time() + delay > deadline:
                     reason = f"still failing at the delivery deadline after {attempt} attempts"
                     reason += f": {type(error).__name__}"
-                    return self._give_up(
-                        chat, DeliveryDeadlineError(f"{self.platform}: {reason}"), error, strict
-                    )
+                    self._give_up(chat, DeliveryDeadlineError(f"{self.platform}: {reason}"), error, strict)
+                    return None
                 metrics.DELIVERY_RETRIES.labels(self.platform).inc()
                 log.info(
                     "%s: retrying a send to %s in %.2fs (%s)",

@@ -12,9 +12,9 @@ import asyncio
 import functools
 import logging
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import aiohttp
 import discord
@@ -227,14 +227,18 @@ class DiscordChannel:
         return parts
 
     @staticmethod
-    async def _edit(message: discord.Message, **changes: object) -> None:
+    async def _edit(message: discord.Message, **changes: Any) -> None:
         await message.edit(**changes)
 
     def _streamed_message(
         self, target: discord.abc.Messageable, reference: discord.Message | None
     ) -> StreamedMessage[discord.Message]:
         async def post(text: str) -> discord.Message:
-            kwargs = {"reference": reference.to_reference(fail_if_not_exists=False)} if reference else {}
+            # Partials go straight to the API, not through ``delivery``: a partial that failed is not
+            # retried, the answer follows whole instead.
+            kwargs: dict[str, Any] = (
+                {"reference": reference.to_reference(fail_if_not_exists=False)} if reference else {}
+            )
             return await target.send(text, **kwargs)
 
         async def edit(message: discord.Message, text: str) -> None:
@@ -317,7 +321,8 @@ class DiscordChannel:
         )
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        custom_id = (interaction.data or {}).get("custom_id", "")
+        data: Mapping[str, object] = interaction.data or {}  # one of several payload TypedDicts
+        custom_id = str(data.get("custom_id", ""))
         if interaction.type != discord.InteractionType.component or not custom_id.startswith(ACTION_PREFIX):
             return
         await interaction.response.defer()  # acknowledge within 3 s; the answer is a new message

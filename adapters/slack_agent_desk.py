@@ -129,7 +129,7 @@ class SlackAgentDesk:
         elif kind == "message" and not str(event.get("agent", "")).startswith("slack-"):
             await self._post(f"*{event.get('agent')} (console):* {to_slack_mrkdwn(event['text'])}", thread)
         elif kind in ("claimed", "transferred"):
-            blocks = [
+            blocks: list[dict[str, Any]] = [
                 {
                     "type": "section",
                     "text": {"type": "mrkdwn", "text": f"Now with *{event['agent']}*. Reply in this thread."},
@@ -169,13 +169,17 @@ class SlackAgentDesk:
         posted = await self._post(header, None, self._claim_blocks(cid, text[:2900]))
         await self.handoff.link_thread(cid, DESK, posted["ts"])
 
-    async def _post(self, text: str, thread: str | None, blocks: list[dict[str, Any]] | None = None) -> dict:
+    async def _post(
+        self, text: str, thread: str | None, blocks: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"channel": self.config.channel, "text": text}
         if thread:
             kwargs["thread_ts"] = thread
         if blocks:
             kwargs["blocks"] = blocks
-        return (await self.app.client.chat_postMessage(**kwargs)).data
+        posted = await self.app.client.chat_postMessage(**kwargs)
+        assert isinstance(posted.data, dict)  # a JSON reply; bytes only for file downloads
+        return posted.data
 
     # --- from Slack to the handoff service ---
     async def _agent(self, user: dict[str, Any] | str) -> str:

@@ -26,7 +26,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from adapters.addressing import parse_conversation_id
 from adapters.delivery import Answer, Delivery, Part, Permanent, RetryPolicy, Transient
@@ -176,7 +176,7 @@ class SlackChannel:
             await self._http.close()
             self.app.client.session = None
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:  # PlatformChannel's type (lists are invariant)
         """The Events API endpoint (events, button presses, slash commands) in HTTP mode."""
         if self.config.app_token:
             return []
@@ -198,7 +198,10 @@ class SlackChannel:
         chunks = split_rendered(reply.text, SECTION_LIMIT, to_slack_mrkdwn)
         parts = []
         for index, chunk in enumerate(chunks):
-            message = {"text": chunk, "blocks": blocks(chunk, reply if index == len(chunks) - 1 else None)}
+            message: dict[str, Any] = {
+                "text": chunk,
+                "blocks": blocks(chunk, reply if index == len(chunks) - 1 else None),
+            }
             send = functools.partial(client.chat_postMessage, channel=channel, thread_ts=thread_ts, **message)
             edit = functools.partial(self._update, channel, message)
             parts.append(Part(send, edit))

@@ -19,7 +19,7 @@ from typing import ClassVar, Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from telegram import (
     BotCommand,
     InlineKeyboardButton,
@@ -200,7 +200,7 @@ class TelegramChannel:
             await self.app.stop()
         await self.app.shutdown()
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:  # PlatformChannel's type (lists are invariant)
         """The webhook endpoint, mounted on the shared web server (webhook mode only)."""
         if self.config.mode != "webhook":
             return []

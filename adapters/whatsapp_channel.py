@@ -55,7 +55,7 @@ from pywa_async.types.chat import ChatType
 from pywa_async.types.templates import TemplateLanguage
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from adapters.addressing import parse_conversation_id
 from adapters.delivery import (
@@ -246,11 +246,12 @@ class WhatsAppChannel:
         )
         # pywa points the session at graph.facebook.com; the session is ours, so WHATSAPP_API_URL wins.
         self._http.base_url = f"{config.api_url.rstrip('/')}/v{version}"
+        # pywa_async re-exports pywa's handler classes, typed for the sync client: ours take the async one.
         self.wa.add_handlers(
-            MessageHandler(self._on_message),
-            CallbackButtonHandler(self._on_button),
-            CallbackSelectionHandler(self._on_selection),
-            MessageStatusHandler(self._on_status),
+            MessageHandler(self._on_message),  # type: ignore[arg-type]
+            CallbackButtonHandler(self._on_button),  # type: ignore[arg-type]
+            CallbackSelectionHandler(self._on_selection),  # type: ignore[arg-type]
+            MessageStatusHandler(self._on_status),  # type: ignore[arg-type]
         )
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -272,7 +273,7 @@ class WhatsAppChannel:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._http.aclose()
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:  # PlatformChannel's type (lists are invariant)
         path = self.config.webhook_path
         return [Route(path, self._verify, methods=["GET"]), Route(path, self._receive, methods=["POST"])]
 

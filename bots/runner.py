@@ -29,6 +29,7 @@ async def serve(settings: Settings, open_browser: bool = False, only: str | None
     check_only(settings, only)  # a missing token fails before the model loads
     async with build_engine(settings) as engine:
         handoff = engine.handoff
+        assert handoff is not None  # build_engine always builds the handoff service
         # Every outgoing message is recorded in Redis until delivered, claimed under this process's
         # heartbeat, so that another process (or this one, restarted) sends what a dead one left.
         outbox = handoff.outbox = Outbox(engine.store, engine.instance, settings.delivery_deadline_s)

@@ -14,7 +14,7 @@ import uuid
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import ClassVar, assert_never
+from typing import Any, ClassVar, assert_never
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -101,7 +101,7 @@ class DialogueEngine:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._heartbeat: asyncio.Task | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         # One lock per live conversation keeps its turns in order; entries vanish when unused.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -251,11 +251,11 @@ class DialogueEngine:
             replies.append(self._disclosure())
             await self.store.update_state(cid, {StateField.GREETED: "1"})
         escalation = self.escalator and await self.escalator.before_reply(message, text, state, history)
-        if escalation:
+        if escalation and self.escalator:
             return replies + await self.escalator.escalate(message, escalation)
         reply, candidates = await self._generate(message, history, stream, stream_interval_s)
         escalation = self.escalator and await self.escalator.after_reply(message, state, candidates)
-        if escalation:
+        if escalation and self.escalator:
             return replies + await self.escalator.escalate(message, escalation, candidates)
         return [*replies, reply]
 
@@ -323,7 +323,8 @@ class DialogueEngine:
                 live.push(text)
 
             on_partial = push
-        step = await self.knowledge.consult(history[-1].text) if self.knowledge else None
+        knowledge = self.knowledge
+        step = await knowledge.consult(history[-1].text) if knowledge else None
         if step is not None and step.declines:  # the documents should answer this, and do not
             return await self._decline(message, step, []), []
         if step is not None and step.grounding is not None:
@@ -337,9 +338,9 @@ class DialogueEngine:
                 await pump.aclose()
         elapsed = time.perf_counter() - started
         metrics.MODEL_SECONDS.observe(elapsed)
-        if step is not None:
-            candidates = self.knowledge.compete(step, candidates)
-            if not self.knowledge.supported(step, candidates):
+        if knowledge is not None and step is not None:
+            candidates = knowledge.compete(step, candidates)
+            if not knowledge.supported(step, candidates):
                 return await self._decline(message, step, candidates), []
         meta: dict[str, object] = {"model_version": self.backend.version, "model_seconds": round(elapsed, 4)}
         if not candidates:
@@ -355,10 +356,13 @@ class DialogueEngine:
             ],
         )
         chunks: list[str] = []
-        if step is not None:
-            meta.update(self.knowledge.metadata(step, best))
+        passages: list[dict[str, Any]] = []
+        if knowledge is not None and step is not None:
+            grounded = knowledge.metadata(step, best)
+            meta.update(grounded)
             metrics.KB_REPLIES.labels(str(step.verdict)).inc()
             chunks = Grounder.chunk_ids(meta)
+            passages = grounded.get("passages", [])
         bot_turn = Turn(Role.ASSISTANT, best.text, time.time(), self.backend.count_tokens(best.text))
         ref = ""
         if self.chatlog:
@@ -370,7 +374,7 @@ class DialogueEngine:
                 self.backend.version,
                 candidates,
                 elapsed,
-                passages=meta.get("passages", ()),
+                passages=passages,
                 chunks=chunks,
             )
             bot_turn = replace(bot_turn, ref=ref)
@@ -442,7 +446,7 @@ class DialogueEngine:
         return [Reply(texts.FORGOTTEN)]
 
     async def _cmd_human(self, message: IncomingMessage) -> list[Reply]:
-        if self.handoff:
+        if self.escalator:  # there is one exactly when there is a handoff
             await self.store.update_state(
                 message.conversation_id,
                 {StateField.USER: message.user_id, StateField.PLATFORM: message.platform},

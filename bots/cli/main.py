@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 
 # Before torch loads OpenMP: spinning worker threads starve everything else on a busy machine
 # (measured here: a tiny model's generation took 10 s instead of 60 ms next to a training run).
@@ -172,4 +171,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -14,7 +14,7 @@ def is_secret(name: str) -> bool:
 def markdown_table(settings_cls: type[BaseSettings]) -> str:
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for name, field in settings_cls.model_fields.items():
-        default = field.default_factory() if field.default_factory else field.default
+        default = field.get_default(call_default_factory=True)
         rows.append(f"| `{name.upper()}` | `{default}` | {field.description} |")
     return "\n".join(rows)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from core.memory.connection import as_text_map
 from core.memory.schema import Keys
 
 
@@ -44,7 +45,7 @@ class SessionStore:
         raw = await self.redis.hgetall(self._key(token))
         if not raw:
             return None
-        data = {k.decode(): v.decode() for k, v in raw.items()}
+        data = as_text_map(raw)
         return Session(token, data["user"], data["role"], data["csrf"])
 
     async def delete(self, token: str) -> None:

@@ -36,8 +36,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
+from redis.typing import EncodableT
 
 from core.channel import OutputChannel
+from core.memory.connection import as_text, as_text_map, as_texts, scored
 from core.memory.store import ContextStore
 from core.monitoring import metrics
 from core.settings import declared_defaults
@@ -274,8 +276,7 @@ class Outbox:
             return 0
         taken: dict[str, list[Pending]] = {}
         for platform in list(self._channels):
-            for raw_id in await self.store.redis.zrange(self.pending_key(platform), 0, -1):
-                message_id = raw_id.decode()
+            for message_id in as_texts(await self.store.redis.zrange(self.pending_key(platform), 0, -1)):
                 if message_id in self._held:
                     continue
                 if not await self.store.claim_event(CLAIMS, message_id, self.instance):
@@ -300,7 +301,7 @@ class Outbox:
         raw = await self.store.redis.hgetall(self._entry(message_id))
         if not raw:
             return None
-        f = {k.decode(): v.decode() for k, v in raw.items()}
+        f = as_text_map(raw)
         reply = Reply.from_dict(json.loads(f["reply"]))
         return Pending(message_id, f["platform"], f["cid"], reply, float(f["deadline"]), int(f["part"]), self)
 
@@ -336,13 +337,13 @@ class Outbox:
             return []
         redis = self.store.redis
         found = []
-        for raw_id, failed_at in await redis.zrevrange(self.undelivered_key, 0, limit - 1, withscores=True):
-            message_id = raw_id.decode()
+        ranked = scored(await redis.zrevrange(self.undelivered_key, 0, limit - 1, withscores=True))
+        for message_id, failed_at in ranked:
             raw = await redis.hgetall(self._entry(message_id))
             if not raw:  # expired with its conversation
                 await redis.zrem(self.undelivered_key, message_id)
                 continue
-            f = {k.decode(): v.decode() for k, v in raw.items()}
+            f = as_text_map(raw)
             text = json.loads(f["reply"])["text"]
             found.append(
                 Undelivered(
@@ -364,8 +365,8 @@ class Outbox:
         platform = await self.store.redis.hget(self._entry(message_id), "platform")
         if platform is None:
             return False
-        keys = [self.undelivered_key, self._entry(message_id), self.pending_key(platform.decode()), self._seq]
-        args = [message_id, time.time() + self.deadline_s, self.store.ttl_s]
+        keys = [self.undelivered_key, self._entry(message_id), self.pending_key(as_text(platform)), self._seq]
+        args: list[EncodableT] = [message_id, time.time() + self.deadline_s, self.store.ttl_s]
         if not await self._retry(keys=keys, args=args):
             return False
         await self.recover()  # at once if this process runs the platform; else the one that does
@@ -385,9 +386,8 @@ class Outbox:
         redis, wanted = self.store.redis, set(cids)
         lists = [self.undelivered_key, *(self.pending_key(c.split(":", 1)[0]) for c in wanted)]
         for key in set(lists):
-            for raw_id in await redis.zrange(key, 0, -1):
-                message_id = raw_id.decode()
+            for message_id in as_texts(await redis.zrange(key, 0, -1)):
                 cid = await redis.hget(self._entry(message_id), "cid")
-                if cid is not None and cid.decode() in wanted:
+                if cid is not None and as_text(cid) in wanted:
                     await redis.delete(self._entry(message_id))
                     await redis.zrem(key, message_id)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from core.memory.connection import as_text, as_text_map
 from core.memory.schema import Keys
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,31}$")
@@ -104,7 +105,7 @@ class AgentDirectory:
         raw = await self.redis.hgetall(self._key(username))
         if not raw:
             return None
-        data = {k.decode(): v.decode() for k, v in raw.items()}
+        data = as_text_map(raw)
         teams = tuple(t for t in data.get("teams", "").split(",") if t)
         return Agent(
             username, data["display_name"], teams, int(data["max_concurrent"]), data.get("role", "agent")
@@ -116,10 +117,10 @@ class AgentDirectory:
         if stored is None:
             check_password(password, hash_password("timing-equaliser"))
             return None
-        return await self.get(username) if check_password(password, stored.decode()) else None
+        return await self.get(username) if check_password(password, as_text(stored)) else None
 
     async def all(self) -> list[Agent]:
-        names = sorted(n.decode() for n in await self.redis.smembers(self.keys.agents))
+        names = sorted(as_text(n) for n in await self.redis.smembers(self.keys.agents))
         return [a for n in names if (a := await self.get(n))]
 
     async def set_presence(self, username: str, status: str, ttl_s: int = 90) -> None:
@@ -128,4 +129,4 @@ class AgentDirectory:
 
     async def presence(self, username: str) -> str:
         value = await self.redis.get(self._presence(username))
-        return value.decode() if value else "offline"
+        return as_text(value) if value else "offline"

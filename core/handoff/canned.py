@@ -13,6 +13,7 @@ import re
 import string
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -35,7 +36,7 @@ class CannedResponse:
     updated_by: str = ""
     updated_at: float = 0.0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

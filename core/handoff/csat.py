@@ -19,6 +19,7 @@ from enum import StrEnum
 
 from redis.asyncio import Redis
 
+from core.memory.connection import as_text, as_text_map, stream_entries
 from core.memory.schema import Keys
 from core.types import Button
 
@@ -122,7 +123,7 @@ class CsatSurvey:
         raw = await self.redis.hgetall(self.key(cid))
         if not raw:
             return None
-        f = {k.decode(): v.decode() for k, v in raw.items()}
+        f = as_text_map(raw)
         score = int(f["score"]) if f.get("score") else None
         return Survey(f["id"], cid, f.get("agent", ""), f.get("team", ""), float(f["asked_at"]), score)
 
@@ -135,14 +136,14 @@ class CsatSurvey:
         now = time.time() if now is None else now
         keys = [self.key(cid), self.ratings_key]
         outcome = await self._rate(keys=keys, args=[survey_id, score, now, self.window_s])
-        return Rated(outcome.decode() if isinstance(outcome, bytes) else outcome), await self.get(cid)
+        return Rated(as_text(outcome)), await self.get(cid)
 
     async def figures(self, since: float = 0.0) -> dict[str, dict[str, Satisfaction]]:
         """Ratings since ``since``: overall, per agent and per team ("" for none)."""
         scores: dict[str, dict[str, list[int]]] = {"agents": {}, "teams": {}}
         everyone: list[int] = []
-        for _id, raw in await self.redis.xrange(self.ratings_key, min=f"{int(since * 1000)}-0", max="+"):
-            entry = {k.decode(): v.decode() for k, v in raw.items()}
+        since_id = f"{int(since * 1000)}-0"
+        for _id, entry in stream_entries(await self.redis.xrange(self.ratings_key, min=since_id, max="+")):
             score = int(entry["score"])
             everyone.append(score)
             scores["agents"].setdefault(entry.get("agent", ""), []).append(score)

@@ -14,10 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import time as dtime
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from redis.asyncio import Redis
 
+from core.memory.connection import as_text
 from core.memory.schema import Keys
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -90,7 +92,7 @@ class Schedule:
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.tz)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "tz": self.tz,
             "days": {
@@ -143,7 +145,7 @@ class BusinessHours:
 
     async def all(self) -> dict[str, Schedule]:
         raw = await self.redis.hgetall(self.key)
-        schedules = {k.decode(): json.loads(v) for k, v in raw.items()}
+        schedules = {as_text(k): json.loads(v) for k, v in raw.items()}
         return {team: Schedule.parse(s["tz"], s["days"]) for team, s in sorted(schedules.items())}
 
     async def for_team(self, team: str) -> Schedule | None:

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -31,6 +32,7 @@ from core.handoff.csat import CsatSurvey, Rated
 from core.handoff.hours import BusinessHours, describe_opening
 from core.handoff.notes import ConversationNotes, Note
 from core.memory.chatlog import ChatLog
+from core.memory.connection import as_text, as_texts
 from core.memory.schema import StateField, thread_field
 from core.memory.store import ContextStore
 from core.monitoring import metrics
@@ -108,15 +110,15 @@ class HandoffService:
         await self.redis.publish(self.events_channel, json.dumps(event))
 
     @asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[AsyncIterator[dict]]:
+    async def subscribe(self) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         """Subscribe (done when this enters) to every handoff event published by any process."""
         pubsub = self.redis.pubsub()
         await pubsub.subscribe(self.events_channel)
 
-        async def iterate() -> AsyncIterator[dict]:
+        async def iterate() -> AsyncIterator[dict[str, Any]]:
             async for message in pubsub.listen():
                 if message["type"] == "message":
-                    yield json.loads(message["data"])
+                    yield cast(dict[str, Any], json.loads(message["data"]))
 
         try:
             yield iterate()
@@ -141,7 +143,7 @@ class HandoffService:
 
     async def conversation_of_thread(self, desk: str, thread: str) -> str | None:
         cid = await self.redis.get(self.keys.desk_thread(desk, thread))
-        return cid.decode() if cid else None
+        return as_text(cid) if cid else None
 
     @staticmethod
     def _check(code: int) -> None:
@@ -155,7 +157,7 @@ class HandoffService:
         reason: str,
         priority: int = 0,
         team: str = "",
-        candidates: Sequence[dict] = (),
+        candidates: Sequence[dict[str, Any]] = (),
     ) -> int:
         """Queue the conversation for agents (no-op if already handed off); returns its queue position."""
         now = time.time()
@@ -211,8 +213,8 @@ class HandoffService:
         await self._publish("message", cid, role="user", text=turn.text, masked=list(turn.masked))
 
     async def position(self, cid: str) -> int | None:
-        rank = await self.redis.zrank(self.queue_key, cid)
-        return None if rank is None else rank + 1
+        rank = await self.redis.zrank(self.queue_key, cid)  # a list only when asked WITHSCORE
+        return None if rank is None else cast(int, rank) + 1
 
     async def continue_with_bot(self, cid: str) -> None:
         """The user gave up waiting: the bot answers again, but agents still see the conversation."""
@@ -222,9 +224,9 @@ class HandoffService:
     # --- the agents' side ---
     async def queue(self, limit: int = 200) -> list[QueueEntry]:
         """Waiting conversations, best first, then those agents hold."""
-        cids = [c.decode() for c in await self.redis.zrange(self.queue_key, 0, limit - 1)]
+        cids = as_texts(await self.redis.zrange(self.queue_key, 0, limit - 1))
         for agent in await self.agents.all():
-            cids += sorted(c.decode() for c in await self.redis.smembers(self._convs(agent.username)))
+            cids += sorted(as_text(c) for c in await self.redis.smembers(self._convs(agent.username)))
         entries = []
         for cid in cids:
             state = await self.store.state(cid)
@@ -397,8 +399,7 @@ class HandoffService:
         """Tell users who waited longer than allowed, once, and offer to leave a message or go back."""
         deadline = time.time() - self.no_agent_wait_s
         notified = []
-        for cid_raw in await self.redis.zrange(self.queue_key, 0, -1):
-            cid = cid_raw.decode()
+        for cid in as_texts(await self.redis.zrange(self.queue_key, 0, -1)):
             state = await self.store.state(cid)
             requested = state.requested_at or 0.0
             if state.mode != Mode.QUEUED or requested > deadline:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
+
+from core.memory.connection import stream_entries
 
 
 @dataclass
@@ -19,7 +22,7 @@ class HandoffFigures:
     median_response_s: float | None = None
     median_resolution_s: float | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -37,8 +40,7 @@ async def figures_since(redis: Redis, log_key: str, since: float) -> HandoffFigu
     waits: list[float] = []
     responses: list[float] = []
     resolutions: list[float] = []
-    for _id, raw in await redis.xrange(log_key, min=f"{int(since * 1000)}-0", max="+"):
-        entry = {k.decode(): v.decode() for k, v in raw.items()}
+    for _id, entry in stream_entries(await redis.xrange(log_key, min=f"{int(since * 1000)}-0", max="+")):
         kind = entry.get("type")
         if kind == "requested":
             figures.handoffs += 1

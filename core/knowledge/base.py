@@ -51,6 +51,12 @@ EMBED_BATCH = 64
 PROGRESS_MIN = 100
 
 
+def _vector(stored: StoredChunk) -> np.ndarray:
+    if stored.vector is None:  # _embed_stale embeds every chunk stored without one
+        raise RuntimeError(f"chunk {stored.chunk.id} has no embedding")
+    return stored.vector
+
+
 class KnowledgeBase:
     def __init__(self, redis: Redis, config: KnowledgeConfig, embedder: Embedder | None = None) -> None:
         self.config = config
@@ -127,7 +133,7 @@ class KnowledgeBase:
             await self._embed_stale(cache)
             order = sorted(cache, key=lambda i: (cache[i].chunk.source, i))
             chunks = [cache[i].chunk for i in order]
-            vectors = np.stack([cache[i].vector for i in order]) if order else np.zeros((0, 0), np.float32)
+            vectors = np.stack([_vector(cache[i]) for i in order]) if order else np.zeros((0, 0), np.float32)
             self._index = await asyncio.to_thread(HybridIndex, chunks, vectors)
             self._cache, self._version = cache, version
             log.info("knowledge base version %d: %d chunks indexed", version, len(chunks))
@@ -265,7 +271,8 @@ class KnowledgeBase:
         return IngestResult(doc.source, IngestStatus.FAILED, error="kept changing while written; try again")
 
     async def _embed(self, chunks: Sequence[Chunk], progress: bool) -> dict[str, np.ndarray]:
-        embedder, out = self.embedder, {}
+        embedder = self.embedder
+        out: dict[str, np.ndarray] = {}
         quiet = not progress or len(chunks) < PROGRESS_MIN
         with tqdm(total=len(chunks), unit="chunk", desc="embedding", disable=quiet) as bar:
             for start in range(0, len(chunks), EMBED_BATCH):

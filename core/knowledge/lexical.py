@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 from bm25s import BM25
@@ -64,4 +65,4 @@ class LexicalIndex:
         ids = [self._vocabulary[t] for t in tokenize(query) if t in self._vocabulary]
         if not ids:
             return np.zeros(self.size, dtype=np.float32)
-        return self._bm25.get_scores(ids)
+        return cast(np.ndarray, self._bm25.get_scores(ids))  # bm25s is untyped

@@ -24,8 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
+from redis.typing import EncodableT
 
 from core.knowledge.types import Chunk, Document, DocumentInfo
+from core.memory.connection import as_text, as_texts
 from core.memory.schema import Keys
 
 _BATCH = 1000
@@ -67,8 +69,8 @@ class StoredChunk:
     embedder: str
 
 
-def _encode_chunk(chunk: Chunk, vector: np.ndarray, embedder: str) -> dict[str, bytes | str]:
-    fields: dict[str, bytes | str] = {
+def _encode_chunk(chunk: Chunk, vector: np.ndarray, embedder: str) -> dict[EncodableT, EncodableT]:
+    fields: dict[EncodableT, EncodableT] = {
         "text": chunk.text,
         "title": chunk.title,
         "headings": json.dumps(list(chunk.headings)),
@@ -105,7 +107,7 @@ def _decode_chunk(chunk_id: str, raw: dict[bytes, bytes]) -> StoredChunk:
     return StoredChunk(chunk, vector, s("embedder"))
 
 
-def _info(doc_id: str, raw: bytes) -> DocumentInfo:
+def _info(doc_id: str, raw: bytes | str) -> DocumentInfo:
     meta = json.loads(raw)
     return DocumentInfo(
         doc_id=doc_id,
@@ -131,7 +133,7 @@ class KnowledgeStore:
         return int(await self.redis.get(self.keys.version) or 0)
 
     async def chunk_ids(self) -> set[str]:
-        return {m.decode() for m in await self.redis.smembers(self.keys.chunk_ids)}
+        return {as_text(m) for m in await self.redis.smembers(self.keys.chunk_ids)}
 
     async def chunks(self, ids: Iterable[str]) -> dict[str, StoredChunk]:
         """The stored chunks with these ids (ids deleted meanwhile are left out)."""
@@ -149,11 +151,11 @@ class KnowledgeStore:
         return found
 
     async def document_chunk_ids(self, doc_id: str) -> list[str]:
-        return [m.decode() for m in await self.redis.lrange(self.keys.doc_chunks(doc_id), 0, -1)]
+        return as_texts(await self.redis.lrange(self.keys.doc_chunks(doc_id), 0, -1))
 
     async def documents(self) -> list[DocumentInfo]:
         raw = await self.redis.hgetall(self.keys.docs)
-        return sorted((_info(k.decode(), v) for k, v in raw.items()), key=lambda d: d.source)
+        return sorted((_info(as_text(k), v) for k, v in raw.items()), key=lambda d: d.source)
 
     async def document(self, doc_id: str) -> DocumentInfo | None:
         raw = await self.redis.hget(self.keys.docs, doc_id)
@@ -189,7 +191,7 @@ class KnowledgeStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(list_key)
-                current = [m.decode() for m in await pipe.lrange(list_key, 0, -1)]
+                current = as_texts(await pipe.lrange(list_key, 0, -1))
                 if current != list(expected):
                     raise ConcurrentChange(doc.source)
                 pipe.multi()
@@ -223,7 +225,7 @@ class KnowledgeStore:
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(list_key, self.keys.docs)
-                    ids = [m.decode() for m in await pipe.lrange(list_key, 0, -1)]
+                    ids = as_texts(await pipe.lrange(list_key, 0, -1))
                     if not ids and not await pipe.hexists(self.keys.docs, doc_id):
                         return None
                     pipe.multi()
@@ -244,7 +246,10 @@ class KnowledgeStore:
         ids = list(vectors)
         for start in range(0, len(ids), _BATCH):
             batch = ids[start : start + _BATCH]
-            args = [embedder, *(np.asarray(vectors[i], np.float32).tobytes() for i in batch)]
+            args: list[EncodableT] = [
+                embedder,
+                *(np.asarray(vectors[i], np.float32).tobytes() for i in batch),
+            ]
             await self._set_vectors(keys=[self.keys.chunk(i) for i in batch], args=args)
         await self.redis.incr(self.keys.version)
 

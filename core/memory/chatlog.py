@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.typing import EncodableT
 
+from core.memory.connection import as_text, stream_entries
 from core.memory.schema import Keys
 from core.monitoring.language import guess_language
 from core.safety.pii import scrub as default_scrub
@@ -46,9 +48,9 @@ class ChatLog:
         if await self.redis.sismember(self.optout_key, self._who(platform, user_id)):
             return ""
         entry = {"platform": platform, "user": user_id, "ts": time.time(), **fields}
-        clean = {k: ("" if v is None else v) for k, v in entry.items()}
+        clean: dict[EncodableT, EncodableT] = {k: ("" if v is None else v) for k, v in entry.items()}
         entry_id = await self.redis.xadd(self.key, clean, maxlen=self.max_entries, approximate=True)
-        return entry_id.decode()
+        return as_text(entry_id)
 
     async def turn(
         self,
@@ -105,8 +107,8 @@ class ChatLog:
     async def feedback(self, cid: str, platform: str, user_id: str, ref: str, value: str) -> str:
         if value not in FEEDBACK_VALUES:
             raise ValueError(f"feedback is one of {FEEDBACK_VALUES}")
-        entry = await self.redis.xrange(self.key, min=ref, max=ref) if ref else []
-        version = entry[0][1].get(b"model_version", b"").decode() if entry else ""
+        entry = stream_entries(await self.redis.xrange(self.key, min=ref, max=ref)) if ref else []
+        version = entry[0][1].get("model_version", "") if entry else ""
         return await self._add(
             platform,
             user_id,
@@ -119,8 +121,8 @@ class ChatLog:
         return await self._add(platform, user_id, fields)
 
     async def get(self, ref: str) -> dict[str, str] | None:
-        entries = await self.redis.xrange(self.key, min=ref, max=ref)
-        return {k.decode(): v.decode() for k, v in entries[0][1].items()} if entries else None
+        entries = stream_entries(await self.redis.xrange(self.key, min=ref, max=ref))
+        return entries[0][1] if entries else None
 
     async def passages(self, refs: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         """The knowledge passages logged with each of these turns (refs without any are left out)."""
@@ -135,16 +137,18 @@ class ChatLog:
                 out[ref] = json.loads(raw)
         return out
 
-    async def entries(self, start: str = "-", end: str = "+", batch: int = 1000):
+    async def entries(
+        self, start: str = "-", end: str = "+", batch: int = 1000
+    ) -> AsyncIterator[tuple[str, dict[str, str]]]:
         """Every entry from ``start`` to ``end`` in order, as ``(id, fields)``, read in batches."""
         cursor = start
         while True:
-            chunk = await self.redis.xrange(self.key, min=cursor, max=end, count=batch)
-            for entry_id, raw in chunk:
-                yield entry_id.decode(), {k.decode(): v.decode() for k, v in raw.items()}
+            chunk = stream_entries(await self.redis.xrange(self.key, min=cursor, max=end, count=batch))
+            for entry in chunk:
+                yield entry
             if len(chunk) < batch:
                 return
-            last = chunk[-1][0].decode()
+            last = chunk[-1][0]
             ms, seq = last.split("-")
             cursor = f"{ms}-{int(seq) + 1}"
 

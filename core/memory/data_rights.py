@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from core.handoff.service import HandoffService
 from core.memory.chatlog import ChatLog
+from core.memory.connection import as_text
 from core.memory.store import ContextStore
 
 
@@ -15,15 +17,15 @@ async def export_user(
     user_id: str,
     chatlog: ChatLog | None = None,
     handoff: HandoffService | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """The user's conversations (history, state, handoff transcript, queue place, agents' notes and
     their rating of the agent) and chat-log entries."""
     members = await store.redis.smembers(store.keys.user_conversations(platform, user_id))
-    cids = sorted(c.decode() for c in members)
-    conversations = []
+    cids = sorted(as_text(c) for c in members)
+    conversations: list[dict[str, Any]] = []
     for cid in cids:
         state = await store.state(cid)
-        entry = {
+        entry: dict[str, Any] = {
             "conversation_id": cid,
             "state": state.fields,
             "history": [t.to_dict() for t in await store.history(cid)],

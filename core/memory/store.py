@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.typing import EncodableT
 
+from core.memory.connection import as_text, as_text_map
 from core.memory.schema import ConversationState, Keys, StateField
 from core.types import Mode, Turn
 
@@ -62,7 +65,7 @@ class EventClaim:
     claimed: bool
     #: a redelivery of an event already answered; ``replies`` are what was answered
     done: bool = False
-    replies: list[dict] | None = None
+    replies: list[dict[str, Any]] | None = None
 
     def __bool__(self) -> bool:
         return self.claimed
@@ -94,7 +97,7 @@ class ContextStore:
     async def append(self, cid: str, platform: str, user_id: str, turn: Turn) -> int:
         """Append one turn atomically; returns how many turns are kept after trimming."""
         keys = [self.keys.turns(cid), self.keys.state(cid), self.keys.user_conversations(platform, user_id)]
-        args = [
+        args: list[EncodableT] = [
             json.dumps(turn.to_dict()),
             self.max_turns,
             self.max_tokens,
@@ -115,7 +118,7 @@ class ContextStore:
     # --- state ---
     async def state(self, cid: str) -> ConversationState:
         raw = await self.redis.hgetall(self.keys.state(cid))
-        return ConversationState.from_hash({k.decode(): v.decode() for k, v in raw.items()})
+        return ConversationState.from_hash(as_text_map(raw))
 
     async def update_state(self, cid: str, fields: Mapping[str, str | float | int]) -> None:
         """Set state fields (``StateField``s, ``mode`` among them) and refresh the idle TTL."""
@@ -150,7 +153,7 @@ class ContextStore:
         current = await self.redis.get(key)
         if current is None:  # expired in between: try once more
             return EventClaim(bool(await self.redis.set(key, f"p:{instance}", nx=True, ex=self.dedupe_ttl_s)))
-        value = current.decode()
+        value = as_text(current)
         if value.startswith("d:"):
             return EventClaim(False, done=True, replies=json.loads(value[2:]))
         holder = value[2:]
@@ -159,18 +162,18 @@ class ContextStore:
             return EventClaim(bool(taken))
         return EventClaim(False)
 
-    async def complete_event(self, platform: str, event_id: str, replies: list[dict]) -> None:
+    async def complete_event(self, platform: str, event_id: str, replies: list[dict[str, Any]]) -> None:
         """Mark an event answered, keeping its replies for a client that re-sends it."""
         await self.redis.set(
             self.keys.event(platform, event_id), "d:" + json.dumps(replies), ex=self.dedupe_ttl_s
         )
 
-    async def event_replies(self, platform: str, event_id: str) -> list[dict] | None:
+    async def event_replies(self, platform: str, event_id: str) -> list[dict[str, Any]] | None:
         """The replies an answered event returned; None while it is unanswered (or unknown)."""
         value = await self.redis.get(self.keys.event(platform, event_id))
-        if value is None or not value.startswith(b"d:"):
+        if value is None or not as_text(value).startswith("d:"):
             return None
-        return json.loads(value[2:])
+        return cast(list[dict[str, Any]], json.loads(as_text(value)[2:]))
 
     async def release_event(self, platform: str, event_id: str) -> None:
         """Forget a claimed event whose handling failed, so the platform's redelivery is answered."""
@@ -180,7 +183,7 @@ class ContextStore:
     async def forget_user(self, platform: str, user_id: str) -> list[str]:
         """Erase every conversation of this user on this platform; returns their ids."""
         convs_key = self.keys.user_conversations(platform, user_id)
-        cids = [c.decode() for c in await self.redis.smembers(convs_key)]
+        cids = [as_text(c) for c in await self.redis.smembers(convs_key)]
         keys = [convs_key] + [k for cid in cids for k in (self.keys.turns(cid), self.keys.state(cid))]
         await self.redis.delete(*keys)
         return cids

@@ -36,7 +36,7 @@ class MicroBatcher(Generic[T, R]):
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
-        self._worker: asyncio.Task | None = None
+        self._worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batch_sizes: list[int] = []  # recent batch sizes, for benchmarks and metrics
 

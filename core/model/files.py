@@ -27,9 +27,22 @@ def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
 def load_causal_lm(model_dir: Path, dtype: torch.dtype | str = torch.float32) -> PreTrainedModel:
     """Whole weights as saved, or base + adapter merged (raises BaseModelError if the base is not built)."""
     if not is_adapter(model_dir):
-        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+        return model
     from peft import PeftModel
 
     base = AutoModelForCausalLM.from_pretrained(resolve_base(model_dir), dtype=torch.float32)
-    merged = PeftModel.from_pretrained(base, model_dir).merge_and_unload()
-    return merged.to(dtype) if isinstance(dtype, torch.dtype) else merged
+    merged: PreTrainedModel = PeftModel.from_pretrained(base, model_dir).merge_and_unload()
+    if not isinstance(dtype, torch.dtype):
+        return merged
+    # transformers wraps PreTrainedModel.to in functools.wraps(Module.to), which types away `self`
+    converted: PreTrainedModel = merged.to(dtype)  # type: ignore[arg-type]
+    return converted
+
+
+def decode_one(tokenizer: PreTrainedTokenizerBase, ids: list[int] | torch.Tensor) -> str:
+    """One sequence's text, special tokens dropped (``decode`` answers a list only for a batch)."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    if not isinstance(text, str):
+        raise TypeError(f"expected one token sequence, got a batch of {len(text)}")
+    return text

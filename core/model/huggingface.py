@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import torch
 from transformers import PreTrainedTokenizerBase, StoppingCriteriaList
@@ -22,7 +23,7 @@ from transformers import PreTrainedTokenizerBase, StoppingCriteriaList
 from core.model.backend import Grounding, PartialSink
 from core.model.batching import MicroBatcher
 from core.model.decoding import BatchingConfig, DecodingConfig
-from core.model.files import load_causal_lm, load_tokenizer
+from core.model.files import decode_one, load_causal_lm, load_tokenizer
 from core.model.scoring import Draft, Reranker
 from core.model.serving_card import ServingCard
 from core.model.streamer import PartialText
@@ -30,7 +31,7 @@ from core.model.versions import resolve_model_dir
 from core.settings import declared_defaults, from_settings
 from core.types import Candidate, Role, Turn
 
-_DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16}
+_DTYPES: dict[str, torch.dtype | str] = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def escape_special_tokens(text: str, tokenizer: PreTrainedTokenizerBase) -> str:
@@ -39,6 +40,14 @@ def escape_special_tokens(text: str, tokenizer: PreTrainedTokenizerBase) -> str:
         if len(token) > 1 and token in text:
             text = text.replace(token, token[0] + " " + token[1:])
     return text
+
+
+def _token_ids(encoded: object) -> list[int]:
+    """A chat template's tokens: ids, or (transformers 5) a BatchEncoding holding them."""
+    if isinstance(encoded, Mapping):
+        encoded = encoded["input_ids"]
+    # typed str | list[int] | list[str] | list[list[int]]: one conversation, tokenized, is list[int]
+    return list(cast(Sequence[int], encoded))
 
 
 class TransformersBackend:
@@ -78,9 +87,9 @@ class TransformersBackend:
             raise ValueError(f"unknown quantisation {quantize!r}: use 'none' or 'int8'")
         self.model.eval()
         config = self.model.config
-        self.max_context = int(
-            getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024)
-        )
+        positions: int | None = getattr(config, "max_position_embeddings", None)
+        fallback: int = getattr(config, "n_positions", 1024)
+        self.max_context = int(positions or fallback)
         # A reply may end its turn but never open another (role tokens) or emit padding.
         self._suppressed = sorted(set(self.tokenizer.all_special_ids) - {self.tokenizer.eos_token_id})
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
@@ -154,12 +163,11 @@ class TransformersBackend:
             system_text = self.system_turn(context)
             system = [{"role": "system", "content": system_text}] if system_text else []
             while True:
-                ids = self.tokenizer.apply_chat_template(
-                    system + messages, add_generation_prompt=True, tokenize=True
+                ids = _token_ids(
+                    self.tokenizer.apply_chat_template(
+                        system + messages, add_generation_prompt=True, tokenize=True
+                    )
                 )
-                if hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
-                    ids = ids["input_ids"]
-                ids = list(ids)
                 if len(ids) <= budget or len(messages) <= 1:
                     break
                 messages = messages[1:]
@@ -240,7 +248,7 @@ class TransformersBackend:
     def _to_drafts(self, new_tokens: torch.Tensor, logprobs: torch.Tensor, lengths: list[int]) -> list[Draft]:
         drafts = []
         for i, length in enumerate(lengths):
-            text = self.tokenizer.decode(new_tokens[i, :length], skip_special_tokens=True).strip()
+            text = decode_one(self.tokenizer, new_tokens[i, :length]).strip()
             drafts.append(Draft(text, logprobs[i, :length].tolist()))
         return drafts
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
 
@@ -147,7 +147,7 @@ class OpenAIBackend:
         return [Draft(texts[i].strip(), logprobs.get(i)) for i in sorted(texts)]
 
     @staticmethod
-    def _draft(choice: dict) -> Draft:
+    def _draft(choice: dict[str, Any]) -> Draft:  # parsed JSON, shape checked by the caller's except
         text = (choice["message"].get("content") or "").strip()
         content = (choice.get("logprobs") or {}).get("content")
         logprobs = [float(item["logprob"]) for item in content] if content else None

@@ -31,7 +31,7 @@ class ReloadingBackend:
         self._current = load(self.model_dir)
         self._in_flight: dict[int, int] = {}
         self._retired: list[ModelBackend] = []
-        self._watcher: asyncio.Task | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     @property
     def version(self) -> str:

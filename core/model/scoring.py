@@ -63,7 +63,7 @@ def length_normalised_logprob(alpha: float = 0.6) -> ScoreFn:
             return -math.inf  # an empty reply is never a good answer
         if not draft.token_logprobs:
             return 0.0  # unknown: this function cannot rank it (other functions still can)
-        return sum(draft.token_logprobs) / (len(draft.token_logprobs) ** alpha)
+        return float(sum(draft.token_logprobs) / (len(draft.token_logprobs) ** alpha))
 
     return score
 

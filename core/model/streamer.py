@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
-from transformers import StoppingCriteria
+from transformers import PreTrainedTokenizerBase, StoppingCriteria
 
 from core.model.backend import PartialSink
+from core.model.files import decode_one
 
 
 class PartialText(StoppingCriteria):
@@ -16,19 +19,30 @@ class PartialText(StoppingCriteria):
     in beam search (the final, re-ranked reply replaces it either way).
     """
 
-    def __init__(self, tokenizer, width: int, per_request: int, sinks: list[PartialSink | None]) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        width: int,
+        per_request: int,
+        sinks: list[PartialSink | None],
+    ) -> None:
         self.tokenizer = tokenizer
         self.width = width
         self.per_request = per_request
         self.sinks = sinks
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object
+    ) -> torch.BoolTensor:
         eos = self.tokenizer.eos_token_id
         for i, sink in enumerate(self.sinks):
             if sink is None:
                 continue
-            row = input_ids[i * self.per_request, self.width :].tolist()
+            row: list[int] = input_ids[i * self.per_request, self.width :].tolist()
             if eos in row:
                 row = row[: row.index(eos)]
-            sink(self.tokenizer.decode(row, skip_special_tokens=True).strip())
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            sink(decode_one(self.tokenizer, row).strip())
+        # transformers declares the legacy BoolTensor type; torch.zeros is typed as a plain Tensor
+        return cast(
+            torch.BoolTensor, torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        )

@@ -25,6 +25,6 @@ def guess_language(text: str) -> str:
     if not words:
         return "other"
     hits = {lang: sum(w in common for w in words) for lang, common in COMMON_WORDS.items()}
-    best = max(hits, key=hits.get)
+    best = max(hits, key=lambda lang: hits[lang])
     ranked = sorted(hits.values(), reverse=True)
     return best if ranked[0] > 0 and ranked[0] > ranked[1] else "other"

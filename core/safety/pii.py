@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from core.text_input import clean_user_text
@@ -74,7 +74,7 @@ def scrub_counts(text: str) -> tuple[str, dict[str, int]]:
     """Scrub ``text`` and report how many spans of each type were replaced."""
     counts: dict[str, int] = {}
 
-    def sub(name: str, pattern: re.Pattern[str], repl, s: str) -> str:
+    def sub(name: str, pattern: re.Pattern[str], repl: str | Callable[[re.Match[str]], str], s: str) -> str:
         placeholder = PLACEHOLDERS[name]
         out = pattern.sub(repl, s)
         changed = out.count(placeholder) - s.count(placeholder)

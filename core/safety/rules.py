@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from core.model.scoring import Draft, ScoreFn
 
@@ -54,7 +54,7 @@ class SafetyFilter:
                 return category
         return None
 
-    def score_fn(self, on_veto=None) -> ScoreFn:
+    def score_fn(self, on_veto: Callable[[str], object] | None = None) -> ScoreFn:
         """A re-ranking function that vetoes unsafe candidates (``on_veto(category)`` counts them)."""
 
         def score(draft: Draft) -> float:
