@@ -42,7 +42,8 @@ async def serve(settings: Settings, open_browser: bool = False, only: str | None
         for channel in channels:  # proactive sends (agents' replies) go out through them
             outbox.register(channel)
         sessions = SessionStore(engine.store.redis, settings.redis_key_prefix, settings.agent_session_ttl_s)
-        console = AgentConsole(handoff, sessions, cookie_secure=settings.cookie_secure)
+        kb = engine.knowledge.kb if engine.knowledge else None
+        console = AgentConsole(handoff, sessions, cookie_secure=settings.cookie_secure, knowledge=kb)
         admin = AdminDashboard(
             engine.chatlog,
             handoff.agents,
@@ -50,6 +51,7 @@ async def serve(settings: Settings, open_browser: bool = False, only: str | None
             settings.model_path,
             cookie_secure=settings.cookie_secure,
             outbox=outbox,
+            knowledge=kb,
         )
         desk = slack_agent_desk(settings, handoff)
         serve_webchat = settings.web_enabled and only in (None, WEB)

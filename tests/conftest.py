@@ -20,6 +20,9 @@ from tests.tiny_model import build_tiny_model
 for _var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
     os.environ.pop(_var, None)
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+# Bots started by tests (in process or as subprocesses) run without the knowledge base, which loads an
+# embedding model and indexes the docs at start-up; its own tests turn it on explicitly.
+os.environ["KB_ENABLED"] = "false"
 # Tiny test models are bound by per-op overhead: extra threads only fight over two busy cores.
 torch.set_num_threads(1)
 

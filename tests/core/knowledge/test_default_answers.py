@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 async def test_the_default_bot_answers_from_its_docs_citing_readme(redis) -> None:
-    settings = CoreSettings(model_path=str(ROOT / "models"), redis_key_prefix="kbdefault:")
+    settings = CoreSettings(model_path=str(ROOT / "models"), redis_key_prefix="kbdefault:", kb_enabled=True)
     backend = local_backend_from(settings)
     try:
         async with knowledge_from(settings, redis) as knowledge:
