@@ -50,6 +50,7 @@ class GroundingConfig:
     faq_score: float
     excerpts: bool
     excerpt_score: float
+    excerpt_min_overlap: int
     grounding_weight: float
     context_max_chars: int
 
@@ -104,8 +105,8 @@ class Grounder:
         if best is None or not self.config.excerpts:
             return None
         text = excerpt(best.text, step.question)
-        if not text:
-            return None
+        if len(content_words(step.question) & content_words(text)) < self.config.excerpt_min_overlap:
+            return None  # the passage is on the topic but this sentence does not answer the question
         grounded = support(text, [p.text for p in step.passages])
         score = self.config.excerpt_score + self.config.grounding_weight * grounded
         return Candidate(text, 0.0, score, grounded, EXCERPT)
