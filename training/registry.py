@@ -151,7 +151,8 @@ def register(cfg: RegisterConfig) -> Path:
         model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(cfg.model)
         if cfg.dtype == "bf16":
-            model = model.to(torch.bfloat16)
+            # transformers wraps PreTrainedModel.to in functools.wraps(Module.to), which types away `self`
+            model = model.to(torch.bfloat16)  # type: ignore[arg-type]
         if not (src / "generation_config.json").exists():
             model.generation_config = chat_generation_config(tok)
         model.save_pretrained(tmp)
