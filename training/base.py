@@ -18,12 +18,16 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 
 from core.model.bases import BASE_CARD, BaseRef, base_dir, default_cache_dir, verify_base
 from training.split import file_hash
 from training.tokenizer import save_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 DEFAULT_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
@@ -80,17 +84,17 @@ def dir_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_source(src: Path) -> tuple[torch.nn.Module, object]:
+def load_source(src: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """Load a GGUF file (dequantised) or a HF directory as a float causal LM and its tokenizer."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if src.is_dir():
         return (
             AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32),
-            AutoTokenizer.from_pretrained(src),
+            cast("PreTrainedTokenizerFast", AutoTokenizer.from_pretrained(src)),  # saved as the fast class
         )
     kw = {"gguf_file": src.name}
-    tok = AutoTokenizer.from_pretrained(src.parent, **kw)
+    tok = cast("PreTrainedTokenizerFast", AutoTokenizer.from_pretrained(src.parent, **kw))
     gguf_model = AutoModelForCausalLM.from_pretrained(src.parent, dtype=torch.float32, **kw)
     # save_pretrained refuses a GGUF-loaded model: move its weights into a fresh model of its config.
     config = AutoConfig.from_pretrained(src.parent, **kw)
@@ -131,7 +135,8 @@ def run_base(cfg: BaseConfig, force: bool = False) -> Path:
     if tok.model_max_length > window:  # GGUF tokenizers come with "no limit"; the model has one
         tok.model_max_length = window
     tmp = out.with_name(out.name + ".tmp")
-    model.to(torch.bfloat16).save_pretrained(tmp)
+    # transformers wraps PreTrainedModel.to in functools.wraps(Module.to), which types away `self`
+    model.to(torch.bfloat16).save_pretrained(tmp)  # type: ignore[arg-type]
     save_tokenizer(tok, tmp)
     model.generation_config.save_pretrained(tmp)
     params = sum(p.numel() for p in model.parameters())

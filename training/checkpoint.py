@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -22,7 +23,9 @@ def wrap_parallel(model: torch.nn.Module, world: int, device: torch.device, fsdp
     if fsdp:
         from torch.distributed.fsdp import fully_shard
 
-        for layer in model.model.layers:  # shard per decoder block, then the rest (embeddings, norm)
+        # A HF causal LM: .model is its decoder, .layers its blocks (Module.__getattr__ types them loosely).
+        decoder = cast(torch.nn.Module, model.model)
+        for layer in cast(torch.nn.ModuleList, decoder.layers):  # per decoder block, then the rest
             fully_shard(layer)
         fully_shard(model)
         return model

@@ -190,12 +190,13 @@ def run_clean(cfg: CleanConfig) -> dict:
     splits = split_conversations(kept, cfg.val_frac, cfg.test_frac, cfg.seed)
     out_dir = work / "clean"
     out_dir.mkdir(parents=True, exist_ok=True)
+    split_report: dict[str, dict[str, int | str]] = {}
     report = {
         "input_conversations": len(convs),
         "input_turns": sum(len(c.turns) for c in convs),
         "kept_conversations": len(kept),
         "removed": rules,
-        "splits": {},
+        "splits": split_report,
     }
     for name, items in splits.items():
         path = out_dir / f"{name}.jsonl"
@@ -204,7 +205,7 @@ def run_clean(cfg: CleanConfig) -> dict:
             for c in items:
                 fh.write(c.to_json() + "\n")
         tmp.replace(path)  # atomic, so an interrupted run never leaves a half-written split
-        report["splits"][name] = {
+        split_report[name] = {
             "conversations": len(items),
             "dialogues": sum(c.is_dialogue for c in items),
             "turns": sum(len(c.turns) for c in items),

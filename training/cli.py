@@ -11,6 +11,7 @@ Every stage reads its section of the TOML file given with ``--config`` (see
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 # Must be set before torch loads OpenMP: spinning worker threads collapse throughput when other
@@ -20,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, ClassVar, Protocol
 
 import typer
 
@@ -57,7 +58,14 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in ["python", "-m", "training.cli", *sys.argv[1:]])
 
 
-def _epilog(cls: type) -> str:
+class _StageConfig(Protocol):
+    """A stage's config dataclass, named by its TOML section."""
+
+    SECTION: str
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+
+def _epilog(cls: type[_StageConfig]) -> str:
     return "Config fields (TOML section [" + cls.SECTION + "] or --set key=value):\n\n" + fields_help(cls)
 
 
@@ -162,7 +170,7 @@ def pipeline_configs(
         if stage not in STAGES or not rest:
             raise typer.BadParameter(f"use --set STAGE.key=value with STAGE in {list(STAGES)}: {item!r}")
         per_stage[stage].append(rest)
-    cfgs = {k: load_config(cls, config, per_stage[k]) for k, cls in STAGES.items()}
+    cfgs: dict[str, Any] = {k: load_config(cls, config, per_stage[k]) for k, cls in STAGES.items()}
     runs = runs_dir or str(Path(cfgs["pretrain"].out_dir).parent)
     for cfg in cfgs.values():
         if work_dir and hasattr(cfg, "work_dir"):

@@ -12,9 +12,12 @@ import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def _base_type(tp: Any) -> Any:
@@ -47,12 +50,16 @@ def _parse(value: str, tp: Any) -> Any:
     return value
 
 
-def fields_help(cls: type) -> str:
+def fields_help(cls: type[DataclassInstance]) -> str:
     """One line per field: name, type, default and help, for ``--help`` epilogs and docs."""
     hints = typing.get_type_hints(cls)
     lines = []
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            assert f.default_factory is not dataclasses.MISSING  # every config field has a default
+            default = f.default_factory()
         tname = getattr(_base_type(hints[f.name]), "__name__", str(hints[f.name]))
         lines.append(f"{f.name} ({tname}, default {default!r}): {f.metadata.get('help', '')}")
     return "\n\n".join(lines)

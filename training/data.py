@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from transformers import PreTrainedTokenizerFast
@@ -42,7 +42,9 @@ class Encoded:
 
 class Specials:
     def __init__(self, tok: PreTrainedTokenizerFast) -> None:
-        ids = tok.convert_tokens_to_ids
+        def ids(token: str) -> int:  # one token in, one id out (the stubs also allow a list)
+            return cast(int, tok.convert_tokens_to_ids(token))
+
         self.bos, self.end, self.pad = ids(BOS), ids(END), ids(PAD)
         self.role = {r: ids(t) for r, t in ROLE_TOKENS.items()}
 

@@ -36,6 +36,7 @@ from typing import Any
 from tqdm import tqdm
 
 from core.memory.chatlog import ChatLog
+from core.memory.connection import as_texts
 
 LINEAGE = "trained_on.json"  # in models/<version>/: parent, log range, conversations trained on
 
@@ -105,7 +106,7 @@ def _chat_turns(turns: list[_Turn]) -> list[dict[str, str]]:
 
 async def collect(chatlog: ChatLog) -> tuple[dict[str, _Conv], Counter, str]:
     """Read the whole stream once: conversations with labels attached, counts, last entry id."""
-    optout = {m.decode() for m in await chatlog.redis.smembers(chatlog.optout_key)}
+    optout = set(as_texts(await chatlog.redis.smembers(chatlog.optout_key)))
     convs: dict[str, _Conv] = {}
     where: dict[str, tuple[str, int]] = {}  # bot/agent turn entry id -> (cid, turn index)
     counts: Counter = Counter()
@@ -280,8 +281,7 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     from core.builder import redis_from
     from core.settings import CoreSettings
 
-    overrides = {"redis_url": cfg.redis_url} if cfg.redis_url else {}
-    settings = CoreSettings(**overrides)
+    settings = CoreSettings(redis_url=cfg.redis_url) if cfg.redis_url else CoreSettings()
 
     async def go() -> dict[str, Any]:
         async with redis_from(settings) as redis:

@@ -24,10 +24,11 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 
 from core.model.bases import BASE_CARD, BaseRef, is_adapter, resolve_base
 from core.model.serving_card import ServingCard
@@ -39,6 +40,9 @@ from training.generation import chat_generation_config
 from training.loop import TrainArgs, save_final, train
 from training.split import file_hash, read_split
 from training.template_data import encode_with_template, messages_of, template_windows
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 
 @dataclass
@@ -98,8 +102,12 @@ def ensure_chat_tokens(tok: PreTrainedTokenizerFast, model) -> None:
     missing = [t for t in SPECIAL_TOKENS if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)]
     if missing:
         tok.add_special_tokens(
-            {"additional_special_tokens": list(ROLE_TOKENS.values())}
-            | {"bos_token": "<|bos|>", "eos_token": "<|end|>", "pad_token": "<|pad|>"}
+            {
+                "additional_special_tokens": list(ROLE_TOKENS.values()),
+                "bos_token": "<|bos|>",
+                "eos_token": "<|end|>",
+                "pad_token": "<|pad|>",
+            }
         )
         model.resize_token_embeddings(len(tok))
     tok.chat_template = CHAT_TEMPLATE
@@ -196,8 +204,8 @@ def run_finetune(cfg: FinetuneConfig, force: bool = False) -> Path:
         print(f"finetune: {final} is up to date")
         return final
     tok_src = weights if (weights / "tokenizer_config.json").exists() else Path(cfg.work_dir) / "tokenizer"
-    tok = AutoTokenizer.from_pretrained(tok_src)
-    model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
+    tok = cast(PreTrainedTokenizerFast, AutoTokenizer.from_pretrained(tok_src))  # the fast class we save
+    model: PreTrainedModel | PeftModel = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
     ctx = cfg.context or min(model.config.max_position_embeddings, tok.model_max_length)
     own_template = has_own_template(tok)
     system = ""

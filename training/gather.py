@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from tqdm import tqdm
 
 from training import manifest
-from training.sources import SOURCES, Source
+from training.sources import SOURCES, ChitchatSource, JsonlSource, Source, TextSource
 
 
 @dataclass
@@ -40,12 +41,13 @@ def build_sources(cfg: GatherConfig) -> list[Source]:
     for name in names:
         if name not in SOURCES:
             raise ValueError(f"unknown source {name!r}; known: {sorted(SOURCES)}")
+        # The registry is typed by the base class; these names are registered by the classes below.
         if name == "chitchat":
-            sources.append(SOURCES[name](limit=cfg.limit or None))
+            sources.append(cast(type[ChitchatSource], SOURCES[name])(limit=cfg.limit or None))
         elif name == "jsonl":
-            sources.append(SOURCES[name](cfg.jsonl))
+            sources.append(cast(type[JsonlSource], SOURCES[name])(cfg.jsonl))
         elif name == "text":
-            sources.append(SOURCES[name](cfg.text))
+            sources.append(cast(type[TextSource], SOURCES[name])(cfg.text))
         else:
             sources.append(SOURCES[name]())
     return sources

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from transformers import GenerationConfig, PreTrainedTokenizerFast
 
@@ -73,5 +75,6 @@ def generate_with_ends(
             ended = eos in new
             if ended:
                 new = new[: new.index(eos)]
-            replies[i] = (tok.decode(new, skip_special_tokens=True).strip(), ended)
+            text = cast(str, tok.decode(new, skip_special_tokens=True))  # one sequence in, one string out
+            replies[i] = (text.strip(), ended)
     return [replies[i][0] for i in range(len(prompts))], [replies[i][1] for i in range(len(prompts))]

@@ -27,11 +27,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from peft import PeftModel
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from transformers import PreTrainedModel
 
@@ -134,7 +136,7 @@ def make_optimizer(model: torch.nn.Module, args: TrainArgs) -> torch.optim.AdamW
 def batch_rows(step: int, global_batch: int, n_rows: int, seed: int) -> torch.Tensor:
     """Row indices of one optimizer step: a slice of the seeded permutation of each epoch."""
     start = step * global_batch
-    out = []
+    out: list[int] = []
     while len(out) < global_batch:
         epoch, pos = divmod(start + len(out), n_rows)
         perm = torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed + epoch))
@@ -221,7 +223,8 @@ def train(
     model.to(device).train()
     pmodel = wrap_parallel(model, world, device, args.fsdp)
     opt = make_optimizer(pmodel, args)  # after wrapping: FSDP replaces parameters with shards
-    state = {"step": 0, "elapsed": 0.0, "tokens": 0, "history": [], "val": []}
+    # Loop state: counters, loss history and whatever a resumed checkpoint carried (JSON-like values).
+    state: dict[str, Any] = {"step": 0, "elapsed": 0.0, "tokens": 0, "history": [], "val": []}
     ckpt = out / "checkpoint.pt"
     if ckpt.exists():
         state = load_checkpoint(ckpt, pmodel, opt)
@@ -274,7 +277,11 @@ def train(
                     ps[m * args.batch_size : (m + 1) * args.batch_size].to(device) if ps is not None else None
                 )
                 sync = m == args.grad_accum - 1 or world == 1
-                ctx = contextlib.nullcontext() if sync or not hasattr(pmodel, "no_sync") else pmodel.no_sync()
+                ctx = (
+                    contextlib.nullcontext()
+                    if sync or not hasattr(pmodel, "no_sync")
+                    else cast(DistributedDataParallel, pmodel).no_sync()  # only DDP has no_sync here
+                )
                 with ctx, autocast_ctx(args.dtype, device):
                     ls = token_loss_sum(pmodel, xb, yb, pb)
                 # DDP averages gradients over processes, hence * world to get the global-batch mean.
@@ -334,10 +341,17 @@ def train(
 
 
 def save_final(
-    state: dict, model: torch.nn.Module, tok, final: Path, key: dict, curve_title: str, t0: float, **facts
+    state: dict,
+    model: PreTrainedModel | PeftModel,
+    tok,
+    final: Path,
+    key: dict,
+    curve_title: str,
+    t0: float,
+    **facts,
 ) -> float:
     """Write a finished run's model, tokenizer, loss curve and manifest; returns the last val loss."""
-    model.save_pretrained(final, state_dict=state["state_dict"])
+    model.save_pretrained(str(final), state_dict=state["state_dict"])
     save_tokenizer(tok, final)
     loss_curve(state["history"], state["val"], final.parent / "loss.png", curve_title)
     val = state["val"][-1][1] if state["val"] else float("nan")

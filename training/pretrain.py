@@ -15,9 +15,16 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
 
 from training import manifest
 from training.data import Specials, encode_conversations, stream_blocks
@@ -69,7 +76,7 @@ def run_pretrain(cfg: PretrainConfig, force: bool = False) -> Path:
     if not force and manifest.up_to_date(final, key):
         print(f"pretrain: {final} is up to date")
         return final
-    tok = AutoTokenizer.from_pretrained(tok_dir)
+    tok = cast(PreTrainedTokenizerFast, AutoTokenizer.from_pretrained(tok_dir))  # saved as this class
     if cfg.init:
         check_same_tokenizer(tok, AutoTokenizer.from_pretrained(cfg.init), cfg.init)
         key["init"] = file_hash(Path(cfg.init) / "model.safetensors")
@@ -80,7 +87,7 @@ def run_pretrain(cfg: PretrainConfig, force: bool = False) -> Path:
     torch.manual_seed(cfg.seed)
     if cfg.init:
         # fp32 master weights whatever the checkpoint's storage dtype (the shipped model is bf16).
-        model = AutoModelForCausalLM.from_pretrained(cfg.init, dtype=torch.float32)
+        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(cfg.init, dtype=torch.float32)
         if model.config.max_position_embeddings < p.context:
             raise ValueError(f"{cfg.init} has context {model.config.max_position_embeddings} < {p.context}")
     else:

@@ -17,9 +17,10 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from core.model.bases import ADAPTER_CONFIG, BASE_CARD, BaseRef, is_adapter
 from core.model.files import load_causal_lm
@@ -149,9 +150,10 @@ def register(cfg: RegisterConfig) -> Path:
         model = load_causal_lm(src)  # merged, for the card's architecture facts
     else:
         model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(cfg.model)
+        tok = cast(PreTrainedTokenizerFast, AutoTokenizer.from_pretrained(cfg.model))  # the class we save
         if cfg.dtype == "bf16":
-            model = model.to(torch.bfloat16)
+            # transformers wraps PreTrainedModel.to in functools.wraps(Module.to), which types away `self`
+            model = model.to(torch.bfloat16)  # type: ignore[arg-type]
         if not (src / "generation_config.json").exists():
             model.generation_config = chat_generation_config(tok)
         model.save_pretrained(tmp)

@@ -38,12 +38,13 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
-from transformers import AutoModelForCausalLM, GenerationConfig
+from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedModel, PreTrainedTokenizerFast
 
 from core.memory.chatlog import ChatLog
+from core.memory.connection import as_texts
 from core.model.bases import BASE_CARD, is_adapter, resolve_base
 from core.model.files import load_tokenizer
 from core.model.serving_card import NAME as SERVING_CARD
@@ -60,6 +61,9 @@ from training.preference import train_preference
 from training.registry import RegisterConfig
 from training.split import read_split
 from training.tokenizer import save_tokenizer
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 
 @dataclass
@@ -143,7 +147,7 @@ async def export_for_retrain(chatlog: ChatLog, cfg: RetrainConfig, logs_dir: Pat
     if current is None:
         raise RuntimeError(f"no current model in {root}; train one first (chatbot train all)")
     forgotten = {
-        user_hash(*m.decode().split(":", 1)) for m in await chatlog.redis.smembers(chatlog.optout_key)
+        user_hash(*m.split(":", 1)) for m in as_texts(await chatlog.redis.smembers(chatlog.optout_key))
     }
     base, skipped = clean_base(root, current, forgotten)
     since = cfg.since or log_position(root, base)
@@ -169,15 +173,15 @@ def validation_rows(cfg: RetrainConfig, fmt: ChatFormat, ctx: int, limit: int = 
     return pack([w for c in convs for w in fmt.windows(c, ctx, {"assistant"})], ctx, fmt.pad)
 
 
-def load_trainable(version_dir: Path) -> tuple[torch.nn.Module, ChatFormat]:
+def load_trainable(version_dir: Path) -> tuple[PreTrainedModel | PeftModel, ChatFormat]:
     """The version to continue from: whole weights, or its adapter (trainable) over its base, so that
     retraining an adapter version trains a new adapter on the same base."""
-    tok = load_tokenizer(version_dir)
+    tok = cast(PreTrainedTokenizerFast, load_tokenizer(version_dir))  # every version ships a fast one
     if is_adapter(version_dir):
         from peft import PeftModel
 
         base = AutoModelForCausalLM.from_pretrained(resolve_base(version_dir), dtype=torch.float32)
-        model: torch.nn.Module = PeftModel.from_pretrained(base, version_dir, is_trainable=True)
+        model: PreTrainedModel | PeftModel = PeftModel.from_pretrained(base, version_dir, is_trainable=True)
     else:
         model = AutoModelForCausalLM.from_pretrained(version_dir, dtype=torch.float32)
     system = engine_system_prompt() if ServingCard.read(version_dir).system_turn else ""
@@ -236,7 +240,7 @@ def train_candidate(cfg: RetrainConfig, base_dir: Path, logs_dir: Path, run_dir:
     final = run_dir / "final"
     if (base_dir / "generation_config.json").exists():
         model.generation_config = GenerationConfig.from_pretrained(base_dir)  # serve with the same decoding
-    model.save_pretrained(final)  # an adapter version saves a new adapter only
+    model.save_pretrained(str(final))  # an adapter version saves a new adapter only
     for card in (BASE_CARD, SERVING_CARD):
         if (base_dir / card).exists():
             shutil.copy(base_dir / card, final / card)
@@ -314,7 +318,7 @@ def run_retrain(cfg: RetrainConfig, gate_cfg: GateConfig, command: str = "") -> 
         version = cfg.version or new_version(root, cfg.name)
         run_dir = Path(cfg.out_dir) / version
         logs_dir = run_dir / "logs"
-        settings = CoreSettings(**({"redis_url": cfg.redis_url} if cfg.redis_url else {}))
+        settings = CoreSettings(redis_url=cfg.redis_url) if cfg.redis_url else CoreSettings()
 
         async def export() -> dict[str, Any]:
             async with redis_from(settings) as redis:

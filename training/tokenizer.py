@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -50,7 +51,7 @@ def run_tokenizer(cfg: TokenizerConfig, force: bool = False) -> PreTrainedTokeni
     key = {"train_sha256": file_hash(train_path), "vocab_size": vocab, "context": p.context}
     if not force and manifest.up_to_date(out, key):
         print(f"tokenizer: {out} is up to date")
-        return AutoTokenizer.from_pretrained(out)
+        return cast(PreTrainedTokenizerFast, AutoTokenizer.from_pretrained(out))  # saved as this class
     texts = [t.text for c in read_split(Path(cfg.work_dir) / "clean", "train") for t in c.turns]
     tok = train_bpe(texts, vocab_size=vocab, model_max_length=p.context, show_progress=True)
     save_tokenizer(tok, out)
