@@ -43,7 +43,7 @@ class Escalator:
         """A sensitive topic or an explicit request in this message, or the user's frustration."""
         if self.policy is None:
             return None
-        found = self.policy.before_reply(text)
+        found = self.policy.triggered_by(text)
         if found:
             return found
         earlier = [t.text for t in history[:-1] if t.role == Role.USER]

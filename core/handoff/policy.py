@@ -73,7 +73,7 @@ class EscalationPolicy:
         }
 
     # --- before generating ---
-    def before_reply(self, text: str) -> Escalation | None:
+    def triggered_by(self, text: str) -> Escalation | None:
         """Triggers visible in the user's message alone: a sensitive topic or an explicit request."""
         for topic, pattern in self._topics.items():
             if pattern.search(text):

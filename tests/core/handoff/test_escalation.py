@@ -31,13 +31,13 @@ POLICY = escalation_from(CoreSettings(low_confidence_score=-5.0, low_confidence_
         ("humane society volunteers", None),  # no partial-word matches
     ],
 )
-def test_before_reply_triggers(text, reason) -> None:
-    found = POLICY.before_reply(text)
+def test_a_message_alone_triggers(text, reason) -> None:
+    found = POLICY.triggered_by(text)
     assert (found.reason if found else None) == reason
 
 
 def test_self_harm_gets_the_fixed_reply_and_top_priority() -> None:
-    found = POLICY.before_reply("i feel suicidal")
+    found = POLICY.triggered_by("i feel suicidal")
     assert found.fixed_reply == CoreSettings().self_harm_reply and found.priority > 0
 
 
