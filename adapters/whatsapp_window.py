@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from core.memory.schema import StateField
+from core.memory.schema import StateField, parse_timestamp
 from core.memory.store import ContextStore
 
 SERVICE_WINDOW_S = 24 * 3600
@@ -38,13 +38,6 @@ class WindowState:
         return self.reengaged is not None and (self.last_in is None or self.reengaged >= self.last_in)
 
 
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
-
-
 class ServiceWindow:
     def __init__(self, store: ContextStore | None) -> None:
         self.store = store
@@ -63,7 +56,7 @@ class ServiceWindow:
 
     async def state(self, cid: str) -> WindowState:
         fields = await self._fields(cid)
-        return WindowState(_float(fields.get(LAST_IN)), _float(fields.get(REENGAGED)))
+        return WindowState(parse_timestamp(fields.get(LAST_IN)), parse_timestamp(fields.get(REENGAGED)))
 
     async def user_wrote(self, cid: str, at: float) -> None:
         """The user wrote at ``at``: the window runs 24 hours from their latest message (a late

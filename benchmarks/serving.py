@@ -31,7 +31,7 @@ from core.model.decoding import BatchingConfig, DecodingConfig
 from core.model.huggingface import TransformersBackend
 from core.model.versions import resolve_model_dir
 from core.monitoring.percentile import percentile
-from core.settings import CoreSettings, declared_defaults, from_settings
+from core.settings import CoreSettings, from_settings
 from core.types import Role, Turn
 
 PROMPTS = [
@@ -127,9 +127,8 @@ def plot(results: dict[str, dict[int, dict]], out: Path) -> None:
 async def main(args: argparse.Namespace) -> None:
     settings = CoreSettings()
     model_dir = resolve_model_dir(args.model or settings.model_path)
-    decoding = from_settings(
-        DecodingConfig, settings
-    )  # the shipped decoding (MAX_NEW_TOKENS, NUM_BEAMS, ...)
+    # the shipped decoding (MAX_NEW_TOKENS, NUM_BEAMS, ...)
+    decoding = from_settings(DecodingConfig, settings)
     if args.greedy:
         decoding = dataclasses.replace(decoding, num_beams=1, num_candidates=1, do_sample=False)
     if args.max_new_tokens:
@@ -137,41 +136,14 @@ async def main(args: argparse.Namespace) -> None:
     reranker = reranker_from(settings)
     system = settings.rendered_system_prompt()
     top = max(args.levels)
+    # Every batching field is the benchmark's own: no setting's default is involved.
+    naive = BatchingConfig(max_batch=1, batch_wait_s=0, max_queue=10_000)
+    batched = BatchingConfig(max_batch=args.max_batch, batch_wait_s=0.01, max_queue=10_000)
     variants = {
-        "naive": dict(
-            batching=from_settings(
-                BatchingConfig, declared_defaults(), max_batch=1, batch_wait_s=0, max_queue=10_000
-            )
-        ),
-        "batched": dict(
-            batching=from_settings(
-                BatchingConfig,
-                declared_defaults(),
-                max_batch=args.max_batch,
-                batch_wait_s=0.01,
-                max_queue=10_000,
-            )
-        ),
-        "batched+int8": dict(
-            batching=from_settings(
-                BatchingConfig,
-                declared_defaults(),
-                max_batch=args.max_batch,
-                batch_wait_s=0.01,
-                max_queue=10_000,
-            ),
-            quantize="int8",
-        ),
-        "batched+bf16": dict(
-            batching=from_settings(
-                BatchingConfig,
-                declared_defaults(),
-                max_batch=args.max_batch,
-                batch_wait_s=0.01,
-                max_queue=10_000,
-            ),
-            dtype="bfloat16",
-        ),
+        "naive": dict(batching=naive),
+        "batched": dict(batching=batched),
+        "batched+int8": dict(batching=batched, quantize="int8"),
+        "batched+bf16": dict(batching=batched, dtype="bfloat16"),
     }
     variants = {k: v for k, v in variants.items() if k in args.variants}
     pairs = eval_pairs(args.eval_pairs)

@@ -166,7 +166,8 @@ def thread_field(desk: str) -> str:
     return f"{desk}_thread"
 
 
-def _float(value: str | None) -> float | None:
+def parse_timestamp(value: str | None) -> float | None:
+    """A stored time (seconds since the epoch) or None when unset or unreadable."""
     try:
         return float(value) if value else None
     except ValueError:
@@ -221,12 +222,12 @@ class ConversationState:
             reason=get(StateField.REASON, ""),
             team=get(StateField.TEAM, ""),
             agent=get(StateField.AGENT, ""),
-            requested_at=_float(get(StateField.REQUESTED_AT)),
-            claimed_at=_float(get(StateField.CLAIMED_AT)),
-            first_reply_at=_float(get(StateField.FIRST_REPLY_AT)),
+            requested_at=parse_timestamp(get(StateField.REQUESTED_AT)),
+            claimed_at=parse_timestamp(get(StateField.CLAIMED_AT)),
+            first_reply_at=parse_timestamp(get(StateField.FIRST_REPLY_AT)),
             timeout_notified=bool(get(StateField.TIMEOUT_NOTIFIED)),
-            back_at=_float(get(StateField.BACK_AT)),
-            left_message=_float(get(StateField.LEFT_MESSAGE)),
+            back_at=parse_timestamp(get(StateField.BACK_AT)),
+            left_message=parse_timestamp(get(StateField.LEFT_MESSAGE)),
             candidates=candidates if isinstance(candidates, list) else [],
             fields=dict(fields),
         )
