@@ -38,6 +38,7 @@ from training.chat_formats import engine_system_prompt, has_own_template, resolv
 from training.data import DATA_VERSION, Rows, Specials, encode_conversations, pack, swap_roles, windows
 from training.generation import chat_generation_config
 from training.loop import TrainArgs, save_final, train
+from training.sources import Conversation
 from training.split import file_hash, read_split
 from training.template_data import encode_with_template, messages_of, template_windows
 
@@ -151,6 +152,13 @@ def copies(conv_id: str, weight: float, seed: int) -> int:
     return whole + int(u < weight - whole)
 
 
+def system_turn(system: str, conv: Conversation) -> str:
+    """The system turn of one example: the engine's, then the conversation's own system text (the
+    grounding passages of a grounded-answer example), joined as the serving backend joins them."""
+    own = [t.text for t in conv.turns if t.role == "system"]
+    return "\n\n".join([p for p in (system, *own) if p])
+
+
 def template_rows(cfg: FinetuneConfig, split: str, tok, ctx: int, system: str) -> Rows:
     """Packed SFT rows through the tokenizer's own chat template (see training.template_data)."""
     clean = Path(cfg.work_dir) / "clean"
@@ -178,7 +186,7 @@ def template_rows(cfg: FinetuneConfig, split: str, tok, ctx: int, system: str) -
                 msgs = msgs[1:]
             if len(msgs) < 2:
                 continue
-            enc = encode_with_template(tok, system, msgs)
+            enc = encode_with_template(tok, system_turn(system, c), msgs)
             examples += template_windows(enc, ctx, max_turn_tokens=ctx // 2) * n
     random.Random(cfg.seed).shuffle(examples)  # repeated seed chats must not share a packed row
     rows = pack(examples, ctx, tok.pad_token_id)

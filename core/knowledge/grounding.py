@@ -34,6 +34,9 @@ from core.types import Candidate
 
 FAQ = "faq"
 EXCERPT = "excerpt"
+#: what a model trained for grounded answers says when the passages do not answer the question
+#: (``training/grounded.py`` teaches it); the engine turns it into its own decline with a person
+GROUNDED_DECLINE = "I couldn't find that in our documents."
 #: the longest excerpt of a passage offered as a reply
 EXCERPT_MAX_CHARS = 320
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
