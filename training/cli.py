@@ -33,8 +33,10 @@ from training.counterfactual import BiasConfig, markdown, run_bias
 from training.evaluate import EvaluateConfig, run_evaluate
 from training.finetune import FinetuneConfig, run_finetune
 from training.gather import GatherConfig, run_gather
+from training.grounded import GroundedConfig, run_grounded
 from training.pretrain import PretrainConfig, run_pretrain
 from training.registry import RegisterConfig
+from training.router import RouterConfig, run_router
 from training.tokenizer import TokenizerConfig, run_tokenizer
 
 app = typer.Typer(
@@ -89,6 +91,18 @@ def clean(config: ConfigOpt = None, set_: SetOpt = None) -> None:
         f"clean: kept {report['kept_conversations']} of {report['input_conversations']} conversations; "
         + ", ".join(f"{k} {v['conversations']}" for k, v in report["splits"].items())
     )
+
+
+@app.command(epilog=_epilog(GroundedConfig))
+def grounded(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Grounded-answer (RAFT) data: FAQ questions with passages and distractors, answers and declines."""
+    run_grounded(load_config(GroundedConfig, config, set_))
+
+
+@app.command(epilog=_epilog(RouterConfig))
+def router(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Fit the message router (small talk vs information request) and write its weights file."""
+    run_router(load_config(RouterConfig, config, set_))
 
 
 @app.command(epilog=_epilog(TokenizerConfig))
