@@ -382,7 +382,7 @@ class TransformersBackend:
             if stops[i] and first_stop(text, stops[i]) is not None:
                 length = self._tokens_to_stop(row, stops[i])
                 text, reason = cut_at_stop(text, stops[i]), "stop"
-            choices.append(Choice(Draft(text, logprobs[i, :length].tolist()), length, reason))
+            choices.append(Choice(Draft(text, logprobs[i, :length].tolist()), tuple(row[:length]), reason))
         return choices
 
     def _tokens_to_stop(self, row: list[int], stops: tuple[str, ...]) -> int:

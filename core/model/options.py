@@ -74,9 +74,14 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str:
 @dataclass(frozen=True, slots=True)
 class Choice:
     draft: Draft
-    #: tokens generated for this candidate (its end-of-turn token, or the one completing a stop, included)
-    tokens: int
+    #: the tokens generated for this candidate, its end-of-turn token (or the one completing a stop
+    #: sequence) included: one per log-probability
+    token_ids: tuple[int, ...]
     finish_reason: FinishReason
+
+    @property
+    def tokens(self) -> int:
+        return len(self.token_ids)
 
 
 @dataclass(frozen=True, slots=True)
