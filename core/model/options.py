@@ -40,16 +40,19 @@ class RequestOptions:
 
 DEFAULT_OPTIONS = RequestOptions()
 
+#: temperatures up to this decode greedily: dividing the logits by less could overflow them (as vLLM)
+GREEDY_BELOW = 1e-5
+
 
 def decoding_for(config: DecodingConfig, options: RequestOptions) -> DecodingConfig:
     """The configured decoding with the request's overrides in place."""
-    sample = config.do_sample if options.temperature is None else options.temperature > 0
+    sample = config.do_sample if options.temperature is None else options.temperature > GREEDY_BELOW
     return replace(
         config,
         num_candidates=config.num_candidates if options.n is None else options.n,
         max_new_tokens=config.max_new_tokens if options.max_new_tokens is None else options.max_new_tokens,
         do_sample=sample,
-        temperature=options.temperature if options.temperature else config.temperature,
+        temperature=options.temperature if sample and options.temperature else config.temperature,
         top_p=config.top_p if options.top_p is None else options.top_p,
     )
 

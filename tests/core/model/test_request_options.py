@@ -30,8 +30,9 @@ def test_temperature_switches_sampling_on_and_off() -> None:
     sampled = decoding_for(GREEDY, RequestOptions(temperature=1.3, top_p=0.5, n=3, max_new_tokens=5))
     assert sampled.do_sample and (sampled.temperature, sampled.top_p) == (1.3, 0.5)
     assert (sampled.num_candidates, sampled.max_new_tokens) == (3, 5)
-    greedy = decoding_for(configured(DecodingConfig, do_sample=True), RequestOptions(temperature=0.0))
-    assert not greedy.do_sample
+    for cold in (0.0, 1e-40):  # the latter would overflow the logits it divides
+        greedy = decoding_for(configured(DecodingConfig, do_sample=True), RequestOptions(temperature=cold))
+        assert not greedy.do_sample
     # Several greedy candidates are a beam search (one beam each), so they differ.
     assert is_beam_search(decoding_for(GREEDY, RequestOptions(n=2, temperature=0)))
     assert not is_beam_search(GREEDY)
