@@ -11,7 +11,8 @@ same way they would use vLLM; any OpenAI client (the official SDKs, LangChain, c
   as raw text, without the chat template.
 - ``GET /v1/models`` and ``GET /v1/models/{id}``: the served version, naming its base.
 
-What a request leaves unset decodes as configured (DecodingConfig, from the settings). One model is
+``n`` is 1 unless asked, as OpenAI's; anything else a request leaves unset decodes as configured
+(DecodingConfig, from the settings). One model is
 served: ``model`` in a request is not checked (the answer's ``model`` says which version answered),
 so bots need not follow version names. Errors come in OpenAI's shape (``errors.py``).
 """

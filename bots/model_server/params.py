@@ -139,7 +139,9 @@ def _options(body: dict[str, Any], max_context: int, system_prompt: str | None =
     if max_tokens is None:
         max_tokens = _integer(body, "max_tokens", 1, max_new)
     return RequestOptions(
-        n=_integer(body, "n", 1, MAX_N),
+        # One choice unless asked, as OpenAI's default (the configured NUM_CANDIDATES is the bots' own
+        # re-ranking, which happens on their side of the API).
+        n=_integer(body, "n", 1, MAX_N) or 1,
         max_new_tokens=max_tokens,
         temperature=_number(body, "temperature", 0.0, 2.0),
         top_p=_number(body, "top_p", 0.0, 1.0),
