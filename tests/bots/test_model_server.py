@@ -14,6 +14,7 @@ import pytest
 from bots.model_server import create_model_server
 from bots.model_server.cards import model_card
 from bots.model_server.streaming import held_back
+from core.model.decoding import BatchingConfig
 from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.options import DEFAULT_OPTIONS
 from core.model.scoring import Reranker, length_normalised_logprob
@@ -277,3 +278,21 @@ async def test_one_choice_unless_more_are_asked_for(tiny_model_dir) -> None:
             answer = await client.chat.completions.create(model="m", messages=HELLO)
     await beams.aclose()
     assert len(answer.choices) == 1
+
+
+async def test_a_full_queue_answers_503_server_busy_streamed_or_not(tiny_model_dir) -> None:
+    full = TransformersBackend(
+        tiny_model_dir,
+        Reranker([length_normalised_logprob()]),
+        GREEDY,
+        batching=configured(BatchingConfig, max_batch=1, batch_wait_s=0, max_queue=0),  # always full
+    )
+    async with running_server(create_model_server(full)) as base:
+        async with openai.AsyncOpenAI(base_url=base + "/v1", api_key="unused", max_retries=0) as client:
+            with pytest.raises(openai.APIStatusError) as raised:
+                await client.chat.completions.create(model="m", messages=HELLO)
+            with pytest.raises(openai.APIError, match="waiting"):
+                await collect(await client.chat.completions.create(model="m", messages=HELLO, stream=True))
+    await full.aclose()
+    assert raised.value.status_code == 503
+    assert raised.value.response.json()["error"]["type"] == "server_busy"
