@@ -62,8 +62,9 @@ class CoreSettings(BaseSettings):
     openai_api_key: SecretStr | None = Field(None, description="API key for the OpenAI-compatible server.")
     openai_system_turn: bool = Field(
         False,
-        description="Send SYSTEM_PROMPT as the first message (models trained with it, e.g. the default "
-        "adapter served by vLLM; the project's own model server adds it itself).",
+        description="Send SYSTEM_PROMPT as the first message, for models trained with it (e.g. the default "
+        "adapter) served by vLLM, or by `chatbot model-server` when the knowledge base is on (a request's "
+        "system messages replace the server's system prompt).",
     )
     openai_tokenizer_path: str | None = Field(
         None,

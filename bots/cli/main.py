@@ -57,7 +57,7 @@ def model_server(
     host: str = typer.Option("127.0.0.1", help="Bind address."),
     port: int = typer.Option(8000, help="Port."),
 ) -> None:
-    """Serve MODEL_PATH behind an OpenAI-compatible API (for bots run with MODEL_BACKEND=openai)."""
+    """Serve MODEL_PATH behind an OpenAI-compatible API (for MODEL_BACKEND=openai bots, any OpenAI client)."""
     import uvicorn
 
     from bots.model_server import create_model_server

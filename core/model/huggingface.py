@@ -6,26 +6,44 @@ batched forward pass so its log-probability is the model's, not the search's, an
 Generation runs in a single worker thread: torch releases the GIL, the event loop stays free.
 Grounding passages go into the system turn (after the team's system prompt), special tokens
 escaped as in user text, so a passage can never open a role.
+
+``complete`` takes per-request options over the configured decoding (``core.model.options``): the
+model server's ``n``, ``max_tokens``, ``temperature``, ``top_p``, ``seed`` and ``stop``. Requests that
+decode alike share a batch; a seeded one is generated alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 import torch
-from transformers import PreTrainedTokenizerBase, StoppingCriteriaList
+from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
 from core.model.backend import Grounding, PartialSink
 from core.model.batching import MicroBatcher
 from core.model.decoding import BatchingConfig, DecodingConfig
 from core.model.files import decode_one, load_causal_lm, load_tokenizer
+from core.model.options import (
+    DEFAULT_OPTIONS,
+    Choice,
+    Completion,
+    FinishReason,
+    RequestOptions,
+    cut_at_stop,
+    decoding_for,
+    first_stop,
+    is_beam_search,
+)
 from core.model.scoring import Draft, Reranker
 from core.model.serving_card import ServingCard
+from core.model.stopping import StopSequences
 from core.model.streamer import PartialText
 from core.model.versions import resolve_model_dir
 from core.settings import declared_defaults, from_settings
@@ -48,6 +66,30 @@ def _token_ids(encoded: object) -> list[int]:
         encoded = encoded["input_ids"]
     # typed str | list[int] | list[str] | list[list[int]]: one conversation, tokenized, is list[int]
     return list(cast(Sequence[int], encoded))
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One request for the worker thread."""
+
+    #: a dialogue to chat-template, or raw text to continue (``/v1/completions``)
+    prompt: Sequence[Turn] | str
+    sink: PartialSink | None = None
+    #: reference text for the system turn (grounding passages)
+    context: str | None = None
+    options: RequestOptions = DEFAULT_OPTIONS
+
+
+@contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Sample from ``seed``, then put the global generator back: a seeded request must not leave the
+    draws of the unseeded ones after it predictable."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
 
 
 class TransformersBackend:
@@ -94,11 +136,8 @@ class TransformersBackend:
         self._suppressed = sorted(set(self.tokenizer.all_special_ids) - {self.tokenizer.eos_token_id})
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         batching = batching or from_settings(BatchingConfig, declared_defaults())
-        self._batcher: MicroBatcher[tuple[list[Turn], PartialSink | None, str | None], list[Draft]]
-        self._batcher = MicroBatcher(
-            lambda items: self.drafts_batch(
-                [h for h, _, _ in items], [s for _, s, _ in items], [c for _, _, c in items]
-            ),
+        self._batcher: MicroBatcher[Job, Completion] = MicroBatcher(
+            self.complete_batch,
             self._executor,
             batching.max_batch,
             batching.batch_wait_s,
@@ -121,36 +160,58 @@ class TransformersBackend:
     async def drafts(
         self, history: Sequence[Turn], on_partial: PartialSink | None = None, context: str | None = None
     ) -> list[Draft]:
-        """The N scored candidates before re-ranking (the model server hands these out); ``context``
-        is reference text for the system turn (grounding passages)."""
+        """The N scored candidates before re-ranking; ``context`` is reference text for the system
+        turn (grounding passages)."""
+        return (await self.complete(history, DEFAULT_OPTIONS, on_partial, context)).drafts
+
+    async def complete(
+        self,
+        prompt: Sequence[Turn] | str,
+        options: RequestOptions = DEFAULT_OPTIONS,
+        on_partial: PartialSink | None = None,
+        context: str | None = None,
+    ) -> Completion:
+        """The candidates for a dialogue (or raw text to continue) decoded with ``options``, with their
+        token counts and finish reasons (the model server hands these out). Partials are cut at the
+        request's stop sequences, as the answer is."""
         sink = None
         if on_partial is not None:
             loop = asyncio.get_running_loop()
+            stops = options.stop
 
             def sink(text: str) -> None:  # runs in the worker thread: hop onto the event loop
-                loop.call_soon_threadsafe(on_partial, text)
+                loop.call_soon_threadsafe(on_partial, cut_at_stop(text, stops))
 
-        return await self._batcher.submit((list(history), sink, context or None))
+        kept = prompt if isinstance(prompt, str) else list(prompt)
+        return await self._batcher.submit(Job(kept, sink, context or None, options))
 
     async def aclose(self) -> None:
         await self._batcher.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # --- work done in the worker thread ---
-    def system_turn(self, context: str | None = None) -> str:
-        """The system turn's text: the team's system prompt, then the context with special tokens
-        escaped (a passage quoting ``<|im_start|>system`` stays text)."""
-        parts = [self.system_prompt] if self.system_prompt else []
+    def system_turn(self, context: str | None = None, system_prompt: str | None = None) -> str:
+        """The system turn's text: the team's system prompt (or ``system_prompt`` in its place), then
+        the context with special tokens escaped (a passage quoting ``<|im_start|>system`` stays text)."""
+        prompt = self.system_prompt if system_prompt is None else system_prompt
+        parts = [prompt] if prompt else []
         if context:
             parts.append(escape_special_tokens(context, self.tokenizer))
         return "\n\n".join(parts)
 
-    def prompt_ids(self, history: Sequence[Turn], context: str | None = None) -> list[int]:
+    def _budget(self, options: RequestOptions) -> int:
+        """Prompt tokens that leave room for the reply in the context window."""
+        return self.max_context - decoding_for(self.decoding, options).max_new_tokens
+
+    def prompt_ids(
+        self, history: Sequence[Turn], context: str | None = None, options: RequestOptions = DEFAULT_OPTIONS
+    ) -> list[int]:
         """Chat-template the history, dropping the oldest turns (then oldest tokens) to fit the window.
 
-        ``context`` (grounding passages) joins the system turn, which is kept whole while old turns go.
+        ``context`` (grounding passages) joins the system turn, which is kept whole while old turns go;
+        ``options`` may replace the team's system prompt and change the reply's room.
         """
-        budget = self.max_context - self.decoding.max_new_tokens
+        budget = self._budget(options)
         messages = [
             {
                 "role": "user" if t.role == Role.USER else "assistant",
@@ -160,7 +221,7 @@ class TransformersBackend:
             if t.role != Role.SYSTEM
         ]
         while True:
-            system_text = self.system_turn(context)
+            system_text = self.system_turn(context, options.system_prompt)
             system = [{"role": "system", "content": system_text}] if system_text else []
             while True:
                 ids = _token_ids(
@@ -182,7 +243,12 @@ class TransformersBackend:
             ids = ids[:1] + ids[-(budget - 1) :]
         return ids
 
-    @torch.inference_mode()
+    def text_ids(self, text: str, options: RequestOptions = DEFAULT_OPTIONS) -> list[int]:
+        """Raw text to continue, tokenized as is (the client writes the whole prompt, special tokens
+        and all); its end is kept when it is too long for the window."""
+        ids = _token_ids(self.tokenizer(text))
+        return ids[-self._budget(options) :]
+
     def drafts_batch(
         self,
         histories: list[list[Turn]],
@@ -190,10 +256,34 @@ class TransformersBackend:
         contexts: list[str | None] | None = None,
     ) -> list[list[Draft]]:
         """Generate N candidates for each history in one left-padded batch, each scored under the model."""
-        d = self.decoding
-        pad = self.tokenizer.pad_token_id
+        sinks = sinks or [None] * len(histories)
         contexts = contexts or [None] * len(histories)
-        prompts = [self.prompt_ids(h, c) for h, c in zip(histories, contexts, strict=True)]
+        jobs = [Job(h, s, c) for h, s, c in zip(histories, sinks, contexts, strict=True)]
+        return [completion.drafts for completion in self.complete_batch(jobs)]
+
+    def complete_batch(self, jobs: list[Job]) -> list[Completion]:
+        """Each job's completion: jobs that decode alike share one batch, a seeded job runs alone."""
+        groups: dict[tuple[DecodingConfig, int | None], list[int]] = {}
+        for i, job in enumerate(jobs):
+            decoding = decoding_for(self.decoding, job.options)
+            groups.setdefault((decoding, None if job.options.seed is None else i), []).append(i)
+        done: dict[int, Completion] = {}
+        for (decoding, alone), indices in groups.items():
+            seed = None if alone is None else jobs[alone].options.seed
+            group = self._generate([jobs[i] for i in indices], decoding, seed)
+            done.update(zip(indices, group, strict=True))
+        return [done[i] for i in range(len(jobs))]
+
+    @torch.inference_mode()
+    def _generate(self, jobs: list[Job], d: DecodingConfig, seed: int | None) -> list[Completion]:
+        """One left-padded batch of jobs that decode alike (``d``), each candidate scored under the model."""
+        pad = self.tokenizer.pad_token_id
+        prompts = [
+            self.text_ids(job.prompt, job.options)
+            if isinstance(job.prompt, str)
+            else self.prompt_ids(job.prompt, job.context, job.options)
+            for job in jobs
+        ]
         width = max(len(p) for p in prompts)
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
@@ -211,23 +301,36 @@ class TransformersBackend:
             kwargs.update(do_sample=True, temperature=d.temperature, top_p=d.top_p, num_beams=1)
         else:
             kwargs.update(do_sample=False, num_beams=max(d.num_beams, n))
-        if sinks and any(sinks):
-            kwargs["stopping_criteria"] = StoppingCriteriaList([PartialText(self.tokenizer, width, n, sinks)])
-        if kwargs["num_beams"] == 1:
-            # Sampling or greedy: each step's raw logits are the model's own distribution given the
-            # prefix, so the candidates' log-probabilities come with generation and need no second pass.
-            out = self.model.generate(
-                input_ids,
-                attention_mask=attention,
-                return_dict_in_generate=True,
-                output_logits=True,
-                **kwargs,
-            )
-            drafts = self._drafts_from_logits(out.sequences, torch.stack(out.logits, dim=1), width)
-        else:
-            sequences = self.model.generate(input_ids, attention_mask=attention, **kwargs)
-            drafts = self._drafts(sequences, attention.repeat_interleave(n, dim=0), width)
-        return [drafts[i * n : (i + 1) * n] for i in range(len(histories))]
+        criteria: list[StoppingCriteria] = []
+        sinks = [job.sink for job in jobs]
+        if any(sinks):
+            criteria.append(PartialText(self.tokenizer, width, n, sinks))
+        stops = [job.options.stop for job in jobs]
+        if any(stops) and not is_beam_search(d):
+            criteria.append(StopSequences(self.tokenizer, width, n, stops))
+        if criteria:
+            kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
+        row_stops = [stop for stop in stops for _ in range(n)]
+        with _seeded(seed):
+            if kwargs["num_beams"] == 1:
+                # Sampling or greedy: each step's raw logits are the model's own distribution given the
+                # prefix, so the candidates' log-probabilities come with generation and need no second pass.
+                out = self.model.generate(
+                    input_ids,
+                    attention_mask=attention,
+                    return_dict_in_generate=True,
+                    output_logits=True,
+                    **kwargs,
+                )
+                sequences = out.sequences
+                logprobs = self._logprobs(torch.stack(out.logits, dim=1), sequences[:, width:])
+            else:
+                sequences = self.model.generate(input_ids, attention_mask=attention, **kwargs)
+                logprobs = self._rescore(sequences, attention.repeat_interleave(n, dim=0), width)
+        choices = self._choices(sequences[:, width:], logprobs, row_stops, d.max_new_tokens)
+        return [
+            Completion(tuple(choices[i * n : (i + 1) * n]), len(prompt)) for i, prompt in enumerate(prompts)
+        ]
 
     def _lengths(self, new_tokens: torch.Tensor) -> list[int]:
         """Each candidate's length up to and including its end-of-turn token (or the first padding)."""
@@ -245,28 +348,46 @@ class TransformersBackend:
             lengths.append(length)
         return lengths
 
-    def _to_drafts(self, new_tokens: torch.Tensor, logprobs: torch.Tensor, lengths: list[int]) -> list[Draft]:
-        drafts = []
-        for i, length in enumerate(lengths):
-            text = decode_one(self.tokenizer, new_tokens[i, :length]).strip()
-            drafts.append(Draft(text, logprobs[i, :length].tolist()))
-        return drafts
+    def _logprobs(self, logits: torch.Tensor, new_tokens: torch.Tensor) -> torch.Tensor:
+        """Each new token's log-probability under ``logits`` (one row of step logits per candidate)."""
+        return torch.log_softmax(logits.float(), dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
 
-    def _drafts_from_logits(self, sequences: torch.Tensor, logits: torch.Tensor, width: int) -> list[Draft]:
-        new_tokens = sequences[:, width:]
-        logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
-        return self._to_drafts(new_tokens, logprobs, self._lengths(new_tokens))
-
-    def _drafts(self, sequences: torch.Tensor, prompt_mask: torch.Tensor, width: int) -> list[Draft]:
+    def _rescore(self, sequences: torch.Tensor, prompt_mask: torch.Tensor, width: int) -> torch.Tensor:
         """Score each candidate's new tokens (up to and including end-of-turn) in one forward pass."""
         new_tokens = sequences[:, width:]
-        lengths = self._lengths(new_tokens)
         new_mask = torch.zeros_like(new_tokens)
-        for i, length in enumerate(lengths):
+        for i, length in enumerate(self._lengths(new_tokens)):
             new_mask[i, :length] = 1
         mask = torch.cat([prompt_mask, new_mask], dim=1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
         logits = self.model(input_ids=sequences, attention_mask=mask, position_ids=positions).logits
-        logits = logits[:, width - 1 : -1]
-        logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
-        return self._to_drafts(new_tokens, logprobs, lengths)
+        return self._logprobs(logits[:, width - 1 : -1], new_tokens)
+
+    def _choices(
+        self,
+        new_tokens: torch.Tensor,
+        logprobs: torch.Tensor,
+        stops: list[tuple[str, ...]],
+        max_new_tokens: int,
+    ) -> list[Choice]:
+        """Each row's text, cut at its first stop sequence, with the tokens it took and why it ended."""
+        eos = self.tokenizer.eos_token_id
+        choices = []
+        for i, length in enumerate(self._lengths(new_tokens)):
+            row: list[int] = new_tokens[i, :length].tolist()
+            text = decode_one(self.tokenizer, row).strip()
+            # Out of room only if it used every token without ending its turn (a row that stopped
+            # early for a stop sequence is padded, so its length is shorter).
+            reason: FinishReason = "length" if length == max_new_tokens and row[-1] != eos else "stop"
+            if stops[i] and first_stop(text, stops[i]) is not None:
+                length = self._tokens_to_stop(row, stops[i])
+                text, reason = cut_at_stop(text, stops[i]), "stop"
+            choices.append(Choice(Draft(text, logprobs[i, :length].tolist()), tuple(row[:length]), reason))
+        return choices
+
+    def _tokens_to_stop(self, row: list[int], stops: tuple[str, ...]) -> int:
+        """How many of ``row``'s tokens it took for its text to hold a stop sequence."""
+        for k in range(1, len(row) + 1):
+            if first_stop(decode_one(self.tokenizer, row[:k]).strip(), stops) is not None:
+                return k
+        return len(row)

@@ -17,6 +17,7 @@ from bots.model_server import create_model_server
 from core.model.backend import Grounding, ModelBackend
 from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.openai_compat import OpenAIBackend, OpenAIConfig
+from core.model.options import DEFAULT_OPTIONS
 from core.model.reloading import ReloadingBackend
 from core.model.scoring import Reranker, length_normalised_logprob
 from core.types import Candidate, Role, Turn
@@ -45,7 +46,9 @@ async def openai_backend(model_dir: Path) -> AsyncIterator[ModelBackend]:
     served = local(model_dir)
     async with running_server(create_model_server(served)) as url:
         backend = OpenAIBackend(
-            configured(OpenAIConfig, base_url=url + "/v1", model="tiny", num_candidates=1), RERANK
+            # temperature 0: greedy, as the served backend is configured (the server honours the request's)
+            configured(OpenAIConfig, base_url=url + "/v1", model="tiny", num_candidates=1, temperature=0.0),
+            RERANK,
         )
         yield backend
         await backend.aclose()
@@ -122,8 +125,10 @@ async def test_grounding_reaches_the_prompt_and_every_candidate_carries_its_supp
     prompts: list[str] = []
     template = TransformersBackend.prompt_ids
 
-    def recording(self: TransformersBackend, history, context=None):  # every backend ends up here
-        ids = template(self, history, context)
+    def recording(
+        self: TransformersBackend, history, context=None, options=DEFAULT_OPTIONS
+    ):  # all end up here
+        ids = template(self, history, context, options)
         prompts.append(self.tokenizer.decode(ids))
         return ids
 

@@ -47,8 +47,12 @@ def test_greedy_and_sampled_logprobs_from_generation_match_a_rescore(tiny_model_
         return_dict_in_generate=True, output_logits=True, pad_token_id=backend.tokenizer.pad_token_id,
     )  # fmt: skip
     width = prompt.shape[1]
-    (fast,) = backend._drafts_from_logits(out.sequences, torch.stack(out.logits, dim=1), width)
-    (rescored,) = backend._drafts(out.sequences, mask, width)
+    new_tokens = out.sequences[:, width:]
+    (fast,) = backend._choices(
+        new_tokens, backend._logprobs(torch.stack(out.logits, dim=1), new_tokens), [()], 10
+    )
+    (rescored,) = backend._choices(new_tokens, backend._rescore(out.sequences, mask, width), [()], 10)
+    fast, rescored = fast.draft, rescored.draft
     assert fast.text == rescored.text and len(fast.token_logprobs) == len(rescored.token_logprobs) > 0
     assert fast.token_logprobs == pytest.approx(rescored.token_logprobs, abs=1e-4)
     assert backend.drafts_batch([[Turn(Role.USER, "hi")]])[0][0].token_logprobs  # the path generate() takes

@@ -15,9 +15,10 @@ from bots.model_server import create_model_server
 from core import texts
 from core.engine import DialogueEngine
 from core.memory.store import ContextStore
-from core.model.backend import ModelBusyError
+from core.model.backend import Grounding, ModelBusyError
 from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.openai_compat import ModelServerError, OpenAIBackend, OpenAIConfig
+from core.model.options import DEFAULT_OPTIONS, RequestOptions
 from core.model.scoring import Reranker, length_normalised_logprob, repetition_penalty
 from core.types import IncomingMessage, Role, Turn
 from tests.asgi_server import running_server
@@ -127,3 +128,62 @@ async def test_engine_apologises_when_the_model_server_fails(redis) -> None:
         replies = await engine.handle(IncomingMessage("web", "web:c1", "u1", "hello"))
         assert replies[-1].text == texts.APOLOGY
         await backend.aclose()
+
+
+async def test_the_bots_decoding_settings_reach_the_server(tiny_model_dir, monkeypatch) -> None:
+    """The bot sends its NUM_CANDIDATES, MAX_NEW_TOKENS, TEMPERATURE and TOP_P; the server honours them
+    (so over it, as over vLLM, a bot samples at TEMPERATURE)."""
+    seen: list[RequestOptions] = []
+    complete_batch = TransformersBackend.complete_batch
+
+    def recording(self, jobs):
+        seen.extend(job.options for job in jobs)
+        return complete_batch(self, jobs)
+
+    monkeypatch.setattr(TransformersBackend, "complete_batch", recording)
+    served = TransformersBackend(tiny_model_dir, RERANK, configured(DecodingConfig, max_new_tokens=12))
+    async with running_server(create_model_server(served)) as url:
+        config = configured(
+            OpenAIConfig, base_url=url + "/v1", model="m", num_candidates=2, max_new_tokens=5, temperature=0.7
+        )
+        backend = OpenAIBackend(config, RERANK)
+        await backend.generate([Turn(Role.USER, "hello there")])
+        await backend.aclose()
+    await served.aclose()
+    (options,) = seen
+    assert (options.n, options.max_new_tokens, options.temperature, options.top_p) == (
+        2,
+        5,
+        0.7,
+        config.top_p,
+    )
+
+
+async def test_with_its_system_turn_a_grounded_bot_gets_the_local_prompt(tiny_model_dir, monkeypatch) -> None:
+    """A client's system messages replace the server's system prompt: a bot that sends the team's
+    (OPENAI_SYSTEM_TURN) before its passages gets the prompt the local backend builds; one that sends
+    only the passages gets them without the team's prompt."""
+    prompts: list[list[int]] = []
+    template = TransformersBackend.prompt_ids
+
+    def recording(self, history, context=None, options=DEFAULT_OPTIONS):
+        prompts.append(template(self, history, context, options))
+        return prompts[-1]
+
+    monkeypatch.setattr(TransformersBackend, "prompt_ids", recording)
+    team = "You are the team's assistant."
+    served = TransformersBackend(tiny_model_dir, RERANK, configured(DecodingConfig, max_new_tokens=4))
+    served.system_prompt = team  # as for a version trained with the system turn (serving.json)
+    history = [Turn(Role.USER, "how long do refunds take?")]
+    fact = "Refunds take 14 days."
+    grounding = Grounding(fact, (fact,))
+    async with running_server(create_model_server(served)) as url:
+        for system_turn in (team, ""):
+            config = configured(OpenAIConfig, base_url=url + "/v1", model="m", system_turn=system_turn)
+            backend = OpenAIBackend(config, RERANK)
+            await backend.generate(history, None, grounding)
+            await backend.aclose()
+    with_team, without = (served.tokenizer.decode(ids) for ids in prompts[-2:])
+    assert prompts[-2] == template(served, history, fact)
+    assert fact in without and team not in without and team in with_team
+    await served.aclose()
