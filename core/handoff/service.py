@@ -273,6 +273,8 @@ class HandoffService:
         profile = await self.agents.get(agent)
         if profile is None:
             raise HandoffError(f"unknown agent {agent!r}")
+        if profile.disabled:
+            raise HandoffError("This agent account is disabled.")
         team = (await self.store.state(cid)).team
         if not self.serves(profile, team):
             raise HandoffError(f"This conversation is routed to the {team} team.")
@@ -290,10 +292,25 @@ class HandoffService:
         self._check(int(await self._release(keys=keys, args=[cid, agent])))
         await self._publish("released", cid, agent=agent)
 
+    async def release_all(self, agent: str) -> list[str]:
+        """Put every conversation ``agent`` holds back in the queue (their account was disabled), so
+        no user waits on someone who will not answer; returns those released."""
+        released = []
+        for cid in sorted(as_texts(await self.redis.smembers(self._convs(agent)))):
+            try:
+                await self.release(cid, agent)
+            except HandoffError:  # resolved or transferred meanwhile: not theirs any more
+                await self.redis.srem(self._convs(agent), cid)
+                continue
+            released.append(cid)
+        return released
+
     async def transfer(self, cid: str, agent: str, to_agent: str) -> None:
         target = await self.agents.get(to_agent)
         if target is None:
             raise HandoffError(f"unknown agent {to_agent!r}")  # a transfer may cross teams on purpose
+        if target.disabled:
+            raise HandoffError(f"{target.display_name}'s account is disabled.")
         keys = [self.keys.state(cid), self._convs(agent), self._convs(to_agent)]
         self._check(int(await self._transfer(keys=keys, args=[cid, agent, to_agent, target.max_concurrent])))
         await self._publish("transferred", cid, agent=to_agent, previous=agent)

@@ -222,3 +222,25 @@ async def test_routing_by_team(setup, redis) -> None:
     await handoff.transfer("web:money", "bea", "ada")  # a deliberate transfer may cross teams
     await start(store, handoff, "web:money2", "sensitive:payment_dispute", team="billing")
     await handoff.claim("web:money2", "root")  # admins take anything
+
+
+async def test_a_disabled_agent_cannot_claim_nor_be_transferred_to_and_gives_back_what_they_held(
+    setup,
+) -> None:
+    store, handoff, _ = setup
+    for cid in ("web:c1", "web:c2"):
+        await start(store, handoff, cid)
+        await handoff.claim(cid, "ada")
+    await handoff.agents.set_disabled("bob", True)
+    with pytest.raises(HandoffError, match="disabled"):
+        await handoff.transfer("web:c1", "ada", "bob")
+    await handoff.agents.set_disabled("ada", True)
+    assert await handoff.release_all("ada") == ["web:c1", "web:c2"]
+    assert [(e.conversation_id, e.mode, e.agent) for e in await handoff.queue()] == [
+        ("web:c1", Mode.QUEUED, ""),
+        ("web:c2", Mode.QUEUED, ""),
+    ]
+    with pytest.raises(HandoffError, match="disabled"):
+        await handoff.claim("web:c1", "ada")
+    await handoff.agents.set_disabled("bob", False)
+    await handoff.claim("web:c1", "bob")
