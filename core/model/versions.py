@@ -73,12 +73,13 @@ def history(models_dir: str | Path = "models") -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _log(models_dir: Path, action: str, version: str, previous: str | None) -> None:
+def _log(models_dir: Path, action: str, version: str, previous: str | None, by: str = "") -> None:
     entry = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "action": action,
         "version": version,
         "previous": previous,
+        **({"by": by} if by else {}),  # who, when a person did it from the admin dashboard
     }
     with open(models_dir / HISTORY, "a") as fh:
         fh.write(json.dumps(entry) + "\n")
@@ -113,13 +114,13 @@ def rollback_target(models_dir: str | Path = "models") -> str | None:
     return None
 
 
-def rollback(models_dir: str | Path = "models") -> str:
-    """Return ``current`` to the version the latest promotion of it replaced."""
+def rollback(models_dir: str | Path = "models", by: str = "") -> str:
+    """Return ``current`` to the version the latest promotion of it replaced (``by``: who asked)."""
     root = Path(models_dir)
     prev = rollback_target(root)
     if prev is None:
         raise RuntimeError(f"nothing to roll back to from {current(root)!r}")
     cur = current(root)
     _set_current(root, prev)
-    _log(root, "rollback", prev, cur)
+    _log(root, "rollback", prev, cur, by)
     return prev
