@@ -53,6 +53,7 @@ async def serve(settings: Settings, open_browser: bool = False, only: str | None
             outbox=outbox,
             knowledge=kb,
             serving=lambda: engine.backend.version,
+            handoff=handoff,
         )
         desk = slack_agent_desk(settings, handoff)
         serve_webchat = settings.web_enabled and only in (None, WEB)

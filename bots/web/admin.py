@@ -1,8 +1,9 @@
 """The admin dashboard at ``/admin`` (admin accounts only, a login separate from the agents'):
 traffic, latency, handoff and feedback over time per model version, the model registry
 (``bots.web.models``: every version, adapters included, with its evaluation, gate decision and base,
-the current one marked, and a rollback), the messages that could not be delivered, and the
-agents' inbox: canned responses and business hours (managed here), users' ratings (CSAT) per
+the current one marked, and a rollback), the messages that could not be delivered, the accounts
+(``bots.web.admin_agents``: add, edit, disable agents and admins, reset passwords; their teams), and
+the agents' inbox: canned responses and business hours (managed here), users' ratings (CSAT) per
 agent and team, and the knowledge base: upload documents, see what is indexed, remove them.
 """
 
@@ -20,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bots.web.admin_agents import AgentsApi
 from bots.web.login import WebLogin
 from bots.web.models import ModelsApi
 from bots.web.sessions import SessionStore
@@ -29,6 +31,7 @@ from core.handoff.agents import AgentDirectory
 from core.handoff.canned import CannedResponses
 from core.handoff.csat import CsatSurvey
 from core.handoff.hours import BusinessHours, describe_opening
+from core.handoff.service import HandoffService
 from core.knowledge import IngestResult, IngestStatus, KnowledgeBase
 from core.knowledge.loaders import too_large
 from core.memory.analytics import series
@@ -49,6 +52,7 @@ class AdminDashboard:
         outbox: Outbox | None = None,
         knowledge: KnowledgeBase | None = None,
         serving: Callable[[], str] | None = None,
+        handoff: HandoffService | None = None,
     ) -> None:
         self.chatlog = chatlog
         #: the knowledge base the Knowledge section manages; None: the section says it is off
@@ -57,6 +61,8 @@ class AdminDashboard:
         self.undelivered = UndeliveredApi(outbox or Outbox(), self.auth, "/admin")
         #: ``serving``: the model version this process answers with, to mark it beside ``current``
         self.models = ModelsApi(models_path, self.auth, serving)
+        #: ``handoff``: to put a disabled agent's conversations back in the queue
+        self.accounts = AgentsApi(agents, self.auth, handoff)
         self.agents = agents
         self.canned = CannedResponses(agents.redis, agents.prefix)
         self.hours = BusinessHours(agents.redis, agents.prefix)
@@ -67,6 +73,7 @@ class AdminDashboard:
             *self.auth.routes(),
             *self.undelivered.routes(),
             *self.models.routes(),
+            *self.accounts.routes(),
             Route("/admin", self.page),
             Route("/admin/api/me", self.me),
             Route("/admin/api/series", self.series),

@@ -43,7 +43,7 @@ async def admin_site(
     await agents.add("root", "admin password", "Root", role="admin")
     handoff = HandoffService(ContextStore(redis, prefix=prefix), agents)
     sessions = SessionStore(redis, prefix, 600)
-    dashboard = AdminDashboard(None, agents, sessions, models, serving=serving)
+    dashboard = AdminDashboard(None, agents, sessions, models, handoff=handoff, serving=serving)
     async with running_server(create_web_app(dashboard.routes())) as url:
         yield url, handoff
 

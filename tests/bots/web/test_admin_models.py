@@ -89,7 +89,7 @@ async def test_rollback_needs_csrf_and_the_current_version_the_admin_saw(redis, 
 
 def test_the_admin_dashboard_loads_no_torch() -> None:
     code = (
-        "import sys, bots.web.admin, bots.web.models, bots.web.agent_console; "
+        "import sys, bots.web.admin, bots.web.models, bots.web.admin_agents, bots.web.agent_console; "
         "print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
