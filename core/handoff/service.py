@@ -70,6 +70,8 @@ class QueueEntry:
     left_message: bool = False
     #: out of hours: when the team opens (Unix time; 0 when it was open)
     back_at: float = 0.0
+    #: when an agent took it (Unix time; 0 while it waits): the wait shown stops counting here
+    claimed_at: float = 0.0
 
 
 class HandoffService:
@@ -243,6 +245,7 @@ class HandoffService:
                     state.agent,
                     state.left_message is not None,
                     state.back_at or 0.0,
+                    state.claimed_at or 0.0,
                 )  # fmt: skip
             )
         return entries
@@ -392,6 +395,8 @@ class HandoffService:
         await self.store.append(cid, platform, user, turn)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(self.transcript_key(cid), json.dumps(turn.to_dict()))
+            if state.left_message is not None:  # answered: no longer a message waiting for the team
+                pipe.hdel(self.keys.state(cid), StateField.LEFT_MESSAGE)
             if state.first_reply_at is None:
                 pipe.hset(self.keys.state(cid), StateField.FIRST_REPLY_AT, now)
                 claimed = state.claimed_at or now
