@@ -52,6 +52,8 @@ async def serve(settings: Settings, open_browser: bool = False, only: str | None
             cookie_secure=settings.cookie_secure,
             outbox=outbox,
             knowledge=kb,
+            serving=lambda: engine.backend.version,
+            handoff=handoff,
         )
         desk = slack_agent_desk(settings, handoff)
         serve_webchat = settings.web_enabled and only in (None, WEB)

@@ -25,7 +25,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from core.model.bases import ADAPTER_CONFIG, BASE_CARD, BaseRef, is_adapter
 from core.model.files import load_causal_lm
 from core.model.serving_card import NAME as SERVING_CARD
-from core.model.versions import is_model_dir
+
+# The pointer and its history are core's, torch-free, so the admin dashboard moves it through the
+# same functions; re-exported as the training CLI's names for them (`chatbot train rollback`).
+from core.model.versions import current, promote, versions
+from core.model.versions import rollback as rollback
 from training import manifest
 from training.generation import chat_generation_config
 from training.loop import hardware
@@ -49,63 +53,6 @@ class RegisterConfig:
     pretrain_dir: str = field(default="", metadata={"help": "Pretrain run directory (for the card)."})
     command: str = field(default="", metadata={"help": "Command that produced the model (for the card)."})
     notes: str = field(default="", metadata={"help": "Free-text notes for the model card."})
-
-
-def current(models_dir: str | Path = "models") -> str | None:
-    p = Path(models_dir) / "current"
-    return p.read_text().strip() if p.exists() else None
-
-
-def _log(models_dir: Path, action: str, version: str, previous: str | None) -> None:
-    entry = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "action": action,
-        "version": version,
-        "previous": previous,
-    }
-    with open(models_dir / "history.jsonl", "a") as fh:
-        fh.write(json.dumps(entry) + "\n")
-
-
-def _set_current(models_dir: Path, version: str) -> None:
-    tmp = models_dir / "current.tmp"
-    tmp.write_text(version + "\n")
-    tmp.replace(models_dir / "current")  # atomic: core never reads a half-written pointer
-
-
-def promote(version: str, models_dir: str | Path = "models") -> str | None:
-    """Point ``current`` at ``version``; returns the version it replaced."""
-    root = Path(models_dir)
-    if not is_model_dir(root / version):
-        raise FileNotFoundError(f"no registered model {root / version}")
-    prev = current(root)
-    _set_current(root, version)
-    _log(root, "promote", version, prev)
-    return prev
-
-
-def rollback(models_dir: str | Path = "models") -> str:
-    """Return ``current`` to the version the latest promotion of it replaced."""
-    root = Path(models_dir)
-    cur = current(root)
-    hist = (
-        [json.loads(line) for line in (root / "history.jsonl").read_text().splitlines() if line.strip()]
-        if (root / "history.jsonl").exists()
-        else []
-    )
-    for entry in reversed(hist):
-        if entry["version"] == cur and entry["action"] == "promote":
-            prev = entry["previous"]
-            if not prev or not is_model_dir(root / prev):
-                break
-            _set_current(root, prev)
-            _log(root, "rollback", prev, cur)
-            return prev
-    raise RuntimeError(f"nothing to roll back to from {cur!r}")
-
-
-def versions(models_dir: str | Path = "models") -> list[str]:
-    return sorted(p.name for p in Path(models_dir).iterdir() if p.is_dir() and is_model_dir(p))
 
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

@@ -8,7 +8,9 @@ import typer
 
 from bots.settings import get_settings
 from core.builder import redis_from
-from core.handoff.agents import AgentDirectory
+from core.handoff.agents import AgentDirectory, UnknownAgentError
+from core.handoff.service import HandoffService
+from core.memory.store import ContextStore
 
 app = typer.Typer(help="Manage agent accounts (the agent console is at /agent).", no_args_is_help=True)
 
@@ -30,7 +32,8 @@ def add(
         ..., prompt=True, hide_input=True, confirmation_prompt=True, help="At least 8 characters (prompted)."
     ),
 ) -> None:
-    """Create an agent account, or reset an existing one's password and details."""
+    """Create an agent account, or reset an existing one's password and details (a disabled one
+    stays disabled: `chatbot agents enable`)."""
 
     async def create(agents: AgentDirectory):
         return await agents.add(username, password, name, tuple(team), max_concurrent, role)
@@ -52,4 +55,37 @@ def list_agents() -> None:
 
     for agent, presence in asyncio.run(_with_directory(show)):
         teams = ",".join(agent.teams) or "-"
-        typer.echo(f"{agent.username}\t{agent.display_name}\t{agent.role}\tteams={teams}\t{presence}")
+        status = "disabled" if agent.disabled else presence
+        typer.echo(f"{agent.username}\t{agent.display_name}\t{agent.role}\tteams={teams}\t{status}")
+
+
+def _set_disabled(username: str, disabled: bool) -> list[str]:
+    """Disable (and put what the account holds back in the queue) or enable; the released ids."""
+
+    async def change(agents: AgentDirectory) -> list[str]:
+        await agents.set_disabled(username, disabled)
+        if not disabled:
+            return []
+        handoff = HandoffService(ContextStore(agents.redis, prefix=agents.prefix), agents)
+        return await handoff.release_all(username)
+
+    try:
+        return asyncio.run(_with_directory(change))
+    except UnknownAgentError as error:
+        typer.secho(str(error), fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def disable(username: str = typer.Argument(..., help="The account to disable.")) -> None:
+    """Stop an account logging in, claiming or being transferred to (its history stays); the
+    conversations it holds go back to the queue."""
+    released = _set_disabled(username, True)
+    typer.echo(f"Agent {username} disabled; {len(released)} conversation(s) back in the queue.")
+
+
+@app.command()
+def enable(username: str = typer.Argument(..., help="The account to enable again.")) -> None:
+    """Let a disabled account log in and take conversations again."""
+    _set_disabled(username, False)
+    typer.echo(f"Agent {username} enabled.")

@@ -1,14 +1,16 @@
 """The admin dashboard at ``/admin`` (admin accounts only, a login separate from the agents'):
-traffic, latency, handoff and feedback over time per model version, the model registry with
-each version's evaluation and gate decision, the messages that could not be delivered, and the
-agents' inbox: canned responses and business hours (managed here), users' ratings (CSAT) per
+traffic, latency, handoff and feedback over time per model version, the model registry
+(``bots.web.models``: every version, adapters included, with its evaluation, gate decision and base,
+the current one marked, and a rollback), the messages that could not be delivered, the accounts
+(``bots.web.admin_agents``: add, edit, disable agents and admins, reset passwords; their teams), and
+the agents' inbox: canned responses and business hours (managed here), users' ratings (CSAT) per
 agent and team, and the knowledge base: upload documents, see what is indexed, remove them.
 """
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +21,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bots.web.admin_agents import AgentsApi
 from bots.web.login import WebLogin
+from bots.web.models import ModelsApi
 from bots.web.sessions import SessionStore
 from bots.web.undelivered import UndeliveredApi
 from core.delivery.outbox import Outbox
@@ -27,6 +31,7 @@ from core.handoff.agents import AgentDirectory
 from core.handoff.canned import CannedResponses
 from core.handoff.csat import CsatSurvey
 from core.handoff.hours import BusinessHours, describe_opening
+from core.handoff.service import HandoffService
 from core.knowledge import IngestResult, IngestStatus, KnowledgeBase
 from core.knowledge.loaders import too_large
 from core.memory.analytics import series
@@ -34,45 +39,6 @@ from core.memory.chatlog import ChatLog
 
 STATIC = Path(__file__).parent / "static"
 MAX_DAYS = 90
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def registry(models_path: str | Path) -> dict:
-    """Versions under a registry directory with their headline metrics, gate decision and history."""
-    root = Path(models_path)
-    current_file = root / "current"
-    current = current_file.read_text().strip() if current_file.is_file() else None
-    versions = []
-    for version_dir in (
-        sorted(p for p in root.iterdir() if (p / "config.json").is_file()) if root.is_dir() else []
-    ):
-        ev = _read_json(version_dir / "eval.json")
-        lm = ev.get("language_model", {}).get("model", {})
-        replies = ev.get("replies", {}).get("model", {})
-        versions.append(
-            {
-                "version": version_dir.name,
-                "current": version_dir.name == current,
-                "bits_per_byte": lm.get("bits_per_byte"),
-                "ppl": lm.get("ppl"),
-                "f1": replies.get("f1"),
-                "bleu": replies.get("bleu"),
-                "gate": _read_json(version_dir / "gate.json") or None,
-            }
-        )
-    history_file = root / "history.jsonl"
-    history = (
-        [json.loads(line) for line in history_file.read_text().splitlines() if line.strip()]
-        if history_file.is_file()
-        else []
-    )
-    return {"current": current, "versions": versions, "history": history[-20:]}
 
 
 class AdminDashboard:
@@ -85,13 +51,18 @@ class AdminDashboard:
         cookie_secure: bool = False,
         outbox: Outbox | None = None,
         knowledge: KnowledgeBase | None = None,
+        serving: Callable[[], str] | None = None,
+        handoff: HandoffService | None = None,
     ) -> None:
         self.chatlog = chatlog
         #: the knowledge base the Knowledge section manages; None: the section says it is off
         self.knowledge = knowledge
-        self.models_path = models_path
         self.auth = WebLogin(agents, sessions, "/admin", "Admin", frozenset({"admin"}), cookie_secure)
         self.undelivered = UndeliveredApi(outbox or Outbox(), self.auth, "/admin")
+        #: ``serving``: the model version this process answers with, to mark it beside ``current``
+        self.models = ModelsApi(models_path, self.auth, serving)
+        #: ``handoff``: to put a disabled agent's conversations back in the queue
+        self.accounts = AgentsApi(agents, self.auth, handoff)
         self.agents = agents
         self.canned = CannedResponses(agents.redis, agents.prefix)
         self.hours = BusinessHours(agents.redis, agents.prefix)
@@ -101,10 +72,11 @@ class AdminDashboard:
         return [
             *self.auth.routes(),
             *self.undelivered.routes(),
+            *self.models.routes(),
+            *self.accounts.routes(),
             Route("/admin", self.page),
             Route("/admin/api/me", self.me),
             Route("/admin/api/series", self.series),
-            Route("/admin/api/models", self.models),
             Route("/admin/api/canned", self.canned_list),
             Route("/admin/api/canned", self.canned_act, methods=["POST"]),
             Route("/admin/api/hours", self.hours_list),
@@ -139,10 +111,6 @@ class AdminDashboard:
         end = time.time()
         data = await series(self.chatlog, end - days * 86400, end, bucket)
         return JSONResponse(data.__dict__)
-
-    async def models(self, request: Request) -> Response:
-        await self.auth.require(request)
-        return JSONResponse(registry(self.models_path))
 
     # --- the agents' inbox ---
     async def canned_list(self, request: Request) -> Response:

@@ -81,7 +81,9 @@ class AgentConsole:
     async def me(self, request: Request) -> Response:
         session = await self.auth.require(request)
         agent = await self.agents.get(session.username)
-        others = [a.username for a in await self.agents.all() if a.username != session.username]
+        others = [  # whom they may transfer to
+            a.username for a in await self.agents.all() if a.username != session.username and not a.disabled
+        ]
         return JSONResponse(
             {"username": session.username, "display_name": agent.display_name if agent else "",
              "csrf": session.csrf, "agents": others, "knowledge": self.knowledge is not None}
@@ -94,7 +96,8 @@ class AgentConsole:
         entries = [
             {"cid": e.conversation_id, "platform": e.platform, "user": e.user_id, "reason": e.reason,
              "requested_at": e.requested_at, "priority": e.priority, "mode": str(e.mode), "agent": e.agent,
-             "team": e.team, "left_message": e.left_message, "back_at": e.back_at}
+             "team": e.team, "left_message": e.left_message, "back_at": e.back_at,
+             "claimed_at": e.claimed_at or None}
             for e in await self.handoff.queue()
             if me and (self.handoff.serves(me, e.team) or e.agent == me.username)  # routed to my teams
         ]  # fmt: skip

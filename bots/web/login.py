@@ -85,7 +85,12 @@ class WebLogin:
 
     async def session(self, request: Request) -> Session | None:
         session = await self.sessions.get(request.cookies.get(self.cookie))
-        return session if session and session.role in self.roles else None
+        if session is None or session.role not in self.roles:
+            return None
+        # The account as it is now: one disabled or moved to another role since the login is out at
+        # its next request, not when the cookie expires.
+        agent = await self.agents.get(session.username)
+        return session if agent and not agent.disabled and agent.role in self.roles else None
 
     async def require(self, request: Request, mutating: bool = False) -> Session:
         """The caller's session; raises ``Refused`` (401 not logged in, 403 bad CSRF token) otherwise."""
@@ -106,13 +111,21 @@ class WebLogin:
     async def require_action(self, request: Request, key: str) -> tuple[Session, dict]:
         """For a state-changing JSON request: the session and the body (an object whose ``key`` is a
         string); raises ``Refused`` (401, 403, or 400 for a malformed body) otherwise."""
+        session, body = await self.require_body(request)
+        if not isinstance(body.get(key), str):
+            raise Refused(400, f"`{key}` is required")
+        return session, body
+
+    async def require_body(self, request: Request) -> tuple[Session, dict]:
+        """For a state-changing JSON request: the session and the body (an object); raises ``Refused``
+        (401, 403, or 400 when the body is not a JSON object) otherwise."""
         session = await self.require(request, mutating=True)
         try:
             body = await request.json()
         except json.JSONDecodeError:
             raise Refused(400, "send a JSON object") from None
-        if not isinstance(body, dict) or not isinstance(body.get(key), str):
-            raise Refused(400, f"`{key}` is required")
+        if not isinstance(body, dict):
+            raise Refused(400, "send a JSON object")
         return session, body
 
     def _set_cookie(self, response: Response, name: str, value: str, max_age: int | None = None) -> None:

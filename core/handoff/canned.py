@@ -18,12 +18,11 @@ from typing import Any
 from redis.asyncio import Redis
 
 from core import texts
-from core.handoff.agents import Agent
+from core.handoff.agents import Agent, team_name
 from core.memory.schema import Keys
 
 VARIABLES = ("user_name", "agent_name", "team")
 SHORTCUT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-TEAM = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 MAX_TEXT = 2000
 
 
@@ -86,11 +85,10 @@ class CannedResponses:
     ) -> CannedResponse:
         """Create the response, or replace the one with this shortcut and team; ``replaces`` (shortcut,
         team) is an earlier one that an edit renamed or moved, removed in the same step."""
-        shortcut, team = shortcut.strip().lstrip("/").lower(), team.strip().lower()
+        shortcut = shortcut.strip().lstrip("/").lower()
         if not SHORTCUT.match(shortcut):
             raise ValueError("Shortcuts are 1-32 lowercase letters, digits, '-' or '_'.")
-        if team and not TEAM.match(team):
-            raise ValueError("Team names are lowercase letters, digits, '.', '_' or '-'.")
+        team = team_name(team) if team.strip() else ""  # "": every agent's
         response = CannedResponse(shortcut, check_template(text), team, by, time.time())
         field = self._field(team, shortcut)
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -19,13 +19,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from redis.asyncio import Redis
 
+from core.handoff.agents import team_name
 from core.memory.connection import as_text
 from core.memory.schema import Keys
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _RANGE = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)\s*-\s*([01]\d|2[0-4]):([0-5]\d)$")
-_TEAM = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 
 Ranges = tuple[tuple[int, int], ...]  # (start, end) in minutes after midnight
 
@@ -133,9 +133,7 @@ class BusinessHours:
         self.key = Keys(prefix).hours
 
     async def save(self, team: str, tz: str, days: Mapping[str, str]) -> Schedule:
-        team = team.strip().lower()
-        if team and not _TEAM.match(team):
-            raise ValueError("team names are lowercase letters, digits, '.', '_' or '-'")
+        team = team_name(team) if team.strip() else ""  # "": the default hours
         schedule = Schedule.parse(tz, days)
         await self.redis.hset(self.key, team, json.dumps(schedule.as_dict()))
         return schedule

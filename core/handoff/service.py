@@ -70,6 +70,8 @@ class QueueEntry:
     left_message: bool = False
     #: out of hours: when the team opens (Unix time; 0 when it was open)
     back_at: float = 0.0
+    #: when an agent took it (Unix time; 0 while it waits): the wait shown stops counting here
+    claimed_at: float = 0.0
 
 
 class HandoffService:
@@ -243,6 +245,7 @@ class HandoffService:
                     state.agent,
                     state.left_message is not None,
                     state.back_at or 0.0,
+                    state.claimed_at or 0.0,
                 )  # fmt: skip
             )
         return entries
@@ -273,6 +276,8 @@ class HandoffService:
         profile = await self.agents.get(agent)
         if profile is None:
             raise HandoffError(f"unknown agent {agent!r}")
+        if profile.disabled:
+            raise HandoffError("This agent account is disabled.")
         team = (await self.store.state(cid)).team
         if not self.serves(profile, team):
             raise HandoffError(f"This conversation is routed to the {team} team.")
@@ -290,10 +295,25 @@ class HandoffService:
         self._check(int(await self._release(keys=keys, args=[cid, agent])))
         await self._publish("released", cid, agent=agent)
 
+    async def release_all(self, agent: str) -> list[str]:
+        """Put every conversation ``agent`` holds back in the queue (their account was disabled), so
+        no user waits on someone who will not answer; returns those released."""
+        released = []
+        for cid in sorted(as_texts(await self.redis.smembers(self._convs(agent)))):
+            try:
+                await self.release(cid, agent)
+            except HandoffError:  # resolved or transferred meanwhile: not theirs any more
+                await self.redis.srem(self._convs(agent), cid)
+                continue
+            released.append(cid)
+        return released
+
     async def transfer(self, cid: str, agent: str, to_agent: str) -> None:
         target = await self.agents.get(to_agent)
         if target is None:
             raise HandoffError(f"unknown agent {to_agent!r}")  # a transfer may cross teams on purpose
+        if target.disabled:
+            raise HandoffError(f"{target.display_name}'s account is disabled.")
         keys = [self.keys.state(cid), self._convs(agent), self._convs(to_agent)]
         self._check(int(await self._transfer(keys=keys, args=[cid, agent, to_agent, target.max_concurrent])))
         await self._publish("transferred", cid, agent=to_agent, previous=agent)
@@ -375,6 +395,8 @@ class HandoffService:
         await self.store.append(cid, platform, user, turn)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(self.transcript_key(cid), json.dumps(turn.to_dict()))
+            if state.left_message is not None:  # answered: no longer a message waiting for the team
+                pipe.hdel(self.keys.state(cid), StateField.LEFT_MESSAGE)
             if state.first_reply_at is None:
                 pipe.hset(self.keys.state(cid), StateField.FIRST_REPLY_AT, now)
                 claimed = state.claimed_at or now

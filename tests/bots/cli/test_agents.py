@@ -37,3 +37,18 @@ def test_add_then_list_then_login_works(cli_env, redis_server) -> None:
 def test_bad_account_is_refused_with_a_reason(cli_env) -> None:
     result = CliRunner().invoke(app, ["agents", "add", "ada", "--password", "short"])
     assert result.exit_code == 2 and "at least 8 characters" in result.output
+
+
+def test_disable_then_enable(cli_env, redis_server) -> None:
+    runner = CliRunner()
+    runner.invoke(app, ["agents", "add", "bea", "--password", "battery staple"])
+    disabled = runner.invoke(app, ["agents", "disable", "bea"])
+    assert (
+        disabled.exit_code == 0
+        and "Agent bea disabled; 0 conversation(s) back in the queue." in disabled.output
+    )
+    assert "bea\tbea\tagent\tteams=-\tdisabled" in runner.invoke(app, ["agents", "list"]).output
+    assert runner.invoke(app, ["agents", "enable", "bea"]).exit_code == 0
+    assert "\tdisabled" not in runner.invoke(app, ["agents", "list"]).output
+    unknown = runner.invoke(app, ["agents", "disable", "nobody"])
+    assert unknown.exit_code == 2 and "no account 'nobody'" in unknown.output

@@ -10,8 +10,9 @@ import shutil
 import httpx
 import pytest
 
-from bots.web.admin import AdminDashboard, registry
+from bots.web.admin import AdminDashboard
 from bots.web.app import create_web_app
+from bots.web.models import registry
 from bots.web.sessions import SessionStore
 from core.delivery.outbox import DeliveryDeadlineError, Outbox, Pending
 from core.engine import DialogueEngine

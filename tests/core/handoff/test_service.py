@@ -222,3 +222,43 @@ async def test_routing_by_team(setup, redis) -> None:
     await handoff.transfer("web:money", "bea", "ada")  # a deliberate transfer may cross teams
     await start(store, handoff, "web:money2", "sensitive:payment_dispute", team="billing")
     await handoff.claim("web:money2", "root")  # admins take anything
+
+
+async def test_the_wait_stops_at_the_claim_and_an_answer_clears_left_a_message(setup) -> None:
+    store, handoff, _ = setup
+    await start(store, handoff, "web:c1")
+    await store.update_state(
+        "web:c1", {"timeout_notified": "1"}
+    )  # told no one is free: what follows is a message
+    await handoff.record_user_message("web:c1", Turn(Role.USER, "please call me back", tokens=4))
+    (entry,) = await handoff.queue()
+    assert entry.left_message and entry.claimed_at == 0.0
+    await handoff.claim("web:c1", "ada")
+    (entry,) = await handoff.queue()
+    assert entry.left_message  # taken, not answered yet
+    assert entry.claimed_at >= entry.requested_at > 0
+    await handoff.agent_reply("web:c1", "ada", "Calling you now.")
+    (entry,) = await handoff.queue()
+    assert not entry.left_message and (await store.state("web:c1")).left_message is None
+
+
+async def test_a_disabled_agent_cannot_claim_nor_be_transferred_to_and_gives_back_what_they_held(
+    setup,
+) -> None:
+    store, handoff, _ = setup
+    for cid in ("web:c1", "web:c2"):
+        await start(store, handoff, cid)
+        await handoff.claim(cid, "ada")
+    await handoff.agents.set_disabled("bob", True)
+    with pytest.raises(HandoffError, match="disabled"):
+        await handoff.transfer("web:c1", "ada", "bob")
+    await handoff.agents.set_disabled("ada", True)
+    assert await handoff.release_all("ada") == ["web:c1", "web:c2"]
+    assert [(e.conversation_id, e.mode, e.agent) for e in await handoff.queue()] == [
+        ("web:c1", Mode.QUEUED, ""),
+        ("web:c2", Mode.QUEUED, ""),
+    ]
+    with pytest.raises(HandoffError, match="disabled"):
+        await handoff.claim("web:c1", "ada")
+    await handoff.agents.set_disabled("bob", False)
+    await handoff.claim("web:c1", "bob")
