@@ -18,6 +18,8 @@ code 1012 ("service restart") unanswered: the page reconnects and sends it again
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -155,16 +157,30 @@ class WebChatChannel:
             while True:
                 raw = await ws.receive_text()
                 if self._closing:  # no answer, so the page keeps the message and sends it again
-                    await ws.close(code=SERVICE_RESTART, reason="the server is restarting")
+                    await self._restarting(ws)
                     return
                 async with self.in_flight.track():
                     await self._on_frame(ws, cid, client, raw)
         except WebSocketDisconnect:
             pass
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # Given up at shutdown (``drain``): the page resends the message to the next process.
+            # Ended here, quietly: the server would log the cancellation as an application error.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            await self._restarting(ws)
         finally:
             self._sockets[cid].discard(ws)
             if not self._sockets[cid]:
                 del self._sockets[cid]
+
+    @staticmethod
+    async def _restarting(ws: WebSocket) -> None:
+        with contextlib.suppress(Exception):  # the socket may be gone already
+            await ws.close(code=SERVICE_RESTART, reason="the server is restarting")
 
     async def _send_history(self, ws: WebSocket, cid: str) -> None:
         """Always the first frame, empty when there is nothing to show: the page waits for it."""
