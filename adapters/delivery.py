@@ -31,6 +31,7 @@ from core.delivery.outbox import (
     PermanentDeliveryError,
     in_memory,
 )
+from core.in_flight import InFlight
 from core.monitoring import metrics
 from core.settings import declared_defaults, from_settings
 from core.types import Reply
@@ -115,6 +116,8 @@ class Delivery:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._reply_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._last_sent: dict[str, float] = {}
+        #: answers and proactive messages on their way: a graceful shutdown waits for them
+        self.in_flight = InFlight()
 
     # --- whole replies ---
     async def recorded(self, cid: str, work: Awaitable[list[Reply]]) -> Answer:
@@ -142,9 +145,20 @@ class Delivery:
 
         Raises ``UndeliverableError`` or ``DeliveryDeadlineError`` when it did not arrive.
         """
-        if pending is None:
-            (pending,) = await self._open(cid, [reply])
-        await self._deliver(chat, [pending], parts, None, strict=True)
+        async with self.in_flight.track():
+            if pending is None:
+                (pending,) = await self._open(cid, [reply])
+            await self._deliver(chat, [pending], parts, None, strict=True)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Graceful shutdown: wait for the answers and messages on their way; past ``timeout_s``
+        give them up (False). Each stays in the outbox, or unanswered under its event claim, for
+        another process to send or answer."""
+        left = len(self.in_flight)
+        if await self.in_flight.drain(timeout_s):
+            return True
+        log.warning("%s: gave up answers still on their way at shutdown (%d at first)", self.platform, left)
+        return False
 
     async def _open(self, cid: str, replies: Sequence[Reply]) -> list[Pending]:
         if self.outbox is None:

@@ -187,6 +187,13 @@ class DiscordChannel:
             self.config.shard_count,
         )
 
+    async def drain(self, timeout_s: float) -> bool:
+        """Graceful shutdown: finish the answers on their way within ``timeout_s``, give up on the
+        rest (False). The gateway stays connected until ``stop``: discord.py closes its HTTP session
+        with it, which those answers need, and Discord never sends again a message the bot missed,
+        so one arriving now is better answered within the same grace than dropped."""
+        return await self.delivery.drain(timeout_s)
+
     async def stop(self) -> None:
         await self.client.close()
         if self._task:

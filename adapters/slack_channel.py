@@ -169,6 +169,15 @@ class SlackChannel:
             await self._socket.connect_async()
         log.info("slack: %s", "socket mode" if self._socket else f"HTTP events at {self.config.events_path}")
 
+    async def drain(self, timeout_s: float) -> bool:
+        """Graceful shutdown: take no new event (Socket Mode disconnects; HTTP events are refused by
+        the web server with a 503, and Slack retries them), finish the answers on their way within
+        ``timeout_s``, give up on the rest (False)."""
+        if self._socket:
+            await self._socket.close_async()
+            self._socket = None
+        return await self.delivery.drain(timeout_s)
+
     async def stop(self) -> None:
         if self._socket:
             await self._socket.close_async()
@@ -254,9 +263,13 @@ class SlackChannel:
     async def _placeholder_if_slow(self, streamed: StreamedMessage[str], work: Awaitable[Answer]) -> Answer:
         """Wait for the answer; post the placeholder if it takes longer than ``placeholder_after_s``."""
         task = asyncio.ensure_future(work)
-        done, _ = await asyncio.wait({task}, timeout=self.config.placeholder_after_s)
-        if not done:
-            await streamed.placeholder(to_slack_mrkdwn(self.config.placeholder_text))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.config.placeholder_after_s)
+            if not done:
+                await streamed.placeholder(to_slack_mrkdwn(self.config.placeholder_text))
+        except asyncio.CancelledError:
+            task.cancel()  # the answer is given up (at shutdown): the engine's work with it
+            raise
         return await task
 
     # --- incoming ---

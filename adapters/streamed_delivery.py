@@ -74,9 +74,10 @@ async def answer(
     ``streamed``: the message the first part goes into (Slack's placeholder is one even when
     streaming is off); ``partials``: whether the engine streams the text so far into it.
     """
-    work = delivery.recorded(
-        message.conversation_id, ask_engine(on_new_message, message, streamed if partials else None)
-    )
-    replies = await (while_waiting(work) if while_waiting else work)
-    await delivery.replies(chat, replies, parts, streamed)
-    return replies
+    async with delivery.in_flight.track():  # from the engine's first step until delivered
+        work = delivery.recorded(
+            message.conversation_id, ask_engine(on_new_message, message, streamed if partials else None)
+        )
+        replies = await (while_waiting(work) if while_waiting else work)
+        await delivery.replies(chat, replies, parts, streamed)
+        return replies

@@ -171,6 +171,8 @@ class TelegramChannel:
         self.app.add_handler(MessageHandler(filters.TEXT, self._on_message))
         self.app.add_error_handler(self._on_error)
         self._background: set[asyncio.Future[None]] = set()
+        #: past the shutdown's grace period: updates still queued are left unanswered
+        self._abandoned = False
 
     # --- lifecycle ---
     async def start(self) -> None:
@@ -190,6 +192,31 @@ class TelegramChannel:
                 timeout=int(self.config.poll_timeout_s), allowed_updates=ALLOWED_UPDATES
             )
         log.info("telegram: %s as @%s", self.config.mode, self.app.bot.username)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Graceful shutdown: stop polling, answer the updates fetched so far within ``timeout_s``,
+        give up on the rest (False). In webhook mode the web server refuses new updates (503), and
+        Telegram sends them again later."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        if self.app.updater is not None and self.app.updater.running:
+            # This confirms the updates fetched so far to Telegram: they are answered below.
+            await self.app.updater.stop()
+        answered = False
+        try:  # the application's queue: updates fetched, being answered or waiting for a free slot
+            await asyncio.wait_for(self.app.update_queue.join(), max(0.0, deadline - loop.time()))
+            answered = True
+        except TimeoutError:
+            pass
+        finally:
+            if not answered:  # past the deadline, or told to stop waiting
+                self._abandoned = True  # updates still queued are not begun
+                await self.delivery.in_flight.cancel()
+        # Then agents' replies and resends (given up too, past the deadline).
+        if answered and await self.delivery.drain(deadline - loop.time()):
+            return True
+        log.warning("telegram: updates still being answered at shutdown were given up")
+        return False
 
     async def stop(self) -> None:
         for action in list(self._background):
@@ -312,11 +339,15 @@ class TelegramChannel:
         would otherwise delay every reply.
         """
         task = asyncio.ensure_future(work)
-        while not task.done():
-            action = asyncio.ensure_future(self._chat_action(chat_id, thread_id))
-            self._background.add(action)  # keep a reference until it finishes
-            action.add_done_callback(self._background.discard)
-            await asyncio.wait({task}, timeout=self.config.typing_interval_s)
+        try:
+            while not task.done():
+                action = asyncio.ensure_future(self._chat_action(chat_id, thread_id))
+                self._background.add(action)  # keep a reference until it finishes
+                action.add_done_callback(self._background.discard)
+                await asyncio.wait({task}, timeout=self.config.typing_interval_s)
+        except asyncio.CancelledError:
+            task.cancel()  # the answer is given up (at shutdown): the engine's work with it
+            raise
         return task.result()
 
     async def _chat_action(self, chat_id: int, thread_id: int | None) -> None:
@@ -355,7 +386,7 @@ class TelegramChannel:
 
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, user = update.effective_message, update.effective_user
-        if message is None or user is None or user.is_bot or message.text is None:
+        if self._abandoned or message is None or user is None or user.is_bot or message.text is None:
             return
         is_group = message.chat.type != ChatType.PRIVATE
         text = self._addressed_text(message) if is_group else message.text
@@ -386,7 +417,7 @@ class TelegramChannel:
 
     async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
-        if query is None:
+        if self._abandoned or query is None:
             return
         try:
             await query.answer()  # stop the button's spinner at once

@@ -12,10 +12,14 @@ user who closed the page sees what an agent wrote meanwhile. The page keeps a ra
 localStorage; that is the user and the conversation. Message ids make a resent frame (after a
 reconnect) a no-op. A browser's handshake is refused (HTTP 403) unless the page's ``Origin`` is
 allowed: the bot's own pages and the sites that embed the widget (``adapters/web_origins.py``).
+While the server shuts down, messages in flight are answered, and a new one closes its socket with
+code 1012 ("service restart") unanswered: the page reconnects and sends it again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -31,11 +35,14 @@ from adapters.sources import reply_sources
 from adapters.web_origins import OriginPolicy
 from core.channel import OnNewMessage
 from core.delivery.outbox import Pending, PermanentDeliveryError
+from core.in_flight import InFlight
 from core.types import IncomingMessage, Reply, Role, Turn, conversation_id
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "web"
+#: WebSocket close code: the server is restarting, the client should reconnect (RFC 6455 registry)
+SERVICE_RESTART = 1012
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
@@ -103,9 +110,22 @@ class WebChatChannel:
         #: which pages may connect, by the handshake's Origin header (the widget's sites); None: any
         self.origins = origins
         self._sockets: dict[str, set[WebSocket]] = defaultdict(set)
+        #: messages being answered: a graceful shutdown waits for them
+        self.in_flight = InFlight()
+        self._closing = False
 
     def routes(self) -> list[WebSocketRoute]:
         return [WebSocketRoute(self.path, self.endpoint)]
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Graceful shutdown: answer the messages in flight within ``timeout_s``, give up on the
+        rest (False). A new message closes its socket as "service restart" (1012) instead of being
+        answered: the page keeps it and sends it again once it has reconnected."""
+        self._closing = True
+        if await self.in_flight.drain(timeout_s):
+            return True
+        log.warning("web chat: gave up messages in flight at shutdown")
+        return False
 
     async def send(self, conversation_id: str, reply: Reply, pending: Pending | None = None) -> None:
         """Push a reply to every open tab of this conversation (e.g. an agent's message); one frame,
@@ -136,13 +156,31 @@ class WebChatChannel:
             await self._send_history(ws, cid)
             while True:
                 raw = await ws.receive_text()
-                await self._on_frame(ws, cid, client, raw)
+                if self._closing:  # no answer, so the page keeps the message and sends it again
+                    await self._restarting(ws)
+                    return
+                async with self.in_flight.track():
+                    await self._on_frame(ws, cid, client, raw)
         except WebSocketDisconnect:
             pass
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # Given up at shutdown (``drain``): the page resends the message to the next process.
+            # Ended here, quietly: the server would log the cancellation as an application error.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            await self._restarting(ws)
         finally:
             self._sockets[cid].discard(ws)
             if not self._sockets[cid]:
                 del self._sockets[cid]
+
+    @staticmethod
+    async def _restarting(ws: WebSocket) -> None:
+        with contextlib.suppress(Exception):  # the socket may be gone already
+            await ws.close(code=SERVICE_RESTART, reason="the server is restarting")
 
     async def _send_history(self, ws: WebSocket, cid: str) -> None:
         """Always the first frame, empty when there is nothing to show: the page waits for it."""

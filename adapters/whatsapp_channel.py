@@ -265,6 +265,16 @@ class WhatsAppChannel:
             number.display_phone_number or number.id,
         )
 
+    async def drain(self, timeout_s: float) -> bool:
+        """Graceful shutdown: the web server refuses new webhook calls (503, and Meta sends them
+        again later); finish the notifications received so far within ``timeout_s``, give up on
+        the rest (False)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        if self._tasks:  # handlers of notifications received (a message is tracked once answered)
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        return await self.delivery.drain(deadline - loop.time())
+
     async def stop(self) -> None:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_S)
@@ -379,11 +389,12 @@ class WhatsAppChannel:
             log.debug("whatsapp: read receipt failed: %s", error)
 
     async def _answer(self, to: str, message_id: str, incoming: IncomingMessage) -> None:
-        work = asyncio.ensure_future(
-            self.delivery.recorded(incoming.conversation_id, self.on_new_message(incoming))
-        )
-        self._spawn(self._read_receipt(message_id, work))
-        await self.delivery.replies(to, await work, functools.partial(self._parts, to))
+        async with self.delivery.in_flight.track():  # from the engine's first step until delivered
+            work = asyncio.ensure_future(
+                self.delivery.recorded(incoming.conversation_id, self.on_new_message(incoming))
+            )
+            self._spawn(self._read_receipt(message_id, work))
+            await self.delivery.replies(to, await work, functools.partial(self._parts, to))
 
     # --- incoming (pywa's handlers) ---
     async def _user_wrote(self, cid: str, at: float) -> None:

@@ -182,5 +182,6 @@ async def build_engine(
                     yield engine
                 finally:
                     await engine.drain(settings.shutdown_grace_s)
+                    await engine.stop()  # before Redis closes: it deletes this process's heartbeat
     finally:
         await backend.aclose()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, assert_never
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core import texts
@@ -27,6 +28,7 @@ from core.handoff.csat import CSAT_ACTION
 from core.handoff.escalator import Escalator
 from core.handoff.policy import Escalation, EscalationPolicy, Reason
 from core.handoff.service import CONTINUE_WITH_BOT_ACTION, LEAVE_MESSAGE_ACTION, HandoffService
+from core.in_flight import InFlight
 from core.knowledge.grounding import Grounder, KnowledgeStep
 from core.memory.chatlog import FEEDBACK_VALUES, ChatLog
 from core.memory.rate_limit import RateLimiter
@@ -98,9 +100,8 @@ class DialogueEngine:
         self.knowledge = knowledge
         #: this process, for event claims: a killed process's claims can be taken over
         self.instance = uuid.uuid4().hex[:12]
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        #: messages being answered: a graceful shutdown waits for them, then gives up on the rest
+        self.in_flight = InFlight()
         self._heartbeat: asyncio.Task[None] | None = None
         # One lock per live conversation keeps its turns in order; entries vanish when unused.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -113,10 +114,15 @@ class DialogueEngine:
         With ``stream``, the reply text so far is passed to it while the model generates (at most
         every ``stream_interval_s``); the returned replies are final and replace it.
         """
+        async with self.in_flight.track():
+            return await self._handle_event(message, stream, stream_interval_s)
+
+    async def _handle_event(
+        self, message: IncomingMessage, stream: StreamSink | None, stream_interval_s: float
+    ) -> list[Reply]:
         claimed = False
         message = mask_message(message, self.config.max_message_chars)  # before any store sees it
         log_context.bind(message.conversation_id, message.event_id)
-        self._in_flight += 1
         try:
             if message.event_id:
                 claim = await self.store.claim_event(message.platform, message.event_id, self.instance)
@@ -159,10 +165,6 @@ class DialogueEngine:
                 except Exception:
                     log.warning("could not release event %s", message.event_id)
             return [Reply(texts.APOLOGY, metadata={"error": True})]
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
 
     # --- lifecycle ---
     async def start(self) -> None:
@@ -179,18 +181,36 @@ class DialogueEngine:
                 log.warning("heartbeat failed: %s", error)
 
     async def drain(self, timeout_s: float) -> bool:
-        """Wait for messages in flight to finish (graceful shutdown); False if some were still running."""
+        """Wait for messages in flight to finish (graceful shutdown); False if some were still running.
+
+        The heartbeat goes on meanwhile: the grace period may outlast ``heartbeat_ttl_s``, and
+        another process must not take over a message this one is still answering.
+        """
+        if await self.in_flight.wait_idle(timeout_s):
+            return True
+        log.warning("%d messages still in flight at shutdown", len(self.in_flight))
+        return False
+
+    async def stop(self) -> None:
+        """Give up on messages still in flight and stop heart-beating, deleting the heartbeat key.
+
+        An abandoned message keeps its event claim; with the key gone, another process may take
+        it over at once (on a redelivery, or a client resending it) rather than after
+        ``heartbeat_ttl_s``. The same holds for this process's outbox entries.
+        """
+        abandoned = await self.in_flight.cancel()
+        if abandoned:
+            log.warning("gave up %d messages in flight: another process can take them over", abandoned)
         if self._heartbeat:
             self._heartbeat.cancel()
-        if not self._in_flight:
-            return True
-        self._idle.clear()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
-            return True
-        except TimeoutError:
-            log.warning("%d messages still in flight at shutdown", self._in_flight)
-            return False
+            await self.store.retire(self.instance)
+        except RedisError as error:  # it expires by itself
+            log.warning(
+                "heartbeat key not deleted (%s): it expires in %d s", error, self.config.heartbeat_ttl_s
+            )
 
     async def _handle(
         self, message: IncomingMessage, stream: StreamSink | None = None, stream_interval_s: float = 0.0

@@ -142,7 +142,10 @@ class CoreSettings(BaseSettings):
         description="A process silent this long is taken for dead; its unfinished messages are redone.",
     )
     shutdown_grace_s: float = Field(
-        30.0, ge=0, description="On SIGTERM, wait this long for messages in flight."
+        30.0,
+        ge=0,
+        description="On SIGTERM or Ctrl+C, how long to finish the messages in flight; the rest is left "
+        "for another process.",
     )
 
     # --- delivery ---

@@ -408,6 +408,7 @@ async def bot_in_process(
     finally:
         await channel.stop()
         await engine.drain(1.0)
+        await engine.stop()
 
 
 class BotProcess:

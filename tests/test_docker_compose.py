@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bots.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(not shutil.which("docker-compose"), reason="apt-get install docker-compose")
@@ -89,3 +91,23 @@ def test_whatsapp_profile_runs_the_whatsapp_bot_with_its_sdk_on_the_shared_redis
     assert env["REDIS_URL"] == "redis://redis:6379/0"
     for name in ("ACCESS_TOKEN", "PHONE_NUMBER_ID", "APP_SECRET", "VERIFY_TOKEN"):
         assert f"WHATSAPP_{name}" in env
+
+
+def test_every_bot_may_finish_its_messages_in_flight_before_docker_kills_it() -> None:
+    profiles = [
+        arg for name in ("telegram", "slack", "discord", "whatsapp", "vllm") for arg in ("--profile", name)
+    ]
+    out = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), *profiles, "config"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    bots = {
+        name: service
+        for name, service in yaml.safe_load(out.stdout)["services"].items()
+        if service.get("command", [])[:2] == ["chatbot", "run"]
+    }
+    assert set(bots) == {"bot", "telegram", "slack", "discord", "whatsapp", "bot-vllm"}
+    grace_s = Settings.model_fields["shutdown_grace_s"].default
+    for name, service in bots.items():
+        period = str(service.get("stop_grace_period", "10s"))  # Docker's default
+        assert period.endswith("s") and float(period[:-1]) > grace_s, (name, period)

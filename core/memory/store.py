@@ -141,6 +141,10 @@ class ContextStore:
     async def heartbeat(self, instance: str, ttl_s: int) -> None:
         await self.redis.set(self.keys.instance(instance), b"1", ex=ttl_s)
 
+    async def retire(self, instance: str) -> None:
+        """A process stopping on purpose: its claims may be taken over now, not once the key expires."""
+        await self.redis.delete(self.keys.instance(instance))
+
     async def is_alive(self, instance: str) -> bool:
         """Whether that process still heart-beats (a killed one stops within ``ttl_s``)."""
         return bool(await self.redis.exists(self.keys.instance(instance)))

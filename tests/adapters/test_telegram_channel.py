@@ -327,3 +327,45 @@ async def test_the_users_first_name_reaches_the_engine(fake) -> None:
     finally:
         await channel.stop()
     assert seen[0].user_name == "Ada"  # the fake's users are called Ada (canned replies fill {user_name})
+
+
+class Held:
+    """An engine callback that answers once released (never, unless ``release`` is set)."""
+
+    def __init__(self, text: str = "worth the wait") -> None:
+        self.text, self.asked, self.release = text, asyncio.Event(), asyncio.Event()
+
+    async def __call__(self, message: IncomingMessage, stream=None, stream_interval_s: float = 0.0):
+        self.asked.set()
+        await self.release.wait()
+        return [Reply(self.text)]
+
+
+async def test_drain_stops_polling_and_finishes_the_updates_fetched(fake) -> None:
+    engine = Held()
+    channel = TelegramChannel(engine, config(fake))
+    await channel.start()
+    try:
+        await fake.push(fake.message("hello", chat_id=601, user_id=601))
+        await asyncio.wait_for(engine.asked.wait(), 10)
+        asyncio.get_running_loop().call_later(0.3, engine.release.set)
+        assert await channel.drain(10)
+        assert texts_to(fake, 601) == ["worth the wait"]  # answered before drain returned
+        assert channel.app.updater is not None and not channel.app.updater.running  # no more polling
+        later = await fake.push(fake.message("too late", chat_id=602, user_id=602))
+        assert later in fake.updates  # left with Telegram, for the next process to fetch
+    finally:
+        await channel.stop()
+
+
+async def test_drain_past_its_timeout_gives_up_and_stop_does_not_wait(fake) -> None:
+    engine = Held()
+    channel = TelegramChannel(engine, config(fake))
+    await channel.start()
+    try:
+        await fake.push(fake.message("hello", chat_id=603, user_id=603))
+        await asyncio.wait_for(engine.asked.wait(), 10)
+        assert not await channel.drain(0.2)
+    finally:
+        await asyncio.wait_for(channel.stop(), 10)
+    assert texts_to(fake, 603) == []

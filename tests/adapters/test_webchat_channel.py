@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 import websockets
 
-from adapters.webchat_channel import ChannelUnavailableError, WebChatChannel
+from adapters.webchat_channel import ChannelUnavailableError, WebChatChannel, reply_frame
 from bots.web.app import create_web_app
 from core.engine import DialogueEngine
 from core.memory.store import ContextStore
 from core.model.huggingface import DecodingConfig, TransformersBackend
 from core.model.scoring import Reranker, length_normalised_logprob
-from core.types import Button, Reply
+from core.types import Button, IncomingMessage, Reply
 from tests.asgi_server import running_server
 from tests.configs import configured
 
@@ -138,3 +139,28 @@ async def test_a_returning_user_sees_what_an_agent_wrote_while_the_page_was_clos
     assert history["messages"][0]["text"] == "hello"
     assert history["messages"][1]["text"] == answer["text"]
     assert history["messages"][2]["text"] == "Agent here."
+
+
+async def test_drain_answers_the_message_in_flight_and_closes_on_a_new_one() -> None:
+    asked, release = asyncio.Event(), asyncio.Event()
+
+    async def held(message: IncomingMessage, stream=None, stream_interval_s: float = 0.0) -> list[Reply]:
+        asked.set()
+        await release.wait()
+        return [Reply(f"answer to {message.text}")]
+
+    channel = WebChatChannel(held, stream=False)
+    async with running_server(create_web_app(channel.routes())) as url:
+        async with websockets.connect(url.replace("http", "ws") + "/ws/chat?client=client-0006") as ws:
+            await ws.recv()  # history
+            await ws.send(json.dumps({"id": "m1", "text": "first"}))
+            await asyncio.wait_for(asked.wait(), 10)
+            draining = asyncio.create_task(channel.drain(10))
+            await ws.send(json.dumps({"id": "m2", "text": "second"}))  # while stopping
+            release.set()
+            assert await draining
+            received = [json.loads(await ws.recv()) for _ in range(2)]
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                await ws.recv()
+    assert received == [{"type": "typing"}, {**reply_frame(Reply("answer to first")), "type": "reply"}]
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012  # m2 unanswered: resent later

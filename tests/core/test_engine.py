@@ -220,3 +220,24 @@ async def test_an_unsafe_partial_stops_the_stream(store) -> None:
 
     await engine.handle(msg("hello there"), stream=sink)
     assert backend.calls == 1 and partials == []  # generated, but nothing of it was shown
+
+
+async def test_drain_keeps_the_heartbeat_and_stop_gives_up_the_rest(store, redis) -> None:
+    # The grace period may outlast the heartbeat's TTL: while draining, no other process may take
+    # over a message this one is still answering. Once stopped, the claim is free at once.
+    class Held(FakeBackend):
+        async def generate(self, history, on_partial=None):
+            await asyncio.Event().wait()  # never answers
+
+    engine = DialogueEngine(store, Held(), configured(EngineConfig, heartbeat_ttl_s=2))
+    await engine.start()
+    task = asyncio.create_task(engine.handle(msg("hello", event="evt-held")))
+    await asyncio.sleep(0.05)
+    assert not await engine.drain(2.5)  # longer than the TTL
+    assert await store.is_alive(engine.instance)
+    await engine.stop()
+    assert task.cancelled()
+    assert not await store.is_alive(engine.instance)  # deleted, not left to expire
+    other = DialogueEngine(store, FakeBackend(), configured(EngineConfig, max_message_chars=4000))
+    replies = await other.handle(msg("hello", event="evt-held", resent=True))  # the page resends it
+    assert replies and replies[-1].text == ECHO.format(text="hello")

@@ -145,3 +145,31 @@ async def test_with_redis_unreachable_the_message_still_goes_out(redis_server) -
     await asyncio.wait_for(outbox.deliver("x", "x:c7", Reply("through anyway")), 5)
     assert channel.sent == [("x:c7", "through anyway", 0)]
     await dead.aclose()
+
+
+async def test_a_send_given_up_at_shutdown_stays_pending_for_another_process(store) -> None:
+    from adapters.delivery import Delivery, Part, Transient
+
+    class Stuck(Exception):
+        pass
+
+    async def stuck() -> None:  # the platform is failing, and the shutdown's grace runs out
+        raise Stuck
+
+    first = await process(store, "first")
+    delivery = Delivery("x", lambda error: Transient(0.05), outbox=first)
+    sending = asyncio.create_task(
+        delivery.proactive("x:c9", "x:c9", Reply("keep me"), lambda reply: [Part(stuck)], None)
+    )
+    await asyncio.sleep(0.2)
+    assert not await delivery.drain(0.1)  # given up...
+    assert sending.cancelled()
+    assert await store.redis.zcard(first.pending_key("x")) == 1  # ...where it stood: pending
+
+    channel = Channel()
+    second = await process(store, "second", channel)
+    assert await second.recover() == 0  # still the first process's while it heart-beats
+    await store.retire("first")  # its engine stops: a planned exit, no TTL to wait for
+    assert await second.recover() == 1
+    await second.wait_idle()
+    assert channel.sent == [("x:c9", "keep me", 0)]

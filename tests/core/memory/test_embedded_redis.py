@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from core.memory.connection import connect
 from core.memory.embedded_redis import EmbeddedRedis, local_redis
 from core.memory.store import ContextStore
@@ -21,6 +23,14 @@ async def test_conversation_survives_a_restart_of_the_embedded_server(tmp_path) 
         history = await ContextStore(client).history("web:c1")
         await client.aclose()
     assert [t.text for t in history] == ["remember me"]
+
+
+def test_ctrl_c_in_a_terminal_does_not_reach_it(tmp_path) -> None:
+    # The terminal signals its foreground process group; the bot stops Redis itself, after its
+    # graceful shutdown (which still needs Redis).
+    with EmbeddedRedis(tmp_path) as server:
+        assert server.pid is not None and os.getpgid(server.pid) != os.getpgrp()
+    assert server.pid is None
 
 
 def test_a_port_in_use_gives_a_clear_error(tmp_path) -> None:
