@@ -23,6 +23,7 @@ from core.handoff.service import HandoffService
 from core.knowledge.base import KnowledgeBase
 from core.knowledge.defaults import seed_defaults
 from core.knowledge.grounding import Grounder, GroundingConfig
+from core.knowledge.router import MessageRouter, RouterWeights
 from core.memory.chatlog import ChatLog
 from core.memory.connection import connect
 from core.memory.embedded_redis import local_redis
@@ -117,6 +118,17 @@ async def redis_from(settings: CoreSettings) -> AsyncIterator[Redis]:
             await redis.aclose()
 
 
+def grounder_from(settings: CoreSettings, kb: KnowledgeBase) -> Grounder:
+    """The knowledge step over ``kb``: with the message router unless KB_ROUTER is off, and the bot's
+    system prompt as what any reply may repeat."""
+    router = None
+    if settings.kb_router:
+        path = Path(settings.kb_router_path) if settings.kb_router_path else None
+        router = MessageRouter(kb.embedder, RouterWeights.load(path))
+    config = from_settings(GroundingConfig, settings)
+    return Grounder(kb, config, router, known=settings.rendered_system_prompt())
+
+
 @asynccontextmanager
 async def knowledge_from(settings: CoreSettings, redis: Redis) -> AsyncIterator[Grounder | None]:
     """The knowledge step (None with KB_ENABLED off): the knowledge base loaded, seeded with the
@@ -130,7 +142,7 @@ async def knowledge_from(settings: CoreSettings, redis: Redis) -> AsyncIterator[
         log.warning("knowledge base: %s", failed.describe())
     await kb.start()
     try:
-        yield Grounder(kb, from_settings(GroundingConfig, settings))
+        yield grounder_from(settings, kb)
     finally:
         await kb.aclose()
 

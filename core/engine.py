@@ -418,7 +418,7 @@ class DialogueEngine:
                 message.conversation_id, message.platform, message.user_id, "kb_declined",
                 verdict=str(step.verdict), chunks=",".join(Grounder.chunk_ids(meta)),
             )  # fmt: skip
-        return Reply(texts.KB_DONT_KNOW, [self._human_button()], meta)
+        return Reply(texts.decline(step.question or message.text), [self._human_button()], meta)
 
     # --- built-in commands ---
     async def _run_command(self, command: Command, message: IncomingMessage) -> list[Reply]:

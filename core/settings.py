@@ -326,6 +326,14 @@ class CoreSettings(BaseSettings):
         description="Content words of the question an excerpt must contain to be offered (on the docs' "
         "question set, 2 drops 3 of 5 excerpts for unanswerable questions but 7 of 48 answerable ones).",
     )
+    kb_router: bool = Field(
+        True,
+        description="Sort messages into small talk (answered freely) and requests for information "
+        "(answered from the knowledge base only, else declined with a person) with the message router.",
+    )
+    kb_router_path: str | None = Field(
+        None, description="Router weights file (`chatbot train router`); unset: the packaged one."
+    )
     kb_faq_score: float = Field(
         -2.0,
         description="Model-free score of an FAQ entry's stored answer as a reply candidate (the "

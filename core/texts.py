@@ -1,6 +1,7 @@
 """What the engine itself says to users (everything else comes from the model or an agent)."""
 
 from core.commands import help_text
+from core.monitoring.language import guess_language
 
 DISCLOSURE = (
     "Hi, I'm {bot_name}, an automated assistant (a computer program, not a person). "
@@ -15,10 +16,22 @@ EMPTY = "I didn't get any text there. Please type a message."
 TOO_LONG = "That message is too long ({length} characters). Please keep it under {limit} characters."
 UNKNOWN_COMMAND = "I don't know the command {command}. Type /help to see what I understand."
 UNKNOWN_ACTION = "That button doesn't work any more. Type /help to see what I understand."
-KB_DONT_KNOW = (
-    "I don't know that, and I'd rather not guess. Press “Talk to a human” or type /human and a person "
-    "from the team will answer."
-)
+#: the knowledge step's decline, by the language the user wrote in (``guess_language``); it names
+#: what was not found (the user's question) and offers a person
+KB_DECLINE = {
+    "en": "I couldn't find an answer to “{question}” in our documents, and I'd rather not guess. "
+    "Press “Talk to a human” or type /human and a person from the team will answer.",
+    "de": "Zu „{question}“ habe ich in unseren Unterlagen keine Antwort gefunden, und raten möchte ich "
+    "nicht. Tippe auf „Talk to a human“ oder schreibe /human, dann antwortet dir jemand aus dem Team.",
+    "fr": "Je n'ai pas trouvé de réponse à « {question} » dans nos documents, et je préfère ne pas "
+    "deviner. Appuyez sur « Talk to a human » ou tapez /human : une personne de l'équipe vous répondra.",
+    "es": "No encontré una respuesta a «{question}» en nuestros documentos y prefiero no adivinar. "
+    "Pulsa «Talk to a human» o escribe /human y una persona del equipo te responderá.",
+    "pt": "Não encontrei uma resposta para “{question}” nos nossos documentos e prefiro não adivinhar. "
+    "Toque em “Talk to a human” ou escreva /human e uma pessoa da equipe vai responder.",
+}
+#: the longest question quoted in a decline
+KB_DECLINE_QUOTE_CHARS = 90
 NO_GOOD_ANSWER = "Sorry, I don't have a good answer to that. Type /human to talk to a person."
 APOLOGY = "Sorry, something went wrong on my side. Please try again in a moment."
 TALK_TO_HUMAN = "Talk to a human"
@@ -52,3 +65,13 @@ AFTER_HOURS = (
     "Our team is away right now; they're back {when}. You can leave a message and they'll answer "
     "it first thing, or continue with me."
 )
+
+
+def decline(question: str) -> str:
+    """The knowledge step's decline in the user's language (English when unsure), quoting what was
+    asked so the user sees what the bot could not find."""
+    quoted = " ".join(question.split())
+    if len(quoted) > KB_DECLINE_QUOTE_CHARS:
+        quoted = quoted[: KB_DECLINE_QUOTE_CHARS - 1].rsplit(" ", 1)[0] + "…"
+    template = KB_DECLINE.get(guess_language(question), KB_DECLINE["en"])
+    return template.format(question=quoted.rstrip("?？ "))

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from core.knowledge.chunking import chunk_document
 from core.knowledge.context import format_context
+from core.knowledge.embedding import Embedder
 from core.knowledge.grounding import GROUNDED_DECLINE
 from core.knowledge.loaders import load_path
 from core.knowledge.types import Chunk, Passage
@@ -231,12 +232,9 @@ def gather_entries(cfg: GroundedConfig) -> tuple[list[Entry], dict[str, int]]:
     return entries, used
 
 
-def hard_negatives(entries: Sequence[Entry], pool: int) -> list[list[int]]:
+def hard_negatives(entries: Sequence[Entry], pool: int, embedder: Embedder) -> list[list[int]]:
     """For each entry, the ``pool`` other entries of its corpus whose passages are closest to its
     question (MiniLM cosine), best first."""
-    from core.knowledge.embedding import TransformerEmbedder
-
-    embedder = TransformerEmbedder()
     questions = embedder.embed([e.question for e in entries])
     passages = embedder.embed(
         [" › ".join((e.passage.title, *e.passage.headings)) + "\n" + e.passage.text for e in entries]
@@ -258,9 +256,11 @@ def example(system: str, question: str, target: str, cid: str, source: str, meta
     return Conversation(cid, source, turns, meta)
 
 
-def grounded_examples(entries: Sequence[Entry], cfg: GroundedConfig) -> list[Conversation]:
+def grounded_examples(
+    entries: Sequence[Entry], cfg: GroundedConfig, embedder: Embedder
+) -> list[Conversation]:
     rng = random.Random(cfg.seed)
-    negatives = hard_negatives(entries, pool=cfg.distractors + 6)
+    negatives = hard_negatives(entries, cfg.distractors + 6, embedder)
     out = []
     for i, e in enumerate(tqdm(entries, desc="grounded examples", unit="question")):
         distractors = [
@@ -296,11 +296,15 @@ def as_passage_of(p: Passage, headings: tuple[str, ...]) -> Passage:
     )
 
 
-def run_grounded(cfg: GroundedConfig) -> dict:
+def run_grounded(cfg: GroundedConfig, embedder: Embedder | None = None) -> dict:
     entries, used = gather_entries(cfg)
     if not entries:
         raise SystemExit("grounded: no FAQ source found (see the module docstring for the packages)")
-    convs = grounded_examples(entries, cfg)
+    if embedder is None:
+        from core.knowledge.embedding import TransformerEmbedder
+
+        embedder = TransformerEmbedder()
+    convs = grounded_examples(entries, cfg, embedder)
     social = list(social_conversations(cfg))
     kinds: dict[str, int] = {}
     for c in convs:

@@ -164,13 +164,13 @@ def run_router(cfg: RouterConfig) -> RouterWeights:
     from core.knowledge.embedding import TransformerEmbedder
 
     chat, info = small_talk(cfg), information(cfg)
-    texts = [t for ts in chat.values() for t in ts] + [t for ts in info.values() for t in ts]
-    labels = np.array([0] * sum(map(len, chat.values())) + [1] * sum(map(len, info.values())))
-    texts, unique = list(dict.fromkeys(texts)), {}
-    for t, y in zip([t for ts in chat.values() for t in ts] + [t for ts in info.values() for t in ts],
-                    labels, strict=True):  # fmt: skip
-        unique.setdefault(t, int(y))  # a text in both sets keeps its first (small-talk) label
-    y = np.array([unique[t] for t in texts])
+    # A text in both sets keeps its first (small-talk) label.
+    labelled: dict[str, int] = {}
+    for label, sets in ((0, chat), (1, info)):
+        for text in (t for ts in sets.values() for t in ts):
+            labelled.setdefault(text, label)
+    texts = list(labelled)
+    y = np.array(list(labelled.values()))
     embedder = TransformerEmbedder()
     x = features(embedder.embed(texts), texts)
     rng = np.random.default_rng(cfg.seed)

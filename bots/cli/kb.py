@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import typer
@@ -163,7 +165,9 @@ def init(
 @app.command(name="eval")
 def evaluate_command(
     questions: str = typer.Argument(
-        ..., help='JSONL: {"question", "answer", "source", "answerable"} per line.'
+        ...,
+        help='JSONL: {"question", "answer", "source", "answerable", "kind"} per line (kind: answerable, '
+        "unanswerable or small_talk).",
     ),
     k: int = typer.Option(None, "-k", min=1, help="Passages retrieved per question (default KB_TOP_K)."),
     compare: bool = typer.Option(True, help="Also rank with BM25 only and embeddings only, for comparison."),
@@ -175,11 +179,24 @@ def evaluate_command(
         help="Also answer every question with the configured model: retrieval only, model only and the "
         "full system compared (slower: it generates).",
     ),
+    model: list[str] = typer.Option(
+        [],
+        "--model",
+        metavar="NAME=PATH",
+        help="Also run the full system with this model (repeatable), e.g. previous=models/VERSION; the "
+        "configured MODEL_PATH runs last, as 'shipped'.",
+    ),
+    write_eval: str = typer.Option(
+        None,
+        metavar="DIR",
+        help='Write the shipped model\'s full-system figures into DIR/eval.json under "knowledge".',
+    ),
     show_replies: bool = typer.Option(False, help="Print the full system's reply to every question."),
 ) -> None:
-    """Retrieval quality on a question set (recall@k, MRR, citation@1, answered/declined), and answer
-    quality: the key fact contained, F1, citation, declining the unanswerable."""
-    from core.builder import backend_from
+    """Retrieval quality on a question set (recall@1 and @k, MRR, citation@1, answered/declined), and
+    answer quality: the key fact contained, citation, declining the unanswerable without inventing,
+    answering small talk."""
+    from core.builder import backend_from, grounder_from
     from core.knowledge.evaluation import (
         AnswerScores,
         RetrievalScores,
@@ -189,11 +206,12 @@ def evaluate_command(
         load_qa,
         suggest_threshold,
     )
-    from core.knowledge.grounding import Grounder, GroundingConfig
-    from core.settings import from_settings
 
     try:
         items = load_qa(questions)
+        extra = [(name, path) for name, _, path in (m.partition("=") for m in model)]
+        if any(not name or not path for name, path in extra):
+            raise ValueError("--model takes NAME=PATH")
     except (OSError, ValueError) as error:
         typer.secho(str(error), fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from None
@@ -205,12 +223,15 @@ def evaluate_command(
         if not answers:
             return depth, kb.config.min_similarity, retrieval, []
         settings = get_settings()
-        backend = backend_from(settings)
+        backends = {
+            name: backend_from(settings.model_copy(update={"model_path": path})) for name, path in extra
+        }
+        backends["shipped"] = backend_from(settings)
         try:
-            grounder = Grounder(kb, from_settings(GroundingConfig, settings))
-            answered = await evaluate_answers(grounder, backend, items, _progress(None))
+            answered = await evaluate_answers(grounder_from(settings, kb), backends, items, _progress(None))
         finally:
-            await backend.aclose()
+            for backend in backends.values():
+                await backend.aclose()
         return depth, kb.config.min_similarity, retrieval, answered
 
     depth, threshold, results, answered = _run(go)
@@ -228,11 +249,26 @@ def evaluate_command(
         typer.echo("\nnot retrieved (hybrid):")
         for question in hybrid.misses:
             typer.echo(f"- {question}")
-    if answered:
-        typer.echo("\n" + AnswerScores.header())
-        for scores in answered:
-            typer.echo(scores.row())
-        typer.echo("\nfull system, " + grounding_scores(answered[-1].groundings))
-        if show_replies:
-            for question, reply in answered[-1].replies:
-                typer.echo(f"\nQ: {question}\nA: {reply}")
+    if not answered:
+        return
+    shipped = answered[-1]
+    typer.echo("\n" + AnswerScores.header())
+    for scores in answered:
+        typer.echo(scores.row())
+    typer.echo("\nfull system, " + grounding_scores(shipped.groundings))
+    for question, reply, made_up in shipped.inventions:
+        typer.echo(f"invented {made_up}: Q: {question} A: {reply}")
+    if show_replies:
+        for question, reply in shipped.replies:
+            typer.echo(f"\nQ: {question}\nA: {reply}")
+    if write_eval:
+        path = Path(write_eval) / "eval.json"
+        report = json.loads(path.read_text()) if path.exists() else {}
+        report["knowledge"] = {
+            **shipped.figures(),
+            "questions": str(questions),
+            "retrieval": hybrid.figures(),
+            "systems": {scores.system: scores.figures() for scores in answered},
+        }
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        typer.echo(f"\nwrote the knowledge figures into {path}")

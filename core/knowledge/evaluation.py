@@ -19,21 +19,27 @@ each declines, on answerable questions (wrongly) and unanswerable ones (rightly)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from core.knowledge.base import KnowledgeBase
-from core.knowledge.grounding import Grounder
+from core.knowledge.facts import unsupported
+from core.knowledge.grounding import Grounder, KnowledgeStep
 from core.knowledge.index import Mode
 from core.knowledge.relevance import Relevance
 from core.knowledge.types import Passage
 from core.model.backend import ModelBackend
 from core.types import Role, Turn
+
+#: what a question-set line is: answered by the docs, a business question they do not answer, or
+#: small talk (which the bot should answer, not decline)
+KINDS = ("answerable", "unanswerable", "small_talk")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,11 @@ class QAItem:
     answer: str
     source: str
     answerable: bool
+    kind: str = ""
+
+    @property
+    def small_talk(self) -> bool:
+        return self.kind == "small_talk"
 
 
 def load_qa(path: Path | str) -> list[QAItem]:
@@ -52,8 +63,12 @@ def load_qa(path: Path | str) -> list[QAItem]:
         try:
             raw = json.loads(line)
             answer, source = str(raw.get("answer", "")), str(raw.get("source", ""))
-            items.append(QAItem(str(raw["question"]), answer, source, bool(raw["answerable"])))
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            answerable = bool(raw["answerable"])
+            kind = str(raw.get("kind") or ("answerable" if answerable else "unanswerable"))
+            if kind not in KINDS or (kind == "answerable") != answerable:
+                raise ValueError(f"kind {kind!r} (one of {KINDS}, answerable exactly when 'answerable')")
+            items.append(QAItem(str(raw["question"]), answer, source, answerable, kind))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{path} line {number}: needs question and answerable ({error})") from None
         if items[-1].answerable and not (items[-1].answer and items[-1].source):
             raise ValueError(f"{path} line {number}: an answerable question needs answer and source")
@@ -75,6 +90,7 @@ class RetrievalScores:
     answerable: int = 0
     unanswerable: int = 0
     fact_hits: int = 0
+    fact_first: int = 0  # the top passage holds the fact
     source_hits: int = 0
     reciprocal_ranks: float = 0.0
     cited: int = 0
@@ -91,6 +107,10 @@ class RetrievalScores:
     @property
     def fact_recall(self) -> float:
         return self._share(self.fact_hits, self.answerable)
+
+    @property
+    def fact_recall_at_1(self) -> float:
+        return self._share(self.fact_first, self.answerable)
 
     @property
     def source_recall(self) -> float:
@@ -112,17 +132,26 @@ class RetrievalScores:
     def decline_rate(self) -> float:
         return self._share(self.declined, self.unanswerable)
 
+    def figures(self) -> dict[str, float]:
+        return {
+            "fact_recall_at_1": round(self.fact_recall_at_1, 4),
+            f"fact_recall_at_{self.k}": round(self.fact_recall, 4),
+            "mrr": round(self.mrr, 4),
+            "citation_at_1": round(self.citation_at_1, 4),
+        }
+
     def row(self) -> str:
         return (
-            f"| {self.mode} | {self.fact_recall:.3f} | {self.source_recall:.3f} | {self.mrr:.3f} | "
-            f"{self.citation_at_1:.3f} | {self.answer_rate:.3f} | {self.decline_rate:.3f} |"
+            f"| {self.mode} | {self.fact_recall_at_1:.3f} | {self.fact_recall:.3f} | "
+            f"{self.source_recall:.3f} | {self.mrr:.3f} | {self.citation_at_1:.3f} | "
+            f"{self.answer_rate:.3f} | {self.decline_rate:.3f} |"
         )
 
     @staticmethod
     def header(k: int) -> str:
         return (
-            f"| retrieval | fact recall@{k} | source recall@{k} | MRR@{k} | citation@1 | answered "
-            f"(answerable) | declined (unanswerable) |\n|---|---|---|---|---|---|---|"
+            f"| retrieval | fact recall@1 | fact recall@{k} | source recall@{k} | MRR@{k} | citation@1 | "
+            f"answered (answerable) | declined (unanswerable) |\n|---|---|---|---|---|---|---|---|"
         )
 
 
@@ -135,6 +164,8 @@ async def evaluate(
         # Similarity (what relevance is judged by) is reported in every mode, lexical-only too.
         best = max((p.similarity for p in passages), default=-1.0)
         verdict = kb.judge(passages)
+        if item.small_talk:  # retrieval is judged on questions; small talk is the router's business
+            continue
         if not item.answerable:
             scores.unanswerable += 1
             scores.best_unanswerable.append(best)
@@ -150,6 +181,7 @@ async def evaluate(
             scores.misses.append(item.question)
         else:
             scores.fact_hits += 1
+            scores.fact_first += rank == 1
             scores.reciprocal_ranks += 1 / rank
     return scores
 
@@ -168,10 +200,9 @@ def suggest_threshold(answerable: Sequence[float], unanswerable: Sequence[float]
     return round(best[0], 3), best[1]
 
 
-# --- answers: retrieval only, model only, the full system, in one run ---
+# --- answers: retrieval only, model only, the full system with each model, in one run ---
 
-#: the systems ``evaluate_answers`` compares
-SYSTEMS = ("retrieval only", "model only", "full system")
+RETRIEVAL_ONLY, MODEL_ONLY = "retrieval only", "model only"
 
 
 def f1(prediction: str, truth: str) -> float:
@@ -199,20 +230,38 @@ class AnswerScores:
     system: str
     answerable: int = 0
     unanswerable: int = 0
+    small_talk: int = 0
     correct: int = 0  # the reply contains the key fact
     f1_sum: float = 0.0
     cited: int = 0  # the reply cites the question's source document
     declined_answerable: int = 0  # said "I don't know" to a question the documents answer
     declined: int = 0  # said "I don't know" to one they do not
+    small_talk_answered: int = 0  # answered small talk rather than declining it
+    #: replies to unanswerable questions stating a fact (number, name, email, …) no searched passage,
+    #: nor the question, contains
+    invented: int = 0
     replies: list[tuple[str, str]] = field(default_factory=list)  # (question, reply), for reading
     groundings: list[float] = field(default_factory=list)  # best grounded candidates' support
+    inventions: list[tuple[str, str, list[str]]] = field(default_factory=list)  # question, reply, facts
 
-    def add(self, item: QAItem, reply: str | None, cited: Sequence[str]) -> None:
-        """Count one question: ``reply`` None when the system declined; ``cited`` its sources."""
+    def add(
+        self, item: QAItem, reply: str | None, cited: Sequence[str], searched: Sequence[str] = ()
+    ) -> None:
+        """Count one question: ``reply`` None when the system declined; ``cited`` its sources;
+        ``searched`` the passages it was shown or found (what an unanswerable reply may repeat)."""
         self.replies.append((item.question, reply if reply is not None else "<declined>"))
+        if item.small_talk:
+            self.small_talk += 1
+            self.small_talk_answered += reply is not None
+            return
         if not item.answerable:
             self.unanswerable += 1
             self.declined += reply is None
+            if reply is not None:
+                made_up = unsupported(reply, [*searched, item.question])
+                self.invented += bool(made_up)
+                if made_up:
+                    self.inventions.append((item.question, reply, made_up))
             return
         self.answerable += 1
         if reply is None:
@@ -226,56 +275,99 @@ class AnswerScores:
     def _share(n: float, of: int) -> float:
         return n / of if of else 0.0
 
+    def figures(self) -> dict[str, float | int]:
+        """The knowledge figures as ``eval.json`` records them (rates from 0 to 1)."""
+        a, u, t = self.answerable, self.unanswerable, self.small_talk
+        return {
+            "fact": round(self._share(self.correct, a), 4),
+            "f1": round(self._share(self.f1_sum, a), 4),
+            "citation": round(self._share(self.cited, a), 4),
+            "declines_unanswerable": round(self._share(self.declined, u), 4),
+            "false_declines": round(self._share(self.declined_answerable, a), 4),
+            "small_talk_answered": round(self._share(self.small_talk_answered, t), 4),
+            "invented": round(self._share(self.invented, u), 4),
+            "n_answerable": a,
+            "n_unanswerable": u,
+            "n_small_talk": t,
+        }
+
     def row(self) -> str:
-        a = self.answerable
-        return (
-            f"| {self.system} | {self._share(self.correct, a):.3f} | {self._share(self.f1_sum, a):.3f} | "
-            f"{self._share(self.cited, a):.3f} | {self._share(self.declined_answerable, a):.3f} | "
-            f"{self._share(self.declined, self.unanswerable):.3f} |"
-        )
+        f = self.figures()
+        cells = [f[k] for k in ("fact", "f1", "citation", "false_declines", "declines_unanswerable",
+                                "invented", "small_talk_answered")]  # fmt: skip
+        return f"| {self.system} | " + " | ".join(f"{c:.3f}" for c in cells) + " |"
 
     @staticmethod
     def header() -> str:
         return (
-            "| system | correct (fact contained) | F1 | citation | declined (answerable) | "
-            "declined (unanswerable) |\n|---|---|---|---|---|---|"
+            "| system | fact | F1 | citation | false declines | declines unanswerable | invented | "
+            "small talk answered |\n|---|---|---|---|---|---|---|---|"
         )
+
+
+async def _full_system(
+    grounder: Grounder, backend: ModelBackend, item: QAItem, step: KnowledgeStep, scores: AnswerScores
+) -> tuple[str | None, list[str]]:
+    """The reply the engine would send (None: declined) and the sources it cites; the best grounded
+    candidate's support goes to ``scores.groundings``."""
+    if step.declines:
+        return None, []
+    history = [Turn(Role.USER, item.question)]
+    candidates = grounder.compete(step, await backend.generate(history, None, step.grounding))
+    if step.grounding is not None and candidates and candidates[0].grounding is not None:
+        scores.groundings.append(candidates[0].grounding)
+    if not grounder.supported(step, candidates):
+        return None, []
+    if not candidates:
+        return "", []
+    meta = grounder.metadata(step, candidates[0])
+    return candidates[0].text, [s["source"] for s in meta.get("sources", [])]
 
 
 async def evaluate_answers(
-    grounder: Grounder, backend: ModelBackend, items: Sequence[QAItem], progress: bool = False
+    grounder: Grounder,
+    backends: Mapping[str, ModelBackend],
+    items: Sequence[QAItem],
+    progress: bool = False,
+    concurrency: int = 8,
 ) -> list[AnswerScores]:
-    """Answer every question three ways and score them (``SYSTEMS``): the best passage (its stored
-    answer for an FAQ entry; declined unless ANSWERED), the model without retrieval (never declines,
-    cites nothing), and the full system as the engine runs it (``Grounder`` around generation)."""
-    retrieval, model, full = (AnswerScores(s) for s in SYSTEMS)
-    for item in tqdm(items, desc="answering", unit="question", disable=not progress):
-        history = [Turn(Role.USER, item.question)]
-        step = await grounder.consult(item.question)
-        if step.passages:
-            best = step.passages[0]
-            retrieval.add(item, best.answer or best.text, [best.source])
-        else:
-            retrieval.add(item, None, [])
-        plain = await backend.generate(history)
-        model.add(item, plain[0].text if plain else "", [])
-        if step.declines:
-            full.add(item, None, [])
-            continue
-        if step.grounding is not None:
-            candidates = grounder.compete(step, await backend.generate(history, None, step.grounding))
-            if candidates and candidates[0].grounding is not None:
-                full.groundings.append(candidates[0].grounding)
-        else:
-            candidates = plain  # out of scope: the reply is the model's own
-        if not grounder.supported(step, candidates):
-            full.add(item, None, [])
-            continue
-        meta = grounder.metadata(step, candidates[0]) if candidates else {}
-        full.add(
-            item, candidates[0].text if candidates else "", [s["source"] for s in meta.get("sources", [])]
-        )
-    return [retrieval, model, full]
+    """Answer every question several ways and score them: the best passage alone (its stored answer
+    for an FAQ entry; declined unless ANSWERED), the model without retrieval (the last backend; never
+    declines, cites nothing), and the full system as the engine runs it (router, grounding,
+    candidates, support and invented-fact checks) with each backend, named ``full system: NAME``.
+    ``concurrency`` questions are in flight at once, so a batching backend batches them."""
+    named = list(backends.items())
+    retrieval, model = AnswerScores(RETRIEVAL_ONLY), AnswerScores(MODEL_ONLY)
+    full = {name: AnswerScores(f"full system: {name}") for name, _ in named}
+    results: list[tuple[QAItem, list[tuple[AnswerScores, str | None, list[str], list[str]]]]] = []
+    gate = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(items), desc="answering", unit="question", disable=not progress)
+
+    async def one(item: QAItem) -> None:
+        async with gate:
+            step = await grounder.consult(item.question)
+            shown = [p.text for p in (step.passages or step.searched)]
+            rows: list[tuple[AnswerScores, str | None, list[str], list[str]]] = []
+            if step.passages:
+                best = step.passages[0]
+                rows.append((retrieval, best.answer or best.text, [best.source], shown))
+            else:
+                rows.append((retrieval, None, [], shown))
+            plain = await named[-1][1].generate([Turn(Role.USER, item.question)])
+            rows.append((model, plain[0].text if plain else "", [], []))
+            for name, backend in named:
+                reply, cited = await _full_system(grounder, backend, item, step, full[name])
+                rows.append((full[name], reply, cited, shown))
+            results.append((item, rows))
+            bar.update()
+
+    await asyncio.gather(*(one(item) for item in items))
+    bar.close()
+    order = {id(item): n for n, item in enumerate(items)}
+    for item, rows in sorted(results, key=lambda r: order[id(r[0])]):
+        for scores, reply, cited, shown in rows:
+            scores.add(item, reply, cited, shown)
+    return [retrieval, model, *full.values()]
 
 
 def grounding_scores(scores: Sequence[float]) -> str:

@@ -9,6 +9,14 @@ The engine calls it around generation::
     if not grounder.supported(step, candidates): ...# the passages do not back the best: decline
     meta |= grounder.metadata(step, candidates[0])  # sources and passages used; chunk ids for the log
 
+With a message router (``core/knowledge/router.py``), small talk is ``OUT_OF_SCOPE`` whatever the
+search finds, and a request for information is answered only from relevant passages: with none it is
+``UNANSWERED``, however far from the documents it is (an office address, a price), so it is declined
+rather than left to the model. Without a router, relevance alone decides (``relevance.py``).
+No reply is sent that states a fact (a number, an email, a name; ``facts.py``) that neither the
+passages, the user's message nor the bot's own prompt contain, and a model trained for grounded
+answers (``training/grounded.py``) declines in words the engine recognises (``GROUNDED_DECLINE``).
+
 ``OUT_OF_SCOPE`` questions get no grounding and are answered as without a knowledge base. An FAQ
 entry's stored answer is a candidate with a model-free score (``KB_FAQ_SCORE``) plus the same
 grounding term the re-ranker gives generated ones; the team wrote it, so it is never declined.
@@ -19,6 +27,7 @@ passages then quotes them, with their source, instead of declining what the docu
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +35,9 @@ from typing import Any, ClassVar
 
 from core.knowledge.base import KnowledgeBase
 from core.knowledge.context import format_context, sources
+from core.knowledge.facts import unsupported
 from core.knowledge.relevance import Relevance
+from core.knowledge.router import MessageKind, MessageRouter
 from core.knowledge.types import Passage
 from core.model.backend import Grounding
 from core.model.scoring import content_words, support
@@ -70,6 +81,10 @@ class KnowledgeStep:
     grounding: Grounding | None = None
     #: the question, as the user asked it
     question: str = ""
+    #: what the router made of the message (None: no router)
+    kind: MessageKind | None = None
+    #: the router's P(information)
+    p_information: float | None = None
 
     @property
     def declines(self) -> bool:
@@ -78,19 +93,44 @@ class KnowledgeStep:
 
 
 class Grounder:
-    def __init__(self, kb: KnowledgeBase, config: GroundingConfig) -> None:
+    def __init__(
+        self,
+        kb: KnowledgeBase,
+        config: GroundingConfig,
+        router: MessageRouter | None = None,
+        known: str = "",
+    ) -> None:
         self.kb = kb
         self.config = config
+        self.router = router
+        #: text whose facts any reply may repeat (the bot's system prompt: its name, its persona)
+        self.known = known
 
     async def consult(self, question: str) -> KnowledgeStep:
+        kind: MessageKind | None = None
+        p: float | None = None
+        if self.router is not None:
+            kind, p = await asyncio.to_thread(self.router.classify, question)
+            if kind == MessageKind.SMALL_TALK:  # answered freely: the documents are not asked
+                return KnowledgeStep(
+                    Relevance.OUT_OF_SCOPE, [], question=question, kind=kind, p_information=p
+                )
         searched = await self.kb.search(question)
-        verdict = self.kb.judge(searched)
+        if kind == MessageKind.INFORMATION:
+            verdict = Relevance.ANSWERED if self.kb.relevant(searched) else Relevance.UNANSWERED
+        else:
+            verdict = self.kb.judge(searched)
         if verdict != Relevance.ANSWERED:
-            return KnowledgeStep(verdict, searched)
+            return KnowledgeStep(verdict, searched, question=question, kind=kind, p_information=p)
         passages = self.kb.relevant(searched)
         context = format_context(passages, self.config.context_max_chars)
         grounding = Grounding(context, tuple(p.text for p in passages))
-        return KnowledgeStep(verdict, searched, passages, grounding, question)
+        return KnowledgeStep(verdict, searched, passages, grounding, question, kind, p)
+
+    def invented(self, step: KnowledgeStep, text: str) -> list[str]:
+        """The facts of ``text`` that neither the step's passages, the question nor the bot's prompt
+        contain."""
+        return unsupported(text, [*(p.text for p in step.passages), step.question, self.known])
 
     def faq_candidates(self, step: KnowledgeStep) -> list[Candidate]:
         texts = [p.text for p in step.passages]
@@ -119,20 +159,26 @@ class Grounder:
         excerpt, best first."""
         if not step.passages:
             return list(candidates)
+        if candidates and candidates[0].text.strip().startswith(GROUNDED_DECLINE):
+            return list(candidates)  # the model read the passages and found no answer: no quoting them
         generated = {c.text for c in candidates}
         quoted = [c for c in [*self.faq_candidates(step), self.excerpt_candidate(step)] if c is not None]
         joined = [c for c in quoted if c.text not in generated]
         return sorted([*candidates, *joined], key=lambda c: c.score, reverse=True)  # stable: ties keep order
 
     def supported(self, step: KnowledgeStep, candidates: Sequence[Candidate]) -> bool:
-        """Whether the best candidate may be sent: ungrounded steps always; grounded ones when the
-        passages back it enough (an FAQ answer is the team's own)."""
-        if not step.passages:
-            return True
+        """Whether the best candidate may be sent. Never a model's decline, nor a reply that states a
+        fact found nowhere it may come from (``invented``); an FAQ answer (the team's own) and an
+        excerpt (the documents' own words) always; another grounded reply when the passages back it
+        enough; an ungrounded one (small talk) otherwise."""
         if not candidates:
-            return False
+            return not step.passages
         best = candidates[0]
-        return best.origin in (FAQ, EXCERPT) or (best.grounding or 0.0) >= self.config.min_grounding
+        if best.origin in (FAQ, EXCERPT):
+            return True
+        if best.text.strip().startswith(GROUNDED_DECLINE) or self.invented(step, best.text):
+            return False
+        return not step.passages or (best.grounding or 0.0) >= self.config.min_grounding
 
     @staticmethod
     def cited(step: KnowledgeStep, best: Candidate) -> list[Passage]:
@@ -166,7 +212,9 @@ class Grounder:
         """Reply metadata: the verdict; for a grounded reply its ``sources`` and ``passages``; for a
         declined one the passages that were found (for the agent who takes over)."""
         meta: dict[str, Any] = {"knowledge": str(step.verdict)}
-        if step.verdict == Relevance.OUT_OF_SCOPE:
+        if step.kind is not None:
+            meta["message_kind"] = str(step.kind)
+        if step.verdict == Relevance.OUT_OF_SCOPE and (best is None or self.supported(step, [best])):
             return meta
         if best is None or not self.supported(step, [best]):
             meta["declined"] = True

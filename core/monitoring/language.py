@@ -12,7 +12,9 @@ _WORDS = re.compile(r"[^\W\d_]+", re.UNICODE)
 # The most frequent short function words of each language (they rarely overlap).
 COMMON_WORDS: dict[str, frozenset[str]] = {
     "en": frozenset("the and is you i to it that what how are do my for have this not with".split()),
-    "es": frozenset("el la los las que y es en de no por una con para mi estoy qué cómo hola".split()),
+    "es": frozenset(
+        "el la los las que y es en de no por una con para mi estoy qué cómo hola dónde su usted".split()
+    ),
     "de": frozenset("der die das und ist ich nicht du ein eine mit zu wie was ja auf bin hallo".split()),
     "fr": frozenset("le la les et est je tu pas une un des avec pour que qui bonjour suis vous".split()),
     "pt": frozenset("o os as e é que não um uma com para de eu você está olá obrigado sou".split()),
