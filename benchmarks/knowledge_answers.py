@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.builder import local_backend_from
-from core.knowledge import Grounder, GroundingConfig, KnowledgeBase, seed_defaults
+from core.builder import grounder_from, local_backend_from
+from core.knowledge import KnowledgeBase, seed_defaults
 from core.knowledge.evaluation import (
     AnswerScores,
     RetrievalScores,
@@ -28,7 +28,7 @@ from core.knowledge.evaluation import (
 )
 from core.memory.connection import connect
 from core.memory.embedded_redis import EmbeddedRedis
-from core.settings import CoreSettings, from_settings
+from core.settings import CoreSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,8 +49,8 @@ async def main(questions: Path, replies: bool) -> None:
         backend = local_backend_from(settings)
         try:
             started = time.perf_counter()
-            grounder = Grounder(kb, from_settings(GroundingConfig, settings))
-            scores = await evaluate_answers(grounder, backend, items, progress=True)
+            grounder = grounder_from(settings, kb)
+            scores = await evaluate_answers(grounder, {"shipped": backend}, items, progress=True)
             elapsed = time.perf_counter() - started
         finally:
             await backend.aclose()
