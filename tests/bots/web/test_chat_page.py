@@ -123,4 +123,6 @@ async def test_a_knowledge_answer_shows_its_sources_as_chips(knowledge_url, page
     assert await files.count() == 2 and await files.first.get_attribute("title") == "README.md#telegram"
     # The title's "<Ops>" is text, not markup; the buttons still follow the chips.
     assert await page.locator(".msg.bot ops").count() == 0
-    assert await page.locator(".msg.bot .buttons button", has_text="👍").count() == 1
+    # 👍 drawn as an SVG thumb and a word: no emoji font needed.
+    thumb = page.locator(".msg.bot .buttons button.feedback.up")
+    assert await thumb.inner_text() == "Helpful" and await thumb.locator("svg path").count() == 1
