@@ -41,6 +41,7 @@ from core.channel import OnNewMessage
 from core.delivery.outbox import Pending, PermanentDeliveryError
 from core.in_flight import InFlight
 from core.memory.shown import ShownLines
+from core.safety.pii import mask_message
 from core.types import IncomingMessage, Reply, Role, Turn, conversation_id
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 PLATFORM = "web"
 #: WebSocket close code: the server is restarting, the client should reconnect (RFC 6455 registry)
 SERVICE_RESTART = 1012
+#: a longer user line is kept blanked (the page's input allows this many; the engine refuses more)
+MAX_KEPT_CHARS = 20_000
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
@@ -243,12 +246,6 @@ class WebChatChannel:
             await ws.send_json({"type": "error", "error": parsed})
             return
         await ws.send_json({"type": "typing"})
-        if parsed.action:  # a button: the page showed its label as the user's line, and used it up
-            label = await self._use(cid, parsed.action)
-            line = {"role": "user", "text": label or parsed.text, "action": parsed.action}
-        else:
-            line = {"role": "user", "text": parsed.text}
-        first = await self._keep(cid, line, event=parsed.id)
         message = IncomingMessage(
             PLATFORM,
             cid,
@@ -258,6 +255,12 @@ class WebChatChannel:
             action=parsed.action,
             resent=parsed.resent,
         )
+        if parsed.action:  # a button: the page showed its label as the user's line, and used it up
+            label = await self._use(cid, parsed.action)
+            line = {"role": "user", "text": label or parsed.text, "action": parsed.action}
+        else:  # kept as every store keeps it: a card number or key typed is masked at rest
+            line = {"role": "user", "text": mask_message(message, MAX_KEPT_CHARS).text}
+        first = await self._keep(cid, line, event=parsed.id)
 
         async def partial(so_far: str) -> None:
             await ws.send_json({"type": "partial", "text": so_far})
