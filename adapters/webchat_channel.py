@@ -31,6 +31,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -229,15 +230,17 @@ class WebChatChannel:
             lines = await self.shown.lines(cid) if self.shown else []
         except Exception as error:  # e.g. Redis down: chatting still works through the spool
             log.warning("web chat history for %s unavailable: %s", cid, error)
-        messages = [
+        messages: list[dict[str, Any]] = [
             {"role": str(t.role), "text": t.text, "ts": t.timestamp} for t in turns if t.role in _SHOWN
         ]
         if lines:
             # What the page showed, plus any reply kept in the history after its last line (written
             # by another path than this channel): nothing the user should see is left out.
             last = float(lines[-1].get("ts", 0.0))
-            later = [m for m in messages if m["role"] != str(Role.USER) and float(m["ts"]) > last]
-            messages = [{k: v for k, v in line.items() if k != "event"} for line in lines] + later
+            later = [t for t in turns if t.role in _SHOWN and t.role != Role.USER and t.timestamp > last]
+            messages = [{k: v for k, v in line.items() if k != "event"} for line in lines] + [
+                {"role": str(t.role), "text": t.text, "ts": t.timestamp} for t in later
+            ]
         await ws.send_json({"type": "history", "messages": messages})
 
     async def _on_frame(self, ws: WebSocket, cid: str, client: str, raw: str) -> None:
