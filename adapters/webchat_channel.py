@@ -7,11 +7,15 @@ Server → client: ``{"type": "typing"}``, ``{"type": "partial", "text"}`` (the 
 model generates), ``{"type": "reply", "text", "buttons": [{label, action}], "meta"}`` (final; with
 ``"sources": [{label, url, citation}]`` when it cites the knowledge base, ``url`` null for a file),
 ``{"type": "error", "error": "..."}``, and first on every (re)connect ``{"type": "history", "messages":
-[{"role": "user" | "assistant" | "agent", "text"}]}``: the conversation as the server keeps it, so a
-user who closed the page sees what an agent wrote meanwhile. The page keeps a random client id in
-localStorage; that is the user and the conversation. Message ids make a resent frame (after a
-reconnect) a no-op. A browser's handshake is refused (HTTP 403) unless the page's ``Origin`` is
-allowed: the bot's own pages and the sites that embed the widget (``adapters/web_origins.py``).
+[{"role": "user" | "assistant" | "agent", "text", "ts", ...}]}``: the conversation as the server keeps
+it, so a user who closed the page sees what an agent wrote meanwhile. With ``shown``
+(``core.memory.shown``) that is every line the page showed: the handoff's notices, ``buttons`` not yet
+used, ``sources``, and an agent's ``name`` (a reply frame from an agent carries ``"agent": name`` too);
+a user line from a button press has that button's ``action``. Without it, the turn history. The page
+keeps a random client id in localStorage; that is the user and the conversation. Message ids make a
+resent frame (after a reconnect) a no-op. A browser's handshake is refused (HTTP 403) unless the
+page's ``Origin`` is allowed: the bot's own pages and the sites that embed the widget
+(``adapters/web_origins.py``).
 While the server shuts down, messages in flight are answered, and a new one closes its socket with
 code 1012 ("service restart") unanswered: the page reconnects and sends it again.
 """
@@ -27,6 +31,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -36,6 +41,8 @@ from adapters.web_origins import OriginPolicy
 from core.channel import OnNewMessage
 from core.delivery.outbox import Pending, PermanentDeliveryError
 from core.in_flight import InFlight
+from core.memory.shown import ShownLines
+from core.safety.pii import mask_message
 from core.types import IncomingMessage, Reply, Role, Turn, conversation_id
 
 log = logging.getLogger(__name__)
@@ -43,6 +50,8 @@ log = logging.getLogger(__name__)
 PLATFORM = "web"
 #: WebSocket close code: the server is restarting, the client should reconnect (RFC 6455 registry)
 SERVICE_RESTART = 1012
+#: a longer user line is kept blanked (the page's input allows this many; the engine refuses more)
+MAX_KEPT_CHARS = 20_000
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
@@ -89,7 +98,20 @@ def reply_frame(reply: Reply) -> dict:
     }
     if refs := reply_sources(reply):  # chips under the answer: a link, or the file's path
         frame["sources"] = [{"label": r.label, "url": r.url, "citation": r.citation} for r in refs]
+    if reply.metadata.get("agent"):  # a person wrote it: the page names them
+        frame["agent"] = str(reply.metadata.get("agent_name") or reply.metadata["agent"])
     return frame
+
+
+def shown_line(frame: dict) -> dict:
+    """The line a reply frame drew, as kept for the next visit."""
+    line: dict = {"role": "agent" if frame.get("agent") else "assistant", "text": frame["text"]}
+    if frame.get("agent"):
+        line["name"] = frame["agent"]
+    for key in ("buttons", "sources"):
+        if frame.get(key):
+            line[key] = frame[key]
+    return line
 
 
 class WebChatChannel:
@@ -102,6 +124,7 @@ class WebChatChannel:
         stream: bool = True,
         history: History | None = None,
         origins: OriginPolicy | None = None,
+        shown: ShownLines | None = None,
     ) -> None:
         self.on_new_message = on_new_message
         self.path = path
@@ -109,6 +132,8 @@ class WebChatChannel:
         self.history = history
         #: which pages may connect, by the handshake's Origin header (the widget's sites); None: any
         self.origins = origins
+        #: every line the page showed, restored on the next visit; None: the turn history instead
+        self.shown = shown
         self._sockets: dict[str, set[WebSocket]] = defaultdict(set)
         #: messages being answered: a graceful shutdown waits for them
         self.in_flight = InFlight()
@@ -131,12 +156,26 @@ class WebChatChannel:
         """Push a reply to every open tab of this conversation (e.g. an agent's message); one frame,
         so there is no progress to note on ``pending``."""
         sockets = list(self._sockets.get(conversation_id, ()))
+        frame = reply_frame(reply)
+        # Kept first: a user with no page open sees it (a notice, an agent's reply) when they return.
+        await self._keep(conversation_id, shown_line(frame))
         if not sockets:
             raise ChannelUnavailableError(
                 f"the user has no web chat open ({conversation_id}); they see it when they come back"
             )
         for ws in sockets:
-            await ws.send_json(reply_frame(reply))
+            await ws.send_json(frame)
+
+    async def _keep(self, cid: str, line: dict, event: str = "") -> bool:
+        """Keep a line for the next visit; False for a resent message's (kept already). A Redis
+        failure costs only the restoring, never the chat."""
+        if self.shown is None:
+            return True
+        try:
+            return await self.shown.add(cid, line, event)
+        except Exception as error:
+            log.warning("web chat line for %s not kept: %s", cid, error)
+            return True
 
     async def endpoint(self, ws: WebSocket) -> None:
         origin = ws.headers.get("origin")
@@ -185,11 +224,23 @@ class WebChatChannel:
     async def _send_history(self, ws: WebSocket, cid: str) -> None:
         """Always the first frame, empty when there is nothing to show: the page waits for it."""
         turns: Sequence[Turn] = ()
+        lines: list[dict] = []
         try:
             turns = await self.history(cid) if self.history else ()
+            lines = await self.shown.lines(cid) if self.shown else []
         except Exception as error:  # e.g. Redis down: chatting still works through the spool
             log.warning("web chat history for %s unavailable: %s", cid, error)
-        messages = [{"role": str(t.role), "text": t.text} for t in turns if t.role in _SHOWN]
+        messages: list[dict[str, Any]] = [
+            {"role": str(t.role), "text": t.text, "ts": t.timestamp} for t in turns if t.role in _SHOWN
+        ]
+        if lines:
+            # What the page showed, plus any reply kept in the history after its last line (written
+            # by another path than this channel): nothing the user should see is left out.
+            last = float(lines[-1].get("ts", 0.0))
+            later = [t for t in turns if t.role in _SHOWN and t.role != Role.USER and t.timestamp > last]
+            messages = [{k: v for k, v in line.items() if k != "event"} for line in lines] + [
+                {"role": str(t.role), "text": t.text, "ts": t.timestamp} for t in later
+            ]
         await ws.send_json({"type": "history", "messages": messages})
 
     async def _on_frame(self, ws: WebSocket, cid: str, client: str, raw: str) -> None:
@@ -207,9 +258,27 @@ class WebChatChannel:
             action=parsed.action,
             resent=parsed.resent,
         )
+        if parsed.action:  # a button: the page showed its label as the user's line, and used it up
+            label = await self._use(cid, parsed.action)
+            line = {"role": "user", "text": label or parsed.text, "action": parsed.action}
+        else:  # kept as every store keeps it: a card number or key typed is masked at rest
+            line = {"role": "user", "text": mask_message(message, MAX_KEPT_CHARS).text}
+        first = await self._keep(cid, line, event=parsed.id)
 
         async def partial(so_far: str) -> None:
             await ws.send_json({"type": "partial", "text": so_far})
 
         for reply in await self.on_new_message(message, stream=partial if self.stream else None):
-            await ws.send_json(reply_frame(reply))
+            frame = reply_frame(reply)
+            if first:  # a resent message's answers are kept already
+                await self._keep(cid, shown_line(frame))
+            await ws.send_json(frame)
+
+    async def _use(self, cid: str, action: str) -> str:
+        if self.shown is None:
+            return ""
+        try:
+            return await self.shown.use(cid, action)
+        except Exception as error:
+            log.warning("web chat buttons of %s not marked used: %s", cid, error)
+            return ""

@@ -21,6 +21,7 @@ from bots.web.widget import Widget
 from core.builder import build_engine
 from core.delivery.outbox import Outbox
 from core.engine import DialogueEngine
+from core.memory.shown import ShownLines
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,14 @@ async def _run(
     # heartbeat, so that another process (or this one, restarted) sends what a dead one left.
     outbox = handoff.outbox = Outbox(engine.store, engine.instance, settings.delivery_deadline_s)
     widget = Widget.from_settings(settings)
+    # What the chat page showed (notices, buttons, sources, agents' names), so a reload shows it again.
+    shown = ShownLines(engine.store.redis, settings.redis_key_prefix, engine.store.ttl_s)
     webchat = WebChatChannel(
-        engine.handle, stream=settings.web_stream, history=engine.store.history, origins=widget.origins
+        engine.handle,
+        stream=settings.web_stream,
+        history=engine.store.history,
+        origins=widget.origins,
+        shown=shown,
     )
     channels = build_channels(settings, engine.handle, only, outbox)
     outbox.register(webchat)

@@ -1,4 +1,6 @@
-"""The agent console at `/agent`: login, live queue, transcripts, reply, claim/release/transfer/resolve,
+"""The agent console at `/agent`: login, live queue, the inbox (Mine, Queued, Open, Resolved, with a
+search over transcripts and customers' names), transcripts with each message's sender and time and the
+handoff's events as status lines, reply, claim/release/transfer/resolve,
 canned responses (``/shortcut`` in the reply box), private notes, and the messages that could not be
 delivered (to send again). A bot turn grounded in the knowledge base shows the passages it used (from
 the chat log); an agent's correction of it can be saved as a new FAQ entry in one click.
@@ -28,11 +30,13 @@ from bots.web.sessions import SessionStore
 from bots.web.undelivered import UndeliveredApi
 from core.delivery.outbox import DeliveryError
 from core.handoff.canned import CannedResponses, expand
+from core.handoff.listing import STATUSES, list_conversations, status_of
 from core.handoff.service import HandoffError, HandoffService
 from core.handoff.stats import figures_since, start_of_today
+from core.handoff.timeline import describe
 from core.knowledge import KnowledgeBase
 from core.safety.pii import describe_masked
-from core.types import Role
+from core.types import Role, Turn
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,7 @@ class AgentConsole:
             Route("/agent/api/me", self.me),
             Route("/agent/api/queue", self.queue),
             Route("/agent/api/conversation", self.conversation),
+            Route("/agent/api/conversations", self.conversations),
             Route("/agent/api/canned", self.canned_responses),
             Route("/agent/api/act", self.act, methods=["POST"]),
             Route("/agent/api/events", self.events),
@@ -104,25 +109,53 @@ class AgentConsole:
         today = await figures_since(self.handoff.redis, self.handoff.log_key, start_of_today())
         return JSONResponse({"queue": entries, "today": today.as_dict()})
 
+    async def conversations(self, request: Request) -> Response:
+        """The inbox: ``status`` one of mine, queued, open, resolved (or all); ``q`` a search."""
+        session = await self.auth.require(request)
+        me = await self.agents.get(session.username)
+        status, query = request.query_params.get("status", ""), request.query_params.get("q", "")
+        if status and status not in STATUSES:
+            return JSONResponse({"error": f"status is one of {', '.join(STATUSES)}"}, status_code=400)
+        if me is None:
+            return JSONResponse({"conversations": []})
+        listed = await list_conversations(self.handoff, me, status, query)
+        return JSONResponse({"conversations": [e.as_dict() for e in listed]})
+
     async def conversation(self, request: Request) -> Response:
         await self.auth.require(request)
         cid = request.query_params.get("cid", "")
         state = await self.handoff.store.state(cid)
-        turns = await self.handoff.transcript(cid)
+        stored = await self.handoff.transcript_entries(cid)
+        turns = [Turn.from_dict(entry) for entry in stored]
         used = await self._passages([t.ref for t in turns if t.role == Role.ASSISTANT and t.ref])
+        customer = state.user_name or state.user or "User"
+        senders = {Role.USER: customer, Role.ASSISTANT: "Bot"}
         transcript = [
             {"role": str(t.role), "text": t.text, "ts": t.timestamp, "ref": t.ref,
+             "sender": senders.get(t.role) or str(entry.get("name") or entry.get("agent") or "Agent"),
              "masked": describe_masked(t.masked), "passages": used.get(t.ref, [])}
-            for t in turns
+            for t, entry in zip(turns, stored, strict=True)
         ]  # fmt: skip
+        timeline = await self.handoff.timeline.list(cid)
+        events = [{"type": e.get("type"), "ts": e.get("ts", 0.0), "text": describe(e)} for e in timeline]
+        # One thread, in time order: messages and the events between them (a status line each).
+        thread = sorted(
+            [{"kind": "message", **m} for m in transcript] + [{"kind": "event", **e} for e in events],
+            key=lambda item: float(item["ts"] or 0.0),
+        )
         keys = ("platform", "user", "user_name", "reason", "agent", "team", "left_message", "back_at")
         info = {key: state.fields.get(key, "") for key in keys}
         candidates = state.candidates
         notes = [n.as_dict() for n in await self.handoff.notes.list(cid)]  # for agents' eyes only
         survey = await self.handoff.csat.get(cid)
-        csat = {"agent": survey.agent, "score": survey.score} if survey else None
+        rated = [e for e in timeline if e.get("type") == "rated"]  # outlives the survey's own key
+        csat = (
+            {"agent": survey.agent, "score": survey.score} if survey
+            else {"agent": rated[-1].get("agent", ""), "score": rated[-1].get("score")} if rated else None
+        )  # fmt: skip
         return JSONResponse(
-            {"cid": cid, "mode": str(state.mode), **info, "candidates": candidates, "transcript": transcript,
+            {"cid": cid, "mode": str(state.mode), "status": status_of(state), **info,
+             "candidates": candidates, "transcript": transcript, "timeline": events, "thread": thread,
              "notes": notes, "csat": csat}
         )  # fmt: skip
 

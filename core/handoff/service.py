@@ -7,7 +7,9 @@ go out through the outbox, because they arrive with no user message in flight.
 
 Beside the state machine: outside a team's business hours (``hours``) the user is told when the
 team is back and may leave a message; after an agent resolves a conversation the user is asked to
-rate it (``csat``); agents keep private notes on it (``notes``).
+rate it (``csat``); agents keep private notes on it (``notes``). A resolved conversation keeps its
+transcript, timeline (``timeline``) and notes for the conversation TTL, and stays in the inbox
+(``inbox``) under Resolved, searchable.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from core.handoff import lua
 from core.handoff.agents import Agent, AgentDirectory
 from core.handoff.csat import CsatSurvey, Rated
 from core.handoff.hours import BusinessHours, describe_opening
+from core.handoff.inbox import ConversationIndex
 from core.handoff.notes import ConversationNotes, Note
+from core.handoff.timeline import Timeline
 from core.memory.chatlog import ChatLog
 from core.memory.connection import as_text, as_texts
 from core.memory.schema import StateField, thread_field
@@ -100,6 +104,8 @@ class HandoffService:
         self.hours = BusinessHours(self.redis, store.prefix)
         self.csat = CsatSurvey(self.redis, store.prefix)
         self.notes = ConversationNotes(self.redis, store.prefix, store.ttl_s)
+        self.timeline = Timeline(self.redis, keys, store.ttl_s)
+        self.inbox = ConversationIndex(self.redis, keys, store.ttl_s)
 
     def _convs(self, agent: str) -> str:
         return self.keys.agent_conversations(agent)
@@ -107,8 +113,13 @@ class HandoffService:
     def transcript_key(self, cid: str) -> str:
         return self.keys.transcript(cid)
 
-    async def _publish(self, kind: str, cid: str, **data: object) -> None:
+    async def _publish(self, kind: str, cid: str, record: bool = True, **data: object) -> None:
+        """Tell the consoles; a status change (``timeline.KINDS``) also becomes a line in the thread,
+        unless ``record`` is False (a repeated request that changed nothing)."""
         event = {"id": uuid.uuid4().hex, "type": kind, "cid": cid, **data}
+        if record:
+            await self.timeline.add(cid, kind, **data)
+        await self.inbox.touch(cid, (await self.store.state(cid)).user_name)
         await self.redis.publish(self.events_channel, json.dumps(event))
 
     @asynccontextmanager
@@ -164,12 +175,17 @@ class HandoffService:
         """Queue the conversation for agents (no-op if already handed off); returns its queue position."""
         now = time.time()
         score = -priority * 1e10 + now  # higher priority first, then longest waiting
+        before = await self.store.state(cid)
         keys = [self.keys.state(cid), self.queue_key, self.log_key]
         position = int(await self._request(keys=keys, args=[cid, reason, now, priority, team, score]))
         transcript = self.transcript_key(cid)
-        if not await self.redis.exists(transcript):
-            # Snapshot the context the agent needs: the history so far and the bot's candidates.
-            history = await self.store.history(cid)
+        new = before.mode not in (Mode.QUEUED, Mode.AGENT)
+        if not await self.redis.exists(transcript) or (new and before.resolved):
+            # Snapshot the context the agent needs: the history so far (after a resolve, what came
+            # since the transcript's last turn) and the bot's candidates.
+            kept = await self.redis.lindex(transcript, -1)
+            since = float(json.loads(kept).get("ts", 0.0)) if kept else float("-inf")
+            history = [turn for turn in await self.store.history(cid) if turn.timestamp > since]
             async with self.redis.pipeline(transaction=True) as pipe:
                 for turn in history:
                     pipe.rpush(transcript, json.dumps(turn.to_dict()))
@@ -177,7 +193,7 @@ class HandoffService:
                 await pipe.execute()
             if candidates:
                 await self.store.update_state(cid, {StateField.CANDIDATES: json.dumps(list(candidates))})
-        await self._publish("queued", cid, reason=reason, position=position)
+        await self._publish("queued", cid, record=new, reason=reason, position=position)
         return position
 
     async def after_hours(self, cid: str, team: str, now: datetime | None = None) -> str | None:
@@ -264,9 +280,11 @@ class HandoffService:
         await self._publish("corrected", cid, agent=agent, ref=ref)
 
     async def transcript(self, cid: str) -> list[Turn]:
-        return [
-            Turn.from_dict(json.loads(x)) for x in await self.redis.lrange(self.transcript_key(cid), 0, -1)
-        ]
+        return [Turn.from_dict(entry) for entry in await self.transcript_entries(cid)]
+
+    async def transcript_entries(self, cid: str) -> list[dict[str, Any]]:
+        """The transcript as stored: each turn's dict, an agent's turn with the agent's username."""
+        return [json.loads(x) for x in await self.redis.lrange(self.transcript_key(cid), 0, -1)]
 
     def serves(self, profile: Agent, entry_team: str) -> bool:
         """Routing: a conversation routed to a team is for that team's agents (admins take any)."""
@@ -287,7 +305,7 @@ class HandoffService:
         requested = (await self.store.state(cid)).requested_at
         if requested:
             metrics.HANDOFF_WAIT_SECONDS.observe(max(0.0, now - requested))
-        await self._publish("claimed", cid, agent=agent)
+        await self._publish("claimed", cid, agent=agent, name=profile.display_name)
         await self._notify(cid, texts.AGENT_JOINED.format(name=profile.display_name))
 
     async def release(self, cid: str, agent: str) -> None:
@@ -316,7 +334,7 @@ class HandoffService:
             raise HandoffError(f"{target.display_name}'s account is disabled.")
         keys = [self.keys.state(cid), self._convs(agent), self._convs(to_agent)]
         self._check(int(await self._transfer(keys=keys, args=[cid, agent, to_agent, target.max_concurrent])))
-        await self._publish("transferred", cid, agent=to_agent, previous=agent)
+        await self._publish("transferred", cid, agent=to_agent, previous=agent, name=target.display_name)
         await self._notify(cid, texts.AGENT_JOINED.format(name=target.display_name))
 
     async def resolve(self, cid: str, agent: str, note: str = "") -> None:
@@ -324,9 +342,10 @@ class HandoffService:
         before = await self.store.state(cid)
         keys = [self.keys.state(cid), self.queue_key, self._convs(agent), self.log_key]
         self._check(int(await self._resolve(keys=keys, args=[cid, agent, time.time(), note])))
-        await self.redis.delete(self.transcript_key(cid))
-        await self._publish("resolved", cid, agent=agent)
+        # The transcript stays (under Resolved in the inbox) for as long as the conversation is kept.
+        await self.redis.expire(self.transcript_key(cid), self.store.ttl_s)
         profile = await self.agents.get(agent)
+        await self._publish("resolved", cid, agent=agent, name=profile.display_name if profile else agent)
         if before.mode != Mode.AGENT or profile is None:  # closed unclaimed: no one helped to rate
             await self._notify(cid, texts.BOT_BACK)
             return
@@ -393,8 +412,12 @@ class HandoffService:
             ref = await self.chatlog.turn(cid, platform, user, turn)
             turn = replace(turn, ref=ref)
         await self.store.append(cid, platform, user, turn)
+        profile = await self.agents.get(agent)
+        name = profile.display_name if profile else agent
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(self.transcript_key(cid), json.dumps(turn.to_dict()))
+            # Who wrote it: the console labels every agent turn with its author.
+            pipe.rpush(self.transcript_key(cid), json.dumps(turn.to_dict() | {"agent": agent, "name": name}))
+            pipe.expire(self.transcript_key(cid), self.store.ttl_s)
             if state.left_message is not None:  # answered: no longer a message waiting for the team
                 pipe.hdel(self.keys.state(cid), StateField.LEFT_MESSAGE)
             if state.first_reply_at is None:
@@ -405,7 +428,8 @@ class HandoffService:
                 )
             await pipe.execute()
         await self._publish("message", cid, role="agent", text=text, agent=agent)
-        await self.outbox.deliver(platform, cid, Reply(text, metadata={"agent": agent}))
+        # The agent's name goes with the reply: the web chat shows who wrote it.
+        await self.outbox.deliver(platform, cid, Reply(text, metadata={"agent": agent, "agent_name": name}))
 
     async def _notify(self, cid: str, text: str, buttons: Sequence[Button] = ()) -> None:
         """Tell the user what is happening; a failure is logged and published, not raised."""
@@ -433,13 +457,15 @@ class HandoffService:
         return notified
 
     async def forget(self, cids: Sequence[str]) -> None:
-        """Remove conversations from the queue, every agent's list, their transcripts, notes, ratings
-        and the outbox."""
+        """Remove conversations from the queue, the inbox, every agent's list, their transcripts,
+        timelines, notes, ratings and the outbox."""
         if not cids:
             return
         await self.outbox.forget(cids)
         await self.notes.forget(cids)
         await self.csat.forget(cids)
+        await self.timeline.forget(cids)
+        await self.inbox.forget(cids)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrem(self.queue_key, *cids)
             for agent in await self.agents.all():

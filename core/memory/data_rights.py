@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -18,8 +19,8 @@ async def export_user(
     chatlog: ChatLog | None = None,
     handoff: HandoffService | None = None,
 ) -> dict[str, Any]:
-    """The user's conversations (history, state, handoff transcript, queue place, agents' notes and
-    their rating of the agent) and chat-log entries."""
+    """The user's conversations (history, state, the lines their chat page showed, handoff transcript
+    and timeline, queue place, agents' notes and their rating of the agent) and chat-log entries."""
     members = await store.redis.smembers(store.keys.user_conversations(platform, user_id))
     cids = sorted(as_text(c) for c in members)
     conversations: list[dict[str, Any]] = []
@@ -29,9 +30,11 @@ async def export_user(
             "conversation_id": cid,
             "state": state.fields,
             "history": [t.to_dict() for t in await store.history(cid)],
+            "shown": [json.loads(raw) for raw in await store.redis.lrange(store.keys.shown(cid), 0, -1)],
         }
         if handoff:
-            entry["handoff_transcript"] = [t.to_dict() for t in await handoff.transcript(cid)]
+            entry["handoff_transcript"] = await handoff.transcript_entries(cid)
+            entry["handoff_timeline"] = await handoff.timeline.list(cid)
             entry["queue_position"] = await handoff.position(cid)
             entry["agent_notes"] = [n.as_dict() for n in await handoff.notes.list(cid)]
             survey = await handoff.csat.get(cid)

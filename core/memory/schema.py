@@ -45,6 +45,14 @@ class Keys:
     def transcript(self, cid: str) -> str:
         return f"{self.prefix}conv:{cid}:transcript"
 
+    def timeline(self, cid: str) -> str:
+        """List of JSON events of the handoff (requested, claimed, transferred, resolved, rated)."""
+        return f"{self.prefix}conv:{cid}:timeline"
+
+    def shown(self, cid: str) -> str:
+        """List of JSON lines the web chat showed (notices, buttons, sources), restored on reload."""
+        return f"{self.prefix}conv:{cid}:shown"
+
     def notes(self, cid: str) -> str:
         return f"{self.prefix}conv:{cid}:notes"
 
@@ -82,6 +90,20 @@ class Keys:
     def handoff_events(self) -> str:
         """Pub/sub channel of queue and conversation changes, for the consoles."""
         return f"{self.prefix}handoff:events"
+
+    @property
+    def handoff_conversations(self) -> str:
+        """Sorted set: every handed-off conversation (resolved ones too), scored by its last change."""
+        return f"{self.prefix}handoff:conversations"
+
+    def handoff_search_doc(self, cid: str) -> str:
+        """Hash of a conversation's searchable text, kept only where Redis has its search module."""
+        return f"{self.prefix}handoff:doc:{cid}"
+
+    @property
+    def handoff_search_index(self) -> str:
+        """Name of the FT index over ``handoff_search_doc`` hashes."""
+        return f"{self.prefix}handoff:search"
 
     @property
     def canned(self) -> str:
@@ -151,7 +173,7 @@ class StateField(StrEnum):
     AGENT = "agent"
     CLAIMED_AT = "claimed_at"
     FIRST_REPLY_AT = "first_reply_at"
-    RESOLVED_AT = "resolved_at"
+    RESOLVED_AT = "resolved_at"  # kept after the resolve (until the next handoff): the inbox's Resolved
     TIMEOUT_NOTIFIED = "timeout_notified"  # "1" once told no agent is free
     BACK_AT = "back_at"  # when the team opens again (out of hours)
     LEFT_MESSAGE = "left_message"  # when the user wrote after being told nobody can answer now
@@ -198,6 +220,7 @@ class ConversationState:
     requested_at: float | None = None
     claimed_at: float | None = None
     first_reply_at: float | None = None
+    resolved_at: float | None = None
     timeout_notified: bool = False
     back_at: float | None = None
     left_message: float | None = None
@@ -225,6 +248,7 @@ class ConversationState:
             requested_at=parse_timestamp(get(StateField.REQUESTED_AT)),
             claimed_at=parse_timestamp(get(StateField.CLAIMED_AT)),
             first_reply_at=parse_timestamp(get(StateField.FIRST_REPLY_AT)),
+            resolved_at=parse_timestamp(get(StateField.RESOLVED_AT)),
             timeout_notified=bool(get(StateField.TIMEOUT_NOTIFIED)),
             back_at=parse_timestamp(get(StateField.BACK_AT)),
             left_message=parse_timestamp(get(StateField.LEFT_MESSAGE)),
@@ -236,6 +260,12 @@ class ConversationState:
     def exists(self) -> bool:
         """Whether anything was ever stored for this conversation."""
         return bool(self.fields)
+
+    @property
+    def resolved(self) -> bool:
+        """An agent resolved the last handoff and no new one was asked for since (a request sets
+        ``requested_at``; the resolve removes it and keeps ``resolved_at``)."""
+        return self.resolved_at is not None and self.requested_at is None and self.mode == Mode.BOT
 
     def thread(self, desk: str) -> str | None:
         return self.fields.get(thread_field(desk))

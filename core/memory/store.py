@@ -188,10 +188,15 @@ class ContextStore:
         """Erase every conversation of this user on this platform; returns their ids."""
         convs_key = self.keys.user_conversations(platform, user_id)
         cids = [as_text(c) for c in await self.redis.smembers(convs_key)]
-        keys = [convs_key] + [k for cid in cids for k in (self.keys.turns(cid), self.keys.state(cid))]
+        keys = [convs_key] + [k for cid in cids for k in self._conversation_keys(cid)]
         await self.redis.delete(*keys)
         return cids
 
     async def erase_conversation(self, cid: str) -> None:
-        """Delete one conversation's turns and state (it may not be indexed under its user yet)."""
-        await self.redis.delete(self.keys.turns(cid), self.keys.state(cid))
+        """Delete one conversation's turns, state and shown lines (it may not be indexed under its user
+        yet)."""
+        await self.redis.delete(*self._conversation_keys(cid))
+
+    def _conversation_keys(self, cid: str) -> tuple[str, ...]:
+        """What ``/forget`` erases here; the handoff's keys go with ``HandoffService.forget``."""
+        return self.keys.turns(cid), self.keys.state(cid), self.keys.shown(cid)

@@ -164,3 +164,47 @@ async def test_drain_answers_the_message_in_flight_and_closes_on_a_new_one() -> 
                 await ws.recv()
     assert received == [{"type": "typing"}, {**reply_frame(Reply("answer to first")), "type": "reply"}]
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012  # m2 unanswered: resent later
+
+
+async def test_with_shown_lines_a_reconnect_restores_every_line_and_only_unused_buttons(redis) -> None:
+    """Notices, buttons, sources and an agent's name come back on the next connect; a pressed row
+    does not, a resent message is kept once."""
+    from core.memory.shown import ShownLines
+
+    async def answer(message: IncomingMessage, stream=None) -> list[Reply]:
+        if message.action:
+            return [Reply("Thanks for the feedback!")]
+        sources = [
+            {"title": "Guide", "section": "", "source": "guide.md", "citation": "guide.md", "url": None}
+        ]
+        return [Reply("From the guide.", [Button("👍", "feedback:up:r1")], {"sources": sources})]
+
+    channel = WebChatChannel(answer, shown=ShownLines(redis, "ws:"))
+    async with running_server(create_web_app(channel.routes())) as url:
+        ws_url = url.replace("http", "ws") + "/ws/chat?client=client-shown"
+        cid = "web:client-shown"
+        async with websockets.connect(ws_url) as ws:
+            assert json.loads(await ws.recv()) == {"type": "history", "messages": []}
+            await ws.send(json.dumps({"id": "m1", "text": "how?"}))
+            await frames(ws, 2)
+            await ws.send(json.dumps({"id": "m1", "text": "how?", "resent": True}))  # kept once
+            await frames(ws, 2)
+            await channel.send(cid, Reply("Ada here.", metadata={"agent": "ada", "agent_name": "Ada"}))
+            assert (await frames(ws, 1))[0]["agent"] == "Ada"
+        with pytest.raises(ChannelUnavailableError):  # the page is closed: not sent, but kept
+            await channel.send(cid, Reply("Still there?", [Button("1", "csat:s:1")]))
+        async with websockets.connect(ws_url) as ws:
+            history = json.loads(await ws.recv())["messages"]
+            shown = [(m["role"], m["text"]) for m in history]
+            assert shown == [
+                ("user", "how?"), ("assistant", "From the guide."), ("agent", "Ada here."),
+                ("assistant", "Still there?"),
+            ]  # fmt: skip
+            assert history[1]["buttons"] == [{"label": "👍", "action": "feedback:up:r1"}]
+            assert history[1]["sources"][0]["label"] == "guide.md" and history[2]["name"] == "Ada"
+            await ws.send(json.dumps({"id": "m2", "action": "feedback:up:r1"}))
+            await frames(ws, 2)
+        async with websockets.connect(ws_url) as ws:
+            history = json.loads(await ws.recv())["messages"]
+            assert "buttons" not in history[1]  # used: not offered again
+            assert history[-2] == {**history[-2], "role": "user", "text": "👍", "action": "feedback:up:r1"}

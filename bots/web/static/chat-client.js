@@ -9,6 +9,30 @@ export function storedClientId(key) {
   return client;
 }
 
+// The engine's 👍/👎 (actions feedback:up:<ref>, feedback:down:<ref>) drawn as an SVG thumb and a
+// word: an emoji needs a font many machines lack, and shows as an empty box there.
+const FEEDBACK = { up: "Helpful", down: "Not helpful" };
+const THUMB = "M2 21h3V9H2v12zm19-11c0-1.1-.9-2-2-2h-6.3l1-4.6v-.3c0-.4-.2-.8-.4-1.1L12.2 1 5.6 7.6C5.2 8 5 8.5 5 9v10c0 1.1.9 2 2 2h9c.8 0 1.5-.5 1.8-1.2l3-7.1c.1-.2.2-.5.2-.7v-2z";
+function feedbackKind(action) {
+  const m = /^feedback:(up|down)(:|$)/.exec(action || "");
+  return m ? m[1] : null;
+}
+// What a button (or the user's line after pressing it) says on the page.
+export function buttonText(label, action) {
+  const kind = feedbackKind(action);
+  return kind ? FEEDBACK[kind] : label;
+}
+function thumb(kind) {
+  const ns = "http://www.w3.org/2000/svg", svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24"); svg.setAttribute("width", "14"); svg.setAttribute("height", "14");
+  svg.setAttribute("aria-hidden", "true"); svg.setAttribute("class", "icon");
+  if (kind === "down") svg.setAttribute("transform", "rotate(180)");
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("d", THUMB); path.setAttribute("fill", "currentColor");
+  svg.appendChild(path);
+  return svg;
+}
+
 // Connects to ``url`` (ws[s]://host/ws/chat) as ``client`` and keeps reconnecting. What is typed
 // into ``input`` is sent when ``form`` is submitted; messages go into ``log`` (``intro``, if given,
 // stays on top), "typing…" into ``typing``; ``onStatus(online, label)`` says whether sending is
@@ -33,18 +57,28 @@ export function startChat({ url, client, form, input, log, typing, intro = null,
     return row;
   }
 
-  function add(kind, text, buttons, sources) {
+  // ``kind``: user, bot, agent (a person's reply: a bot bubble with their ``name`` on top), error.
+  function add(kind, text, buttons, sources, name) {
     const div = document.createElement("div");
-    div.className = "msg " + kind;
-    div.textContent = text;
+    div.className = "msg " + (kind === "agent" ? "bot agent" : kind);
+    if (name) {
+      const who = document.createElement("span");
+      who.className = "sender"; who.textContent = name;
+      div.appendChild(who);
+    }
+    div.appendChild(document.createTextNode(text));
     if (sources && sources.length) div.appendChild(sourceChips(sources));
     if (buttons && buttons.length) {
       const row = document.createElement("div");
       row.className = "buttons";
       for (const b of buttons) {
-        const btn = document.createElement("button");
-        btn.type = "button"; btn.textContent = b.label;
-        btn.onclick = () => { add("user", b.label); transmit({ action: b.action }); };
+        const btn = document.createElement("button"), said = buttonText(b.label, b.action);
+        btn.type = "button";
+        const kind = feedbackKind(b.action);
+        if (kind) { btn.appendChild(thumb(kind)); btn.className = "feedback " + kind; btn.setAttribute("aria-label", said); }
+        btn.appendChild(document.createTextNode(said));
+        // One answer per row (a rating counts once): the row goes, as it does when the page reloads.
+        btn.onclick = () => { row.remove(); add("user", said); transmit({ action: b.action }); };
         row.appendChild(btn);
       }
       div.appendChild(row);
@@ -55,12 +89,16 @@ export function startChat({ url, client, form, input, log, typing, intro = null,
   }
 
   // On every (re)connect the server sends the conversation as it keeps it (agents' replies written
-  // while this page was closed included); it replaces what the page shows. An unanswered message
-  // stays pending; one the history shows answered is dropped, so its answer is not shown twice.
+  // while this page was closed included): every line the page showed, with its buttons not yet used,
+  // sources and the agent's name; it replaces what the page shows. An unanswered message stays
+  // pending; one the history shows answered is dropped, so its answer is not shown twice.
   function showHistory(messages) {
     log.replaceChildren(...(intro ? [intro] : []));
     if (partial) { partial.remove(); partial = null; }
-    for (const m of messages) add(m.role === "user" ? "user" : "bot", m.text);
+    for (const m of messages) {
+      if (m.role === "user") add("user", buttonText(m.text, m.action));
+      else add(m.role === "agent" ? "agent" : "bot", m.text, m.buttons, m.sources, m.name);
+    }
     for (const [id, frame] of pending) {
       if (frame.text === undefined) continue;
       const at = messages.map((m) => m.role === "user" && m.text === frame.text).lastIndexOf(true);
@@ -104,7 +142,7 @@ export function startChat({ url, client, form, input, log, typing, intro = null,
       if (partial) { partial.remove(); partial = null; }
       typing.textContent = "";
       pending.clear();  // the server answers frames in order
-      if (data.type === "reply") add("bot", data.text, data.buttons, data.sources);
+      if (data.type === "reply") add(data.agent ? "agent" : "bot", data.text, data.buttons, data.sources, data.agent);
       else if (data.type === "error") add("error", data.error);
     };
     ws.onclose = () => {

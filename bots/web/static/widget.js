@@ -84,6 +84,9 @@
     .buttons { display: flex; flex-wrap: wrap; gap: 6px; margin-top: 6px; }
     .buttons button { margin: 0; padding: 3px 10px; border: 1px solid var(--accent); border-radius: 12px;
       background: #fff; color: var(--accent); font: inherit; font-size: 13px; cursor: pointer; }
+    .buttons button .icon { vertical-align: -2px; margin-right: 4px; }
+    .sender { display: block; font-size: 12px; font-weight: 600; color: var(--accent); margin-bottom: 2px; }
+    .agent { border-color: #bfdbfe; background: #eff6ff; }
     .typing { min-height: 20px; padding: 0 12px 4px; color: #6b7280; font-size: 13px; }
     form { display: flex; gap: 8px; margin: 0; padding: 10px; background: #fff; border-top: 1px solid #e5e7eb; }
     .text { flex: 1; min-width: 0; margin: 0; padding: 9px 11px; border: 1px solid #d1d5db; border-radius: 10px;

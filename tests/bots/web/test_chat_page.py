@@ -106,6 +106,46 @@ async def knowledge_url():
         yield url + "/"
 
 
+@pytest.fixture
+async def kept_url(redis):
+    """The same, keeping what the page showed (``core.memory.shown``), as ``chatbot run`` does."""
+    from core.memory.shown import ShownLines
+
+    app = create_web_app(WebChatChannel(KnowledgeAnswer(), shown=ShownLines(redis, "kept:")).routes())
+    async with running_server(app) as url:
+        yield url + "/"
+
+
+async def test_reopening_the_page_shows_the_same_lines_chips_and_unused_buttons(kept_url, page) -> None:
+    async def lines() -> list[str]:
+        return await page.locator("#log .msg").evaluate_all("els => els.map(e => e.innerText.trim())")
+
+    await page.goto(kept_url)
+    await page.wait_for_selector("text=online")
+    for text in ("how do I connect Telegram?", "and Slack?"):
+        await page.fill("#text", text)
+        await page.press("#text", "Enter")
+        await page.locator(".msg.bot", has_text=ANSWER).nth(1 if text == "and Slack?" else 0).wait_for()
+    before = await lines()
+    await page.reload()
+    await page.wait_for_selector("text=online")
+    assert await lines() == before
+    assert await page.locator(".msg.bot .sources .source").all_text_contents() == LABELS * 2
+    assert await page.locator(".msg.bot button.feedback.up").count() == 2
+
+    # Used: that row goes. (The stand-in's buttons share one action; the engine's carry the turn's ref.)
+    await page.locator(".msg.bot button.feedback.up").last.click()
+    await page.wait_for_function("document.querySelectorAll('.msg.bot').length === 3")
+    before = await lines()
+    assert await page.locator(".msg.user").last.inner_text() == "Helpful"
+    await page.reload()
+    await page.wait_for_selector("text=online")
+    assert await lines() == before
+    assert (
+        await page.locator(".msg.bot button.feedback.up").count() == 2
+    )  # the third answer's, and the second's
+
+
 async def test_a_knowledge_answer_shows_its_sources_as_chips(knowledge_url, page) -> None:
     await page.goto(knowledge_url)
     await page.wait_for_selector("text=online")
@@ -123,4 +163,6 @@ async def test_a_knowledge_answer_shows_its_sources_as_chips(knowledge_url, page
     assert await files.count() == 2 and await files.first.get_attribute("title") == "README.md#telegram"
     # The title's "<Ops>" is text, not markup; the buttons still follow the chips.
     assert await page.locator(".msg.bot ops").count() == 0
-    assert await page.locator(".msg.bot .buttons button", has_text="👍").count() == 1
+    # 👍 drawn as an SVG thumb and a word: no emoji font needed.
+    thumb = page.locator(".msg.bot .buttons button.feedback.up")
+    assert await thumb.inner_text() == "Helpful" and await thumb.locator("svg path").count() == 1
