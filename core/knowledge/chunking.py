@@ -58,8 +58,18 @@ def split_block(block: Block, max_chars: int) -> list[str]:
     return split_text(block.text, max_chars)
 
 
+def table_rows(block: Block) -> list[Block]:
+    """A table as one block per row, each with the header row: a row (one setting, one figure) is
+    what a question asks for, and alone it is found by both rankings."""
+    header = block.table_header
+    rows = [r for r in block.text.split("\n")[2:] if r.strip()] if header else []
+    if len(rows) < 2:
+        return [block]
+    return [Block(f"{header}\n{row}", block.headings, block.anchor, None, header) for row in rows]
+
+
 def _sections(blocks: list[Block]) -> list[list[Block]]:
-    """Runs of blocks under the same heading; each FAQ entry is a run of its own."""
+    """Runs of blocks under the same heading; each FAQ entry and each table row is a run of its own."""
     runs: list[list[Block]] = []
     for block in blocks:
         last = runs[-1][-1] if runs else None
@@ -67,6 +77,8 @@ def _sections(blocks: list[Block]) -> list[list[Block]]:
             last is not None
             and last.answer is None
             and block.answer is None
+            and last.table_header is None
+            and block.table_header is None
             and (last.headings, last.anchor) == (block.headings, block.anchor)
         )
         if same:
@@ -80,7 +92,7 @@ def chunk_document(doc: Document, max_chars: int) -> list[Chunk]:
     doc_id = doc.doc_id
     chunks: list[Chunk] = []
     seen: Counter[str] = Counter()
-    for run in _sections(doc.blocks):
+    for run in _sections([row for block in doc.blocks for row in table_rows(block)]):
         first = run[0]
         if first.answer is not None:
             texts = [first.text]

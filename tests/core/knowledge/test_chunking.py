@@ -27,15 +27,19 @@ def test_long_text_is_cut_at_sentences_within_the_budget() -> None:
     assert split_text("x" * 25, 10) == ["x" * 10, "x" * 10, "x" * 5]
 
 
-def test_a_long_table_repeats_its_header_in_every_chunk() -> None:
+def test_each_table_row_is_a_chunk_with_the_header() -> None:
     rows = "\n".join(f"| `SETTING_{i}` | `{i}` | What setting {i} does. |" for i in range(40))
-    doc = _doc(f"## Settings\n\n| Variable | Default | Meaning |\n|---|---|---|\n{rows}\n")
-    chunks = chunk_document(doc, 400)
-    assert len(chunks) > 3 and all(len(c.text) <= 400 for c in chunks)
-    assert all(
-        c.text.startswith("| Variable | Default | Meaning |\n|---|---|---|\n| `SETTING_") for c in chunks
+    doc = _doc(
+        f"## Settings\n\nSome words first.\n\n| Variable | Default | Meaning |\n|---|---|---|\n{rows}\n"
     )
-    assert sum(c.text.count("What setting") for c in chunks) == 40
+    chunks = chunk_document(doc, 400)
+    assert chunks[0].text == "Some words first."  # prose is never packed with a row
+    rows_ = chunks[1:]
+    assert len(rows_) == 40 and all(c.headings == ("Settings",) for c in rows_)
+    assert all(
+        c.text.startswith("| Variable | Default | Meaning |\n|---|---|---|\n| `SETTING_") for c in rows_
+    )
+    assert [c.text.count("What setting") for c in rows_] == [1] * 40
 
 
 def test_each_faq_entry_is_one_chunk_with_its_answer_whole() -> None:
