@@ -1,5 +1,6 @@
-"""The path `make run` takes with knowledge: the default model and the default knowledge base (this
-project's docs) answer a question about the project, citing README.md (slow: the real models)."""
+"""The path `make run` takes with knowledge: the default model, router and knowledge base (this
+project's docs) answer a question about the project citing README.md, and decline a business
+question the docs do not answer, offering a person (slow: the real models)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from core import texts
 from core.builder import knowledge_from, local_backend_from
 from core.engine import DialogueEngine
 from core.memory.store import ContextStore
@@ -18,7 +20,10 @@ ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.slow
 
 
-async def test_the_default_bot_answers_from_its_docs_citing_readme(redis) -> None:
+OFFICE = "What is the address of your office in Berlin?"
+
+
+async def test_the_default_bot_answers_from_its_docs_and_declines_the_rest(redis) -> None:
     settings = CoreSettings(model_path=str(ROOT / "models"), redis_key_prefix="kbdefault:", kb_enabled=True)
     backend = local_backend_from(settings)
     try:
@@ -28,8 +33,11 @@ async def test_the_default_bot_answers_from_its_docs_citing_readme(redis) -> Non
             *_, reply = await engine.handle(
                 IncomingMessage("web", "web:d1", "u1", "Which variable sets the Redis server?")
             )
+            *_, declined = await engine.handle(IncomingMessage("web", "web:d2", "u2", OFFICE))
     finally:
         await backend.aclose()
+    assert declined.text == texts.decline(OFFICE) and declined.metadata["declined"], declined
+    assert [b.action for b in declined.buttons] == ["human"]
     meta = reply.metadata
     assert meta["knowledge"] == "answered", meta
     assert not meta.get("declined"), meta
