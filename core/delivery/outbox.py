@@ -110,6 +110,27 @@ return 1
 """
 
 
+# KEYS: status hash, events channel | ARGV: id, record (JSON), keep for, "1": only over a state
+# that is not final. The process sending a message may record "sent" before the one that wrote it
+# records "queued": a late "queued" must not hide "sent" (sending again from the undelivered list
+# may, with ARGV[4] empty).
+_STATE = """
+if ARGV[4] == '1' then
+  local old = redis.call('HGET', KEYS[1], ARGV[1])
+  if old then
+    local state = cjson.decode(old)['state']
+    if state == 'sent' or state == 'undelivered' or state == 'dropped' then return 0 end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('PUBLISH', KEYS[2], ARGV[2])
+return 1
+"""
+
+#: final states: a message in one is no longer on its way
+FINAL = ("sent", "undelivered", "dropped")
+
 #: how the console names the process a message waits for
 NAMES = {
     "telegram": "Telegram",
@@ -185,6 +206,7 @@ class Outbox:
             self._seq, self.undelivered_key = store.keys.outbox_sequence, store.keys.outbox_undelivered
             self._write = store.redis.register_script(_WRITE)
             self._retry = store.redis.register_script(_RETRY)
+            self._set_state = store.redis.register_script(_STATE)
 
     def register(self, channel: OutputChannel) -> None:
         self._channels[channel.platform] = channel
@@ -279,21 +301,22 @@ class Outbox:
             await self._state(pending, "undelivered", str(error)[:300])
 
     # --- the state of proactive messages, for the console ---
-    async def _state(self, pending: Pending, state: str, detail: str = "") -> None:
-        """Keep and publish a watched message's state; a failure only costs the live display."""
+    async def _state(self, pending: Pending, state: str, detail: str = "", over_final: bool = False) -> None:
+        """Keep and publish a watched message's state (a state on its way never replaces a final
+        one, unless ``over_final``); a failure only costs the live display."""
         if self.store is None or not pending.watched:
             return
         keys, cid = self.store.keys, pending.conversation_id
         record = {
-            "id": pending.id, "cid": cid, "platform": pending.platform, "state": state,
-            "detail": detail, "text": pending.reply.text[:200], "at": time.time(),
+            "type": "delivery", "id": pending.id, "cid": cid, "platform": pending.platform,
+            "state": state, "detail": detail, "text": pending.reply.text[:200], "at": time.time(),
         }  # fmt: skip
+        guard = "" if over_final or state in FINAL else "1"
         try:
-            async with self.store.redis.pipeline(transaction=False) as pipe:
-                pipe.hset(keys.outbox_status(cid), pending.id, json.dumps(record))
-                pipe.expire(keys.outbox_status(cid), self.store.ttl_s)
-                pipe.publish(keys.outbox_events, json.dumps({"type": "delivery", **record}))
-                await pipe.execute()
+            await self._set_state(
+                keys=[keys.outbox_status(cid), keys.outbox_events],
+                args=[pending.id, json.dumps(record), self.store.ttl_s, guard],
+            )
         except RedisError as error:
             log.warning("outbox: state of %s not recorded: %s", pending.id, error)
 
@@ -561,11 +584,11 @@ class Outbox:
             return False
         pending = await self._load(message_id)
         if pending is not None:
-            woken = await self.wake(pending.platform)
+            # On its way again (over "undelivered"), before the wake-up: the process taking it may
+            # record "sent" at once, and nothing must hide that.
             who = NAMES.get(pending.platform, pending.platform)
-            if woken:
-                await self._state(pending, "queued", f"sent again: handed to a {who} process")
-            else:
+            await self._state(pending, "queued", f"sent again: handed to a {who} process", True)
+            if not await self.wake(pending.platform):
                 await self._state(pending, "waiting", f"sent again: waiting for a {who} process")
             if pending.platform in self._channels:  # at once, without waiting for the wake
                 await self.recover([pending.platform])

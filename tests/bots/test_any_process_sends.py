@@ -10,6 +10,7 @@ process starts again.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -103,6 +104,14 @@ class Console:
             await asyncio.sleep(0.05)
 
 
+async def follow(http: httpx.AsyncClient, into: list[dict[str, object]]) -> None:
+    """Read the console's live event stream (as the page does) into ``into``."""
+    async with http.stream("GET", "/agent/api/events", timeout=None) as events:
+        async for line in events.aiter_lines():
+            if line.startswith("data: "):
+                into.append(json.loads(line[len("data: ") :]))
+
+
 def sent_to_user(telegram: FakeTelegram) -> list[str]:
     calls = telegram.log.of("sendMessage", lambda c: int(c.params["chat_id"]) == CHAT)
     return [c.params["text"] for c in calls]
@@ -146,6 +155,8 @@ async def test_an_agent_in_the_web_process_serves_a_telegram_user(redis_server, 
             async with httpx.AsyncClient(base_url=web.url) as http:
                 await login(http, "ada", "correct horse")
                 console = Console(http, (await http.get("/agent/api/me")).json()["csrf"])
+                live: list[dict[str, object]] = []
+                following = asyncio.create_task(follow(http, live))
                 claimed = await console.act("claim")
                 assert claimed.json() == {"ok": True}, claimed.text
                 await arrives(telegram, texts.AGENT_JOINED.format(name="Ada"))
@@ -178,6 +189,15 @@ async def test_an_agent_in_the_web_process_serves_a_telegram_user(redis_server, 
                 assert (await console.act("resolve")).json() == {"ok": True}
                 await arrives(telegram, "How did we do?")
                 await arrives(telegram, texts.BOT_BACK)
+                await console.wait_state(texts.BOT_BACK, "sent")
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
+
+            # The console saw each state change live, whichever process sent the message.
+            changes = [(e["text"], e["state"]) for e in live if e["type"] == "delivery"]
+            # ("queued" is not shown when the Telegram process recorded "sent" first: it would hide it)
+            assert [s for t, s in changes if t == reply] in (["queued", "sent"], ["sent"])
+            assert [s for t, s in changes if t == waiting] == ["waiting", "sent"]
 
             shown = sent_to_user(telegram)
             assert shown.count(reply) == 1 and shown.count(waiting) == 1  # each once

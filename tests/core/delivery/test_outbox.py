@@ -323,3 +323,16 @@ async def test_a_proactive_message_shows_retrying_while_the_platform_fails(store
         await pubsub.aclose()
     assert [(e["cid"], e["state"]) for e in published] == [("x:w4", "retrying"), ("x:w4", "sent")]
     assert "retrying" in published[0]["detail"] and await states(outbox, "x:w4") == ["sent"]
+
+
+async def test_a_late_state_on_the_way_never_hides_a_final_one(store) -> None:
+    # The process sending a message can record "sent" before the one that wrote it records
+    # "queued" (it publishes the wake-up first): the console must keep showing "sent".
+    outbox = await process(store, "one")
+    (pending,) = await outbox.open("x", "x:w5", [Reply("raced")])
+    pending.watched = True
+    await outbox._state(pending, "sent")
+    await outbox._state(pending, "queued", "handed to a x process")
+    assert await states(outbox, "x:w5") == ["sent"]
+    await outbox._state(pending, "queued", "sent again", over_final=True)  # from the undelivered list
+    assert await states(outbox, "x:w5") == ["queued"]
