@@ -369,9 +369,13 @@ class Outbox:
                 raise DeliveryError(f"no channel for platform {platform!r} in this process")
             try:
                 (pending,) = await self._open(platform, conversation_id, [reply], claimed=False, watched=True)
-                woken = await self.wake(platform)
             except RedisError as error:
                 raise DeliveryError(f"could not record the message for {platform}: {error}") from error
+            try:
+                woken = await self.wake(platform)
+            except RedisError as error:  # recorded: the recovery round of a process running it takes it
+                log.warning("outbox: could not wake the %s processes: %s", platform, error)
+                woken = 0
             state, detail = "queued", f"handed to a {NAMES.get(platform, platform)} process"
             if not woken:
                 state, detail = "waiting", f"waiting for a {NAMES.get(platform, platform)} process"
@@ -478,11 +482,15 @@ class Outbox:
         assert self.store is not None
         now = time.time()
         for platform in dict.fromkeys(platforms):
-            for message_id in as_texts(await self.store.redis.zrange(self.pending_key(platform), 0, -1)):
-                if message_id in self._held:
-                    continue
-                raw = await self.store.redis.hmget(self._entry(message_id), ["deadline", "waits"])
-                deadline, waits = raw[0], raw[1]
+            ids = as_texts(await self.store.redis.zrange(self.pending_key(platform), 0, -1))
+            ids = [message_id for message_id in ids if message_id not in self._held]
+            if not ids:
+                continue
+            async with self.store.redis.pipeline(transaction=False) as pipe:  # one round trip
+                for message_id in ids:
+                    pipe.hmget(self._entry(message_id), ["deadline", "waits"])
+                fields = await pipe.execute()
+            for message_id, (deadline, waits) in zip(ids, fields, strict=True):
                 if deadline is None or not waits or float(as_text(deadline)) > now:
                     continue
                 if not await self.store.claim_event(CLAIMS, message_id, self.instance):
