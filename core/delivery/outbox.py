@@ -19,7 +19,7 @@ web chat is a platform like the others, except that only the process holding the
 send to it: those processes are recorded per conversation, and only they take its messages.
 
 The state of each proactive message (waiting, queued, retrying, sent, undelivered, dropped) is kept
-per conversation and published, for the agent console to show live.
+per conversation and published, for the agent console to show live (``core/delivery/states.py``).
 
 Past the deadline (or after an unexpected error) a message is kept as undelivered: counted in
 ``/metrics``, listed for agents and admins, who can send it again (it becomes pending and unclaimed,
@@ -64,6 +64,7 @@ from core.delivery.pending import (
     PermanentDeliveryError,
     in_memory,
 )
+from core.delivery.states import NAMES, DeliveryStates
 from core.memory.connection import as_text, as_text_map, as_texts, scored
 from core.memory.store import ContextStore
 from core.monitoring import metrics
@@ -108,37 +109,6 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[1])
 return 1
 """
-
-
-# KEYS: status hash, events channel | ARGV: id, record (JSON), keep for, "1": only over a state
-# that is not final. The process sending a message may record "sent" before the one that wrote it
-# records "queued": a late "queued" must not hide "sent" (sending again from the undelivered list
-# may, with ARGV[4] empty).
-_STATE = """
-if ARGV[4] == '1' then
-  local old = redis.call('HGET', KEYS[1], ARGV[1])
-  if old then
-    local state = cjson.decode(old)['state']
-    if state == 'sent' or state == 'undelivered' or state == 'dropped' then return 0 end
-  end
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', KEYS[2], ARGV[2])
-return 1
-"""
-
-#: final states: a message in one is no longer on its way
-FINAL = ("sent", "undelivered", "dropped")
-
-#: how the console names the process a message waits for
-NAMES = {
-    "telegram": "Telegram",
-    "slack": "Slack",
-    "discord": "Discord",
-    "whatsapp": "WhatsApp",
-    "web": "web chat",
-}
 
 
 @runtime_checkable
@@ -206,7 +176,7 @@ class Outbox:
             self._seq, self.undelivered_key = store.keys.outbox_sequence, store.keys.outbox_undelivered
             self._write = store.redis.register_script(_WRITE)
             self._retry = store.redis.register_script(_RETRY)
-            self._set_state = store.redis.register_script(_STATE)
+            self.shown = DeliveryStates(store)
 
     def register(self, channel: OutputChannel) -> None:
         self._channels[channel.platform] = channel
@@ -302,31 +272,12 @@ class Outbox:
 
     # --- the state of proactive messages, for the console ---
     async def _state(self, pending: Pending, state: str, detail: str = "", over_final: bool = False) -> None:
-        """Keep and publish a watched message's state (a state on its way never replaces a final
-        one, unless ``over_final``); a failure only costs the live display."""
-        if self.store is None or not pending.watched:
-            return
-        keys, cid = self.store.keys, pending.conversation_id
-        record = {
-            "type": "delivery", "id": pending.id, "cid": cid, "platform": pending.platform,
-            "state": state, "detail": detail, "text": pending.reply.text[:200], "at": time.time(),
-        }  # fmt: skip
-        guard = "" if over_final or state in FINAL else "1"
-        try:
-            await self._set_state(
-                keys=[keys.outbox_status(cid), keys.outbox_events],
-                args=[pending.id, json.dumps(record), self.store.ttl_s, guard],
-            )
-        except RedisError as error:
-            log.warning("outbox: state of %s not recorded: %s", pending.id, error)
+        if self.store is not None and pending.watched:
+            await self.shown.record(pending, state, detail, over_final)
 
     async def states(self, cid: str) -> list[dict[str, object]]:
         """The states of the proactive messages to a conversation, oldest first."""
-        if self.store is None:
-            return []
-        raw = as_text_map(await self.store.redis.hgetall(self.store.keys.outbox_status(cid)))
-        found = [json.loads(value) for value in raw.values()]
-        return sorted(found, key=lambda record: float(record.get("at", 0)))
+        return [] if self.store is None else await self.shown.of(cid)
 
     # --- who holds a conversation's socket (web chat) ---
     async def hold(self, platform: str, cid: str) -> None:
