@@ -1,10 +1,13 @@
 """The agent console at `/agent`: login, live queue, transcripts, reply, claim/release/transfer/resolve,
 canned responses (``/shortcut`` in the reply box), private notes, and the messages that could not be
-delivered (to send again). A bot turn grounded in the knowledge base shows the passages it used (from
-the chat log); an agent's correction of it can be saved as a new FAQ entry in one click.
+delivered (to send again), and whether each agent reply and notice reached the user (sent, waiting
+for a process of its platform, retrying, not delivered: ``/agent/api/deliveries``, and live). A bot
+turn grounded in the knowledge base shows the passages it used (from the chat log); an agent's
+correction of it can be saved as a new FAQ entry in one click.
 
 JSON API under ``/agent/api``; live updates as Server-Sent Events relayed from the handoff
-service's Redis pub/sub channel, so every replica's console sees every change.
+service's Redis pub/sub channel and the outbox's delivery states (``core/delivery/states.py``), so
+every replica's console sees every change, whichever process sends the message.
 """
 
 from __future__ import annotations
