@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from adapters.streaming import StreamedMessage
-from core.delivery.outbox import (
+from core.delivery.outbox import Outbox
+from core.delivery.pending import (
     DeliveryDeadlineError,
-    Outbox,
     Pending,
     PermanentDeliveryError,
     in_memory,
@@ -202,7 +202,7 @@ class Delivery:
         deadline = pending.deadline
         for index in range(pending.part, len(parts)):
             part = parts[index]
-            send = functools.partial(self.send, chat, part.send, True, deadline)
+            send = functools.partial(self.send, chat, part.send, True, deadline, pending.retrying)
             if streamed is not None and index == 0 and part.edit is not None:
                 edit = functools.partial(self._edit, chat, part.edit, deadline)
                 await streamed.deliver_first(edit, send)
@@ -219,16 +219,22 @@ class Delivery:
 
     # --- one platform call ---
     async def send(
-        self, chat: str, call: Callable[[], Awaitable[T]], strict: bool = False, deadline: float | None = None
+        self,
+        chat: str,
+        call: Callable[[], Awaitable[T]],
+        strict: bool = False,
+        deadline: float | None = None,
+        on_retry: Callable[[str], Awaitable[None]] | None = None,
     ) -> T | None:
         """Run ``call`` (a fresh coroutine per attempt) until it succeeds, a permanent error, or
         ``deadline`` (wall clock; default: the policy's from now). On failure: None, or with
-        ``strict`` raise ``UndeliverableError`` / ``DeliveryDeadlineError``."""
+        ``strict`` raise ``UndeliverableError`` / ``DeliveryDeadlineError``. ``on_retry`` hears of
+        each transient failure about to be retried (the console shows the message as retrying)."""
         lock = self._locks.setdefault(chat, asyncio.Lock())
         async with lock:  # one send at a time per chat keeps multi-part replies in order
             try:
                 return await self._attempts(
-                    chat, call, strict, deadline or time.time() + self.policy.deadline_s
+                    chat, call, strict, deadline or time.time() + self.policy.deadline_s, on_retry
                 )
             finally:
                 self._last_sent[chat] = time.monotonic()
@@ -241,7 +247,12 @@ class Delivery:
             await asyncio.sleep(wait)
 
     async def _attempts(
-        self, chat: str, call: Callable[[], Awaitable[T]], strict: bool, deadline: float
+        self,
+        chat: str,
+        call: Callable[[], Awaitable[T]],
+        strict: bool,
+        deadline: float,
+        on_retry: Callable[[str], Awaitable[None]] | None = None,
     ) -> T | None:
         policy = self.policy
         attempt = 0
@@ -276,6 +287,8 @@ class Delivery:
                     delay,
                     type(error).__name__,
                 )
+                if on_retry is not None:
+                    await on_retry(type(error).__name__)
                 await asyncio.sleep(delay)
 
     def _give_up(self, chat: str, verdict: Exception, error: Exception, strict: bool) -> None:

@@ -39,7 +39,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from adapters.sources import reply_sources
 from adapters.web_origins import OriginPolicy
 from core.channel import OnNewMessage
-from core.delivery.outbox import Pending, PermanentDeliveryError
+from core.delivery.outbox import Outbox
+from core.delivery.pending import Pending, PermanentDeliveryError
 from core.in_flight import InFlight
 from core.memory.shown import ShownLines
 from core.safety.pii import mask_message
@@ -125,8 +126,12 @@ class WebChatChannel:
         history: History | None = None,
         origins: OriginPolicy | None = None,
         shown: ShownLines | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.on_new_message = on_new_message
+        #: where this process records the conversations whose socket it holds, so that a message to
+        #: one from another replica (an agent's reply) is handed to this process
+        self.outbox = outbox
         self.path = path
         self.stream = stream
         self.history = history
@@ -151,6 +156,10 @@ class WebChatChannel:
             return True
         log.warning("web chat: gave up messages in flight at shutdown")
         return False
+
+    def holds(self, conversation_id: str) -> bool:
+        """Whether a page of this conversation is connected to this process."""
+        return bool(self._sockets.get(conversation_id))
 
     async def send(self, conversation_id: str, reply: Reply, pending: Pending | None = None) -> None:
         """Push a reply to every open tab of this conversation (e.g. an agent's message); one frame,
@@ -191,6 +200,7 @@ class WebChatChannel:
         await ws.accept()
         cid = conversation_id(PLATFORM, client)
         self._sockets[cid].add(ws)
+        await self._presence(cid, held=True)
         try:
             await self._send_history(ws, cid)
             while True:
@@ -215,6 +225,20 @@ class WebChatChannel:
             self._sockets[cid].discard(ws)
             if not self._sockets[cid]:
                 del self._sockets[cid]
+                await self._presence(cid, held=False)
+
+    async def _presence(self, cid: str, held: bool) -> None:
+        """Record (or clear) that this process holds ``cid``'s socket; without Redis the chat still
+        works, only messages from other replicas miss it."""
+        if self.outbox is None:
+            return
+        try:
+            if held:
+                await self.outbox.hold(PLATFORM, cid)
+            elif cid not in self._sockets:  # no new tab of it connected meanwhile
+                await self.outbox.unhold(PLATFORM, cid)
+        except Exception as error:
+            log.warning("web chat: could not record the socket of %s: %s", cid, error)
 
     @staticmethod
     async def _restarting(ws: WebSocket) -> None:

@@ -10,7 +10,15 @@ import uvicorn
 
 from adapters.webchat_channel import WebChatChannel
 from bots.housekeeping import recover_outbox_forever, replay_spool_forever, sweep_forever
-from bots.platforms import WEB, build_channels, check_only, redact_secrets_in_logs, running, slack_agent_desk
+from bots.platforms import (
+    PLATFORMS,
+    WEB,
+    build_channels,
+    check_only,
+    redact_secrets_in_logs,
+    running,
+    slack_agent_desk,
+)
 from bots.settings import Settings
 from bots.shutdown import SERVER_STOP_S, Gate, Server, StopSignals, drain, stop_server, until_stopped
 from bots.web.admin import AdminDashboard
@@ -20,6 +28,7 @@ from bots.web.sessions import SessionStore
 from bots.web.widget import Widget
 from core.builder import build_engine
 from core.delivery.outbox import Outbox
+from core.delivery.wakeup import take_when_woken
 from core.engine import DialogueEngine
 from core.memory.shown import ShownLines
 
@@ -55,11 +64,14 @@ async def _run(
         history=engine.store.history,
         origins=widget.origins,
         shown=shown,
+        outbox=outbox,
     )
     channels = build_channels(settings, engine.handle, only, outbox)
     outbox.register(webchat)
     for channel in channels:  # proactive sends (agents' replies) go out through them
         outbox.register(channel)
+    # A message to a platform no process runs waits for one; any process gives it up at its deadline.
+    outbox.watching = (*PLATFORMS, WEB)
     sessions = SessionStore(engine.store.redis, settings.redis_key_prefix, settings.agent_session_ttl_s)
     kb = engine.knowledge.kb if engine.knowledge else None
     console = AgentConsole(handoff, sessions, cookie_secure=settings.cookie_secure, knowledge=kb)
@@ -112,6 +124,9 @@ async def _run(
             background.append(
                 asyncio.create_task(recover_outbox_forever(outbox, settings.delivery_recovery_interval_s))
             )
+            # And a message another process records for one of this process's platforms (an agent's
+            # reply from a web-only process's console) is taken the moment it is written.
+            background.append(asyncio.create_task(take_when_woken(outbox)))
             await until_stopped(signals.stop, serving)
             # Take nothing new on: no takeover, replay or notice, no request, no event; then finish
             # the messages in flight while the channels can still send.

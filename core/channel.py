@@ -10,12 +10,10 @@ accepted (a channel that sends in one piece may ignore it).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+from core.delivery.pending import Pending
 from core.types import IncomingMessage, Reply
-
-if TYPE_CHECKING:
-    from core.delivery.outbox import Pending
 
 #: receives the reply text so far while the model generates (for platforms that can edit a message)
 StreamSink = Callable[[str], Awaitable[None]]

@@ -2,11 +2,14 @@
 search over transcripts and customers' names), transcripts with each message's sender and time and the
 handoff's events as status lines, reply, claim/release/transfer/resolve,
 canned responses (``/shortcut`` in the reply box), private notes, and the messages that could not be
-delivered (to send again). A bot turn grounded in the knowledge base shows the passages it used (from
-the chat log); an agent's correction of it can be saved as a new FAQ entry in one click.
+delivered (to send again), and whether each agent reply and notice reached the user (sent, waiting
+for a process of its platform, retrying, not delivered: ``/agent/api/deliveries``, and live). A bot
+turn grounded in the knowledge base shows the passages it used (from the chat log); an agent's
+correction of it can be saved as a new FAQ entry in one click.
 
 JSON API under ``/agent/api``; live updates as Server-Sent Events relayed from the handoff
-service's Redis pub/sub channel, so every replica's console sees every change.
+service's Redis pub/sub channel and the outbox's delivery states (``core/delivery/states.py``), so
+every replica's console sees every change, whichever process sends the message.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ class AgentConsole:
             Route("/agent/api/conversations", self.conversations),
             Route("/agent/api/canned", self.canned_responses),
             Route("/agent/api/act", self.act, methods=["POST"]),
+            Route("/agent/api/deliveries", self.deliveries),
             Route("/agent/api/events", self.events),
         ]
 
@@ -203,6 +207,7 @@ class AgentConsole:
     async def act(self, request: Request) -> Response:
         session, body = await self.auth.require_action(request, "cid")
         cid, action, me = body["cid"], body.get("action"), session.username
+        delivery: dict[str, str] | None = None
         try:
             if action == "claim":
                 await self.handoff.claim(cid, me)
@@ -213,7 +218,7 @@ class AgentConsole:
             elif action == "transfer":
                 await self.handoff.transfer(cid, me, str(body.get("to", "")))
             elif action == "reply":
-                await self.handoff.agent_reply(cid, me, str(body.get("text", "")))
+                delivery = (await self.handoff.agent_reply(cid, me, str(body.get("text", "")))).as_dict()
             elif action == "note":
                 await self.handoff.add_note(cid, me, str(body.get("text", "")))
             elif action == "correct":
@@ -229,7 +234,16 @@ class AgentConsole:
             # The reply is recorded (and, unless refused for good, listed under "Not delivered"); the
             # agent must know it did not reach the user yet.
             return JSONResponse({"error": f"Saved, but not delivered: {error}"}, status_code=502)
-        return JSONResponse({"ok": True})
+        # A reply to a platform another process runs is on its way: its state follows live
+        # ("delivery" events, and ``/agent/api/deliveries``).
+        return JSONResponse({"ok": True, **({"delivery": delivery} if delivery else {})})
+
+    async def deliveries(self, request: Request) -> Response:
+        """The delivery state of each agent reply and notice to conversation ``cid``: waiting (for
+        a process running its platform), queued, retrying, sent, undelivered or dropped."""
+        await self.auth.require(request)
+        cid = request.query_params.get("cid", "")
+        return JSONResponse({"cid": cid, "messages": await self.handoff.outbox.states(cid)})
 
     async def events(self, request: Request) -> Response:
         await self.auth.require(request)
@@ -237,7 +251,8 @@ class AgentConsole:
 
     async def _stream(self, request: Request) -> AsyncIterator[str]:
         pubsub = self.handoff.redis.pubsub()
-        await pubsub.subscribe(self.handoff.events_channel)
+        # Handoff changes, and the delivery state of the messages the outbox sends for agents.
+        await pubsub.subscribe(self.handoff.events_channel, self.handoff.keys.outbox_events)
         try:
             yield ": connected\n\n"
             while not await request.is_disconnected():

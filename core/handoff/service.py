@@ -27,7 +27,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from core import texts
-from core.delivery.outbox import Outbox
+from core.delivery.outbox import Outbox, Sent
 from core.handoff import lua
 from core.handoff.agents import Agent, AgentDirectory
 from core.handoff.csat import CsatSurvey, Rated
@@ -391,9 +391,10 @@ class HandoffService:
         await self._publish("note", cid, agent=agent)
         return note
 
-    async def agent_reply(self, cid: str, agent: str, text: str) -> None:
+    async def agent_reply(self, cid: str, agent: str, text: str) -> Sent:
         """Keep the agent's turn (history, transcript, and the chat log, where retraining finds it as a
-        gold reply for its context), then deliver it to the user.
+        gold reply for its context), then deliver it to the user: sent from this process, or handed
+        to (or waiting for) the process that runs the user's platform (the returned ``Sent`` says).
 
         Raises HandoffError if the agent does not hold the conversation, DeliveryError if the user's
         platform refused it or could not be reached until the delivery deadline (the turn stays
@@ -429,7 +430,8 @@ class HandoffService:
             await pipe.execute()
         await self._publish("message", cid, role="agent", text=text, agent=agent)
         # The agent's name goes with the reply: the web chat shows who wrote it.
-        await self.outbox.deliver(platform, cid, Reply(text, metadata={"agent": agent, "agent_name": name}))
+        reply = Reply(text, metadata={"agent": agent, "agent_name": name})
+        return await self.outbox.deliver(platform, cid, reply)
 
     async def _notify(self, cid: str, text: str, buttons: Sequence[Button] = ()) -> None:
         """Tell the user what is happening; a failure is logged and published, not raised."""

@@ -132,6 +132,23 @@ class Keys:
     def outbox_undelivered(self) -> str:
         return f"{self.prefix}outbox:undelivered"
 
+    def outbox_wake(self, platform: str) -> str:
+        """Pub/sub channel: a message for ``platform`` waits to be taken (its processes listen)."""
+        return f"{self.prefix}outbox:wake:{platform}"
+
+    def outbox_holders(self, platform: str, cid: str) -> str:
+        """Set of the processes holding a socket to a conversation (the web chat's replicas)."""
+        return f"{self.prefix}outbox:holders:{platform}:{cid}"
+
+    def outbox_status(self, cid: str) -> str:
+        """Hash: proactive message id → its delivery state (JSON), for the agent console."""
+        return f"{self.prefix}outbox:status:{cid}"
+
+    @property
+    def outbox_events(self) -> str:
+        """Pub/sub channel of those states as they change, relayed live to the consoles."""
+        return f"{self.prefix}outbox:events"
+
     # --- chat log, limits, sessions, knowledge ---
     @property
     def chatlog(self) -> str:

@@ -22,7 +22,7 @@ from core.types import IncomingMessage, Reply
 log = logging.getLogger(__name__)
 
 Handle = Callable[[IncomingMessage], Awaitable[list[Reply]]]
-Deliver = Callable[[str, str, Reply], Awaitable[None]]  # platform, conversation id, reply
+Deliver = Callable[[str, str, Reply], Awaitable[object]]  # platform, conversation id, reply
 
 
 class Spool:

@@ -175,6 +175,9 @@ async def test_handoff_round_trip_in_the_browser(site) -> None:
         await agent.press("#reply", "Enter")
         await user.wait_for_selector(".msg.bot >> text=Let me check your parcel")
         await agent.wait_for_selector(".t.agent >> text=Let me check your parcel")
+        # Under the reply, whether it reached the user; the notices are listed under the transcript.
+        await agent.wait_for_selector(".t.agent .state.sent")
+        await agent.wait_for_selector("#deliveries >> text=has joined the conversation")
 
         # The user's next message appears live in the console (SSE).
         await user.fill("#text", "thanks!")

@@ -77,7 +77,8 @@ async def test_queue_wait_ends_at_the_claim_and_a_reply_clears_left_a_message(si
         assert entry["claimed_at"] - entry["requested_at"] == pytest.approx(600, abs=5)
         assert entry["left_message"]  # claimed is not answered
         reply = {"cid": "web:c1", "action": "reply", "text": "Calling you now."}
-        assert (await ada.post("/agent/api/act", json=reply, headers=csrf)).json() == {"ok": True}
+        answered = await ada.post("/agent/api/act", json=reply, headers=csrf)
+        assert answered.json()["delivery"]["state"] == "sent"
         (entry,) = (await ada.get("/agent/api/queue")).json()["queue"]
         assert not entry["left_message"]
         assert not (await ada.get("/agent/api/conversation", params={"cid": "web:c1"})).json()["left_message"]

@@ -4,6 +4,7 @@ sent once, in order; past the deadline it is kept, listed, sent again or discard
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from prometheus_client import REGISTRY
@@ -173,3 +174,165 @@ async def test_a_send_given_up_at_shutdown_stays_pending_for_another_process(sto
     assert await second.recover() == 1
     await second.wait_idle()
     assert channel.sent == [("x:c9", "keep me", 0)]
+
+
+# --- any process can send to any platform ---
+
+
+async def states(outbox: Outbox, cid: str) -> list[str]:
+    return [str(record["state"]) for record in await outbox.states(cid)]
+
+
+async def test_a_message_for_a_platform_no_process_runs_waits_for_one(store) -> None:
+    web = await process(store, "web")
+    sent = await web.deliver("x", "x:w1", Reply("from the console"))
+    assert (sent.state, sent.detail) == ("waiting", "waiting for a x process")
+    assert await states(web, "x:w1") == ["waiting"]
+    assert await web.recover() == 0  # not this process's platform: it only waits here
+
+    channel = Channel()
+    started = await process(store, "started", channel)  # a process for platform x starts
+    assert await started.recover() == 1
+    await started.wait_idle()
+    assert channel.sent == [("x:w1", "from the console", 0)]
+    assert [r["state"] for r in await web.states("x:w1")] == ["sent"]  # one record per message
+    assert await started.counts() == {"pending": 0, "undelivered": 0}
+
+
+async def test_the_process_running_the_platform_is_woken_at_once(store) -> None:
+    from core.delivery.wakeup import take_when_woken
+
+    channel = Channel()
+    telegram = await process(store, "telegram-only", channel)
+    listening = asyncio.create_task(take_when_woken(telegram))
+    try:
+        web = await process(store, "web-only")
+        for _ in range(100):  # subscribed
+            if await store.redis.pubsub_numsub(store.keys.outbox_wake("x")) != [(b"ob:outbox:wake:x", 0)]:
+                break
+            await asyncio.sleep(0.02)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        sent = [await web.deliver("x", "x:w2", Reply(text)) for text in ("one", "two", "three")]
+        assert [s.state for s in sent] == ["queued"] * 3
+        while len(channel.sent) < 3 and loop.time() - began < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        assert loop.time() - began < 1  # woken, not found by the periodic recovery round
+        assert [text for _, text, _ in channel.sent] == ["one", "two", "three"]  # the chat's order
+        await telegram.wait_idle()
+        assert await states(web, "x:w2") == ["sent", "sent", "sent"]
+    finally:
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+
+
+async def test_a_message_nobody_took_by_its_deadline_is_kept_as_undelivered(store) -> None:
+    web = await process(store, "web")
+    web.deadline_s = 0.1
+    web.watching = ("x",)
+    sent = await web.deliver("x", "x:w3", Reply("too late"))
+    assert sent.state == "waiting"
+    await asyncio.sleep(0.2)
+    channel = Channel()
+    late = await process(store, "late", channel)
+    late.watching = ("x",)
+    assert await late.recover() == 0  # past its deadline: not sent late...
+    assert channel.sent == []
+    (kept,) = await web.undelivered()  # ...but listed, to be sent again
+    assert kept.text == "too late" and "no x process took it" in kept.error
+    assert await states(web, "x:w3") == ["undelivered"]
+    assert await web.retry(kept.id)
+    assert await late.recover() == 1
+    await late.wait_idle()
+    assert channel.sent == [("x:w3", "too late", 0)] and await states(web, "x:w3") == ["sent"]
+
+
+class Sockets(Channel):
+    """The web chat: it can send only to the conversations whose page is connected to it."""
+
+    platform = "web"
+
+    def __init__(self, held: set[str]) -> None:
+        super().__init__()
+        self.held = held
+
+    def holds(self, conversation_id: str) -> bool:
+        return conversation_id in self.held
+
+    async def send(self, conversation_id: str, reply: Reply, pending: Pending | None = None) -> None:
+        if conversation_id not in self.held:
+            raise PermanentDeliveryError("no web chat open")
+        await super().send(conversation_id, reply, pending)
+
+
+async def test_a_web_reply_reaches_the_replica_holding_the_users_socket(store) -> None:
+    here, there = Sockets(set()), Sockets({"web:u1"})
+    console = await process(store, "replica-1", here)
+    holder = await process(store, "replica-2", there)
+    await holder.hold("web", "web:u1")
+
+    sent = await console.deliver("web", "web:u1", Reply("an agent's answer"))
+    assert sent.state == "waiting"  # nobody listens in this test: the recovery round takes it
+    assert await console.recover() == 0  # not this replica's socket: left for the one holding it
+    assert await holder.recover() == 1
+    await holder.wait_idle()
+    assert here.sent == [] and there.sent == [("web:u1", "an agent's answer", 0)]
+
+    # Nobody holds the page: refused at once, as before (the page shows it when the user is back).
+    await holder.unhold("web", "web:u1")
+    with pytest.raises(DeliveryError, match="no web chat open"):
+        await console.deliver("web", "web:u1", Reply("nobody reads this now"))
+    # A replica killed while holding it does not count.
+    await holder.hold("web", "web:u1")
+    await killed(store, "replica-2")
+    with pytest.raises(DeliveryError, match="no web chat open"):
+        await console.deliver("web", "web:u1", Reply("nor this"))
+
+
+async def test_a_proactive_message_shows_retrying_while_the_platform_fails(store) -> None:
+    from adapters.delivery import Delivery, Part, Transient
+
+    failures = [Exception("429"), Exception("502")]
+
+    async def flaky() -> None:
+        if failures:
+            raise failures.pop(0)
+
+    outbox = await process(store, "one")
+    delivery = Delivery("x", lambda error: Transient(0.05), outbox=outbox)
+
+    class Flaky:
+        platform = "x"
+
+        async def send(self, conversation_id: str, reply: Reply, pending: Pending | None = None) -> None:
+            await delivery.proactive(
+                conversation_id, conversation_id, reply, lambda r: [Part(flaky)], pending
+            )
+
+    outbox.register(Flaky())
+    pubsub = store.redis.pubsub()
+    await pubsub.subscribe(store.keys.outbox_events)  # what the console relays live
+    try:
+        assert (await outbox.deliver("x", "x:w4", Reply("eventually"))).state == "sent"
+        published = []
+        for _ in range(10):  # an ignored subscribe confirmation also reads as None
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            if message is not None:
+                published.append(json.loads(message["data"]))
+    finally:
+        await pubsub.aclose()
+    assert [(e["cid"], e["state"]) for e in published] == [("x:w4", "retrying"), ("x:w4", "sent")]
+    assert "retrying" in published[0]["detail"] and await states(outbox, "x:w4") == ["sent"]
+
+
+async def test_a_late_state_on_the_way_never_hides_a_final_one(store) -> None:
+    # The process sending a message can record "sent" before the one that wrote it records
+    # "queued" (it publishes the wake-up first): the console must keep showing "sent".
+    outbox = await process(store, "one")
+    (pending,) = await outbox.open("x", "x:w5", [Reply("raced")])
+    pending.watched = True
+    await outbox._state(pending, "sent")
+    await outbox._state(pending, "queued", "handed to a x process")
+    assert await states(outbox, "x:w5") == ["sent"]
+    await outbox._state(pending, "queued", "sent again", over_final=True)  # from the undelivered list
+    assert await states(outbox, "x:w5") == ["queued"]
