@@ -206,25 +206,13 @@ def model_card(cfg: RegisterConfig, version: str, model, out: Path) -> str:
         *base_lines,
         "## Data",
         "",
-        f"Sources: {', '.join(gather.get('key', {}).get('sources', [])) or 'see gather config'} "
-        f"({gather.get('conversations', '?')} conversations gathered). After cleaning "
-        f"{clean.get('kept_conversations', '?')} kept; split by conversation:",
-        "",
-        "| split | conversations | dialogues | turns | sha256 |",
-        "|---|---|---|---|---|",
-        *[
-            f"| {k} | {v['conversations']} | {v['dialogues']} | {v['turns']} | `{v['sha256'][:16]}…` |"
-            for k, v in clean.get("splits", {}).items()
-        ],
-        "",
-        "Removed by cleaning rule (conversations / turns): "
-        + ", ".join(
-            f"{k} {v.get('conversations', 0)}/{v.get('turns', 0)}"
-            for k, v in clean.get("removed", {}).items()
-            if k != "pii_replaced"
-        )
-        + f"; PII placeholders inserted: {clean.get('removed', {}).get('pii_replaced', {})}.",
-        "",
+    ]
+    grounded = _read_json(Path(cfg.work_dir) / "sources.json")  # written by `chatbot train grounded`
+    if clean or not grounded:
+        lines += _cleaned_data_lines(gather, clean)
+    if grounded:
+        lines += _grounded_data_lines(grounded)
+    lines += [
         "## Training",
         "",
     ]
@@ -288,3 +276,43 @@ def model_card(cfg: RegisterConfig, version: str, model, out: Path) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _cleaned_data_lines(gather: dict, clean: dict) -> list[str]:
+    return [
+        f"Sources: {', '.join(gather.get('key', {}).get('sources', [])) or 'see gather config'} "
+        f"({gather.get('conversations', '?')} conversations gathered). After cleaning "
+        f"{clean.get('kept_conversations', '?')} kept; split by conversation:",
+        "",
+        "| split | conversations | dialogues | turns | sha256 |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {k} | {v['conversations']} | {v['dialogues']} | {v['turns']} | `{v['sha256'][:16]}…` |"
+            for k, v in clean.get("splits", {}).items()
+        ],
+        "",
+        "Removed by cleaning rule (conversations / turns): "
+        + ", ".join(
+            f"{k} {v.get('conversations', 0)}/{v.get('turns', 0)}"
+            for k, v in clean.get("removed", {}).items()
+            if k != "pii_replaced"
+        )
+        + f"; PII placeholders inserted: {clean.get('removed', {}).get('pii_replaced', {})}.",
+        "",
+    ]
+
+
+def _grounded_data_lines(grounded: dict) -> list[str]:
+    return [
+        "Grounded-answer data (`training/grounded.py`): "
+        + ", ".join(f"{k} {v}" for k, v in grounded.get("grounded_examples", {}).items())
+        + f" examples, {grounded.get('social_conversations', 0)} social chats without passages; "
+        + "splits "
+        + ", ".join(f"{k} {v}" for k, v in grounded.get("splits", {}).items())
+        + ". The project's README, docs/ and eval questions are its test set and were never trained on.",
+        "",
+        "| source | items | licence |",
+        "|---|---|---|",
+        *[f"| {v['name']} | {v['items']} | {v['licence']} |" for v in grounded.get("sources", {}).values()],
+        "",
+    ]
