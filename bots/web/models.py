@@ -39,7 +39,12 @@ def _eval_summary(ev: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers of ``eval.json`` (None where a version's evaluation lacks one)."""
     lm = ev.get("language_model", {}).get("model", {})
     replies = ev.get("replies", {}).get("model", {})
+    knowledge = ev.get("knowledge", {})
     return {
+        # answering from the knowledge base (`chatbot kb eval --write-eval`)
+        "kb_fact": knowledge.get("fact"),
+        "kb_declines_unanswerable": knowledge.get("declines_unanswerable"),
+        "kb_invented": knowledge.get("invented"),
         "bits_per_byte": lm.get("bits_per_byte"),
         "ppl": lm.get("ppl"),
         "f1": replies.get("f1"),
