@@ -7,6 +7,11 @@ shows what the engine adds on top of generation.
 
     python benchmarks/engine_latency.py                      # 1, 8, 32 conversations
     python benchmarks/engine_latency.py --concurrency 1 16 --turns 3
+    python benchmarks/engine_latency.py --knowledge          # questions the default docs answer
+
+``--knowledge`` loads the default knowledge base (this project's docs) and the message router, and
+asks the answerable questions of ``tests/data/kb_qa.jsonl``: each reply's prompt carries the
+retrieved passages, a prefill several times longer than small talk's.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `chatbot` does (see bots/cli/main.py)
 
-from core.builder import backend_from
+from pathlib import Path
+
+from core.builder import backend_from, knowledge_from
 from core.engine import DialogueEngine
+from core.knowledge.evaluation import load_qa
 from core.memory.connection import connect
 from core.memory.embedded_redis import EmbeddedRedis
 from core.memory.store import ContextStore
@@ -31,7 +39,14 @@ from core.monitoring.percentile import percentile
 from core.settings import CoreSettings
 from core.types import IncomingMessage, Role, Turn
 
-PROMPTS = ["hi there!", "how was your weekend?", "what kind of music do you like?", "tell me about your job"]
+SMALL_TALK = [
+    "hi there!",
+    "how was your weekend?",
+    "what kind of music do you like?",
+    "tell me about your job",
+]
+PROMPTS = list(SMALL_TALK)
+QUESTIONS = Path(__file__).resolve().parents[1] / "tests" / "data" / "kb_qa.jsonl"
 _redis_seconds: contextvars.ContextVar[list[float]] = contextvars.ContextVar("redis_seconds")
 
 
@@ -90,34 +105,45 @@ async def model_alone(engine: DialogueEngine, samples: int) -> list[float]:
 
 
 async def main(args: argparse.Namespace) -> None:
-    settings = CoreSettings(model_path=args.model) if args.model else CoreSettings()
+    overrides: dict[str, Any] = {"kb_enabled": args.knowledge, "redis_key_prefix": "bench:"}
+    if args.model:
+        overrides["model_path"] = args.model
+    settings = CoreSettings(**overrides)
     backend = backend_from(settings)
+    if args.knowledge:
+        PROMPTS[:] = [item.question for item in load_qa(QUESTIONS) if item.answerable]
     with tempfile.TemporaryDirectory() as tmp:
         embedded = None if args.redis_url else EmbeddedRedis(tmp).start()
         redis = connect(args.redis_url or embedded.url)
         try:
             await redis.flushdb()
             store = ContextStore(redis, prefix="bench:")
-            engine = DialogueEngine(TimedStore(store), backend)  # type: ignore[arg-type]
-            await one_request(engine, "warmup", "hello")
-            baseline = await model_alone(engine, args.baseline_samples)
-            base_p50 = statistics.median(baseline)
-            print(f"model {backend.version}; model alone (baseline): p50 {base_p50 * 1000:.0f} ms")
-            print(f"{'conv':>5} {'msgs':>5} {'p50 ms':>8} {'p99 ms':>8} {'redis p50 ms':>13} "
-                  f"{'redis share':>12} {'p50 / model':>12}")  # fmt: skip
-            for n in args.concurrency:
-                totals, redis_times = await run_level(engine, n, args.turns)
-                p50 = statistics.median(totals)
-                share = sum(redis_times) / sum(totals)
-                print(
-                    f"{n:>5} {len(totals):>5} {p50 * 1000:>8.0f} {percentile(totals, 0.99) * 1000:>8.0f} "
-                    f"{statistics.median(redis_times) * 1000:>13.2f} {share:>11.1%} {p50 / base_p50:>11.1f}x"
-                )
+            async with knowledge_from(settings, redis) as knowledge:
+                await measure(args, DialogueEngine(TimedStore(store), backend, knowledge=knowledge))  # type: ignore[arg-type]
         finally:
             await backend.aclose()
             await redis.aclose()
             if embedded:
                 embedded.stop()
+
+
+async def measure(args: argparse.Namespace, engine: DialogueEngine) -> None:
+    """Print the baseline (the model alone, without passages) and each concurrency level."""
+    backend = engine.backend
+    await one_request(engine, "warmup", "hello")
+    baseline = await model_alone(engine, args.baseline_samples)
+    base_p50 = statistics.median(baseline)
+    print(f"model {backend.version}; model alone (baseline): p50 {base_p50 * 1000:.0f} ms")
+    print(f"{'conv':>5} {'msgs':>5} {'p50 ms':>8} {'p99 ms':>8} {'redis p50 ms':>13} "
+          f"{'redis share':>12} {'p50 / model':>12}")  # fmt: skip
+    for n in args.concurrency:
+        totals, redis_times = await run_level(engine, n, args.turns)
+        p50 = statistics.median(totals)
+        share = sum(redis_times) / sum(totals)
+        print(
+            f"{n:>5} {len(totals):>5} {p50 * 1000:>8.0f} {percentile(totals, 0.99) * 1000:>8.0f} "
+            f"{statistics.median(redis_times) * 1000:>13.2f} {share:>11.1%} {p50 / base_p50:>11.1f}x"
+        )
 
 
 if __name__ == "__main__":
@@ -129,4 +155,7 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--turns", type=int, default=2, help="messages per conversation")
     parser.add_argument("--baseline-samples", type=int, default=8)
+    parser.add_argument(
+        "--knowledge", action="store_true", help="grounded questions with the default knowledge base"
+    )
     asyncio.run(main(parser.parse_args()))
