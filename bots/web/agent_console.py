@@ -108,7 +108,7 @@ class AgentConsole:
             {"cid": e.conversation_id, "platform": e.platform, "user": e.user_id, "reason": e.reason,
              "requested_at": e.requested_at, "priority": e.priority, "mode": str(e.mode), "agent": e.agent,
              "team": e.team, "left_message": e.left_message, "back_at": e.back_at,
-             "claimed_at": e.claimed_at or None}
+             "claimed_at": e.claimed_at or None, "user_name": e.user_name}
             for e in await self.handoff.queue()
             if me and (self.handoff.serves(me, e.team) or e.agent == me.username)  # routed to my teams
         ]  # fmt: skip

@@ -59,7 +59,8 @@ async def customer(
     return {
         "name": name,
         "platform": platform,
-        "user_id": user_id,
+        # A phone number is shown masked (the panel is on agents' screens; the cid still holds it).
+        "user_id": masked_number(user_id) if platform == "whatsapp" else user_id,
         "handle": handle(platform, user_id, name),
         "language": guess_language(words) if words else "",
         "first_seen": float(profile["first_seen"]) if profile.get("first_seen") else None,
