@@ -55,7 +55,12 @@ async def customer(
     if profile.get("claimed_id") or profile.get("claimed_name") or profile.get("claimed_email"):
         claim = {"user_id": profile.get("claimed_id", ""), "name": profile.get("claimed_name", ""),
                  "email": profile.get("claimed_email", ""), "verified": profile["verified"]}  # fmt: skip
-    name = state.user_name or str(profile.get("name", "")) or (claim["name"] if claim else "")
+    # An unsigned claim's name is anyone's to write: it names the customer only when signed.
+    name = (
+        state.user_name
+        or str(profile.get("name", ""))
+        or (claim["name"] if claim and claim["verified"] else "")
+    )
     return {
         "name": name,
         "platform": platform,

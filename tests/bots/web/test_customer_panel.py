@@ -148,8 +148,8 @@ async def test_a_whatsapp_number_is_masked_but_its_last_four_digits(site) -> Non
 
 
 async def test_the_widget_identity_is_verified_only_with_the_right_hmac(site, redis) -> None:
-    claim = {"user_id": "u-42", "name": "Grace Hopper", "email": "grace@example.com", "page": f"{site.shop}/pricing",
-             "attrs": '{"plan": "pro"}'}  # fmt: skip
+    claim = {"user_id": "u-42", "name": "Grace Hopper", "email": "grace@example.com",
+             "page": f"{site.shop}/pricing", "attrs": '{"plan": "pro"}'}  # fmt: skip
     await chat(site, "browser-one-1", **claim, user_hash="0" * 64)
     c = (await conversation(site.bot, "web:browser-one-1"))["customer"]
     assert c["identity"] == {
@@ -160,11 +160,12 @@ async def test_the_widget_identity_is_verified_only_with_the_right_hmac(site, re
     }
     assert c["page"] == f"{site.shop}/pricing" and c["attributes"] == {"plan": "pro"}
     assert c["handle"]["label"].startswith("Web chat visitor")
+    assert c["name"] == ""  # an unsigned name does not name the customer
     # Signed from two browsers: the same customer, each conversation lists the other.
     await chat(site, "browser-two-2", **claim, user_hash=sign(SECRET, "u-42"))
     await chat(site, "browser-six-6", **claim, user_hash=sign(SECRET, "u-42"))
     two = (await conversation(site.bot, "web:browser-two-2"))["customer"]
-    assert two["identity"]["verified"] is True
+    assert two["identity"]["verified"] is True and two["name"] == "Grace Hopper"
     assert [e["cid"] for e in two["earlier"]] == ["web:browser-six-6"]
     # The unsigned claim of the same id joined nothing, and sees nothing of the signed ones.
     assert (await conversation(site.bot, "web:browser-one-1"))["customer"]["earlier"] == []
@@ -208,7 +209,9 @@ async def test_the_side_panel_shows_the_widget_visitor_verified_or_not(site, pag
     panel = agent.locator("#customer")
     for tag in ("unverified", "verified"):
         await agent.locator("#queue .item").nth(0 if tag == "unverified" else 1).click()
-        await expect(panel.locator(".name")).to_have_text("Grace Hopper")
+        # Unsigned, the name is the page's word only, and said so.
+        name = "Grace Hopper (unverified)" if tag == "unverified" else "Grace Hopper"
+        await expect(panel.locator(".name")).to_have_text(name)
         await expect(panel).to_contain_text("web")
         await expect(panel).to_contain_text("Web chat visitor")
         await expect(panel).to_contain_text(f"{site.shop}/shop")
