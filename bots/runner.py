@@ -30,7 +30,6 @@ from core.builder import build_engine
 from core.delivery.outbox import Outbox
 from core.delivery.wakeup import take_when_woken
 from core.engine import DialogueEngine
-from core.memory.customers import CustomerProfiles
 from core.memory.shown import ShownLines
 
 log = logging.getLogger(__name__)
@@ -66,7 +65,7 @@ async def _run(
         origins=widget.origins,
         shown=shown,
         outbox=outbox,
-        profiles=CustomerProfiles(engine.store.redis, engine.store.keys),
+        profiles=engine.profiles,
         identity_secret=(
             settings.widget_identity_secret.get_secret_value() if settings.widget_identity_secret else ""
         ),

@@ -94,7 +94,7 @@ class DialogueEngine:
         routes = self.config.handoff_team_routes
         self.escalator = Escalator(handoff, store, escalation, chatlog, routes) if handoff else None
         self.chatlog = chatlog
-        self.profiles = CustomerProfiles(store.redis, store.keys)
+        self.profiles = CustomerProfiles(store.redis, store.keys, store.ttl_s)
         self.safety = safety
         self.limits = limits
         self.spool = spool
@@ -257,7 +257,9 @@ class DialogueEngine:
             # Keep the user's turn before generating: a crash mid-generation loses no message.
             await self.store.append(cid, message.platform, message.user_id, user_turn)
             # For the agents' side panel: first seen, and the name the platform gives.
-            await self.profiles.seen(message.platform, message.user_id, message.user_name)
+            await self.profiles.seen(
+                message.platform, message.user_id, message.user_name, message.user_handle
+            )
             history.append(user_turn)
         if state.mode != Mode.BOT:
             # A person holds or will hold this conversation: the turn is kept and shown to them.

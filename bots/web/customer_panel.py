@@ -21,8 +21,13 @@ def masked_number(number: str) -> str:
     return "•" * max(len(digits) - 4, 0) + "".join(digits[-4:])
 
 
-def handle(platform: str, user_id: str, name: str) -> dict[str, str]:
-    """How to find the user on their platform: a label and, where one exists, a link."""
+def handle(platform: str, user_id: str, name: str, username: str = "") -> dict[str, str]:
+    """How to find the user on their platform: a label and, where one exists, a link. ``username``:
+    the public handle the platform gave (Telegram, Discord), "" when none."""
+    if platform == "telegram" and username:
+        return {"label": f"@{username}", "url": f"https://t.me/{username}"}
+    if platform == "discord" and username:
+        return {"label": f"Discord @{username} ({user_id})", "url": ""}
     if platform == "telegram":
         # Telegram's updates give the numeric id; tg://user opens the profile in the app.
         return {"label": f"Telegram user {user_id}", "url": f"tg://user?id={user_id}"}
@@ -66,7 +71,7 @@ async def customer(
         "platform": platform,
         # A phone number is shown masked (the panel is on agents' screens; the cid still holds it).
         "user_id": masked_number(user_id) if platform == "whatsapp" else user_id,
-        "handle": handle(platform, user_id, name),
+        "handle": handle(platform, user_id, name, str(profile.get("handle", ""))),
         "language": guess_language(words) if words else "",
         "first_seen": float(profile["first_seen"]) if profile.get("first_seen") else None,
         "earlier": earlier,

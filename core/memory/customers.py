@@ -1,7 +1,8 @@
 """What agents see of a customer in the console's side panel: display name, first seen, and for the
 web widget the page it was opened on, the host page's attributes and the identity it claims.
 
-One hash per user (``Keys.customer``), erased with the user by ``/forget`` and in their export.
+One hash per user (``Keys.customer``), erased with the user by ``/forget`` and in their export, and
+kept as long as their conversations: it expires ``ttl_s`` after the user's last message.
 """
 
 from __future__ import annotations
@@ -23,16 +24,27 @@ MAX_ATTRIBUTES = 20
 
 
 class CustomerProfiles:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, ttl_s: int | None = None) -> None:
         self.redis = redis
         self.keys = keys
+        self.ttl_s = ttl_s
 
-    async def seen(self, platform: str, user_id: str, name: str = "") -> None:
-        """A message from the user: the first one sets ``first_seen``; a name given is the latest."""
+    async def seen(self, platform: str, user_id: str, name: str = "", handle: str = "") -> None:
+        """A message from the user: the first one sets ``first_seen``; a name or handle given is the
+        latest."""
         key = self.keys.customer(platform, user_id)
         await self.redis.hsetnx(key, "first_seen", repr(time.time()))
-        if name:
-            await self.redis.hset(key, "name", name[:MAX_FIELD])
+        given: dict[EncodableT, EncodableT] = {
+            field: value[:MAX_FIELD] for field, value in (("name", name), ("handle", handle)) if value
+        }
+        if given:
+            await self.redis.hset(key, mapping=given)
+        await self._expire(key)
+
+    async def _expire(self, *keys: str) -> None:
+        if self.ttl_s:
+            for key in keys:
+                await self.redis.expire(key, self.ttl_s)
 
     async def widget_opened(
         self, user_id: str, cid: str, page: str, attributes: Mapping[str, str], claim: WidgetClaim
@@ -51,8 +63,10 @@ class CustomerProfiles:
         }
         await self.redis.hsetnx(key, "first_seen", repr(time.time()))
         await self.redis.hset(key, mapping=fields)
+        await self._expire(key)
         if claim.verified:
             await self.redis.sadd(self.keys.identity_conversations(claim.user_id), cid)
+            await self._expire(self.keys.identity_conversations(claim.user_id))
 
     async def get(self, platform: str, user_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(self.keys.customer(platform, user_id))

@@ -61,7 +61,7 @@ async def site(redis) -> AsyncIterator[Site]:
     agents = AgentDirectory(redis, "cp:")
     await agents.add("ada", "correct horse", "Ada")
     handoff = HandoffService(store, agents, Outbox(store, "customer-panel"))
-    profiles = CustomerProfiles(redis, store.keys)
+    profiles = CustomerProfiles(redis, store.keys, store.ttl_s)
     pages: dict[str, str] = {}
 
     async def hand_over(message: IncomingMessage, stream: object = None) -> list[Reply]:
@@ -126,6 +126,10 @@ async def test_a_telegram_customer_has_name_link_language_first_seen_and_earlier
     assert c["language"] == "en"
     assert c["first_seen"] and c["first_seen"] <= data["transcript"][-1]["ts"] + 5
     assert [e["cid"] for e in c["earlier"]] == ["telegram:-100:u777"]
+    await site.profiles.seen("telegram", "777", "Grace", "gracehopper")  # a username set since
+    c = (await conversation(site.bot, "telegram:777"))["customer"]
+    assert c["handle"] == {"label": "@gracehopper", "url": "https://t.me/gracehopper"}
+    assert 0 < await site.store.redis.ttl(site.store.keys.customer("telegram", "777"))
     assert c["identity"] is None and c["page"] == ""
     (entry,) = [e for e in (await _queue(site.bot)) if e["cid"] == "telegram:777"]
     assert entry["user_name"] == "Grace"  # the queue row names the customer
