@@ -269,8 +269,11 @@ class WebChatChannel:
             attributes = {}
         if not isinstance(attributes, dict):
             attributes = {}
+        page = params.get("page", "")
+        if not (page or attributes or claim.claimed):  # the bot's own chat page: nothing to keep
+            return
         try:
-            await self.profiles.widget_opened(client, cid, params.get("page", ""), attributes, claim)
+            await self.profiles.widget_opened(client, cid, page, attributes, claim)
         except Exception as error:
             log.warning("web chat: could not keep the visitor of %s: %s", cid, error)
 
