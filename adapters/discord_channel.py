@@ -314,6 +314,7 @@ class DiscordChannel:
             event_id=str(message.id),
             timestamp=message.created_at.timestamp(),
             user_name=message.author.display_name,
+            user_handle=message.author.name,
         )
         reference = message if is_group else None
         streamed = self._streamed_message(message.channel, reference) if self.config.stream else None

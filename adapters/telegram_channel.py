@@ -402,6 +402,7 @@ class TelegramChannel:
             event_id=str(update.update_id),
             timestamp=message.date.timestamp(),
             user_name=user.first_name or "",
+            user_handle=user.username or "",
         )
         chat_id, reply_to = message.chat.id, message.message_id if is_group else None
         streamed = self._streamed_message(chat_id, thread_id, reply_to) if self.config.stream else None

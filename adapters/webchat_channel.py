@@ -16,6 +16,9 @@ keeps a random client id in localStorage; that is the user and the conversation.
 resent frame (after a reconnect) a no-op. A browser's handshake is refused (HTTP 403) unless the
 page's ``Origin`` is allowed: the bot's own pages and the sites that embed the widget
 (``adapters/web_origins.py``).
+The widget adds to the handshake's query the page it was opened on (``page``), the host page's
+attributes (``attrs``, a JSON object) and who it says the visitor is (``user_id``, ``name``,
+``email``, ``user_hash``: ``core/widget_identity.py``), kept for the agents' side panel.
 While the server shuts down, messages in flight are answered, and a new one closes its socket with
 code 1012 ("service restart") unanswered: the page reconnects and sends it again.
 """
@@ -42,9 +45,11 @@ from core.channel import OnNewMessage
 from core.delivery.outbox import Outbox
 from core.delivery.pending import Pending, PermanentDeliveryError
 from core.in_flight import InFlight
+from core.memory.customers import CustomerProfiles
 from core.memory.shown import ShownLines
 from core.safety.pii import mask_message
 from core.types import IncomingMessage, Reply, Role, Turn, conversation_id
+from core.widget_identity import WidgetClaim
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +132,8 @@ class WebChatChannel:
         origins: OriginPolicy | None = None,
         shown: ShownLines | None = None,
         outbox: Outbox | None = None,
+        profiles: CustomerProfiles | None = None,
+        identity_secret: str = "",
     ) -> None:
         self.on_new_message = on_new_message
         #: where this process records the conversations whose socket it holds, so that a message to
@@ -139,6 +146,10 @@ class WebChatChannel:
         self.origins = origins
         #: every line the page showed, restored on the next visit; None: the turn history instead
         self.shown = shown
+        #: where the widget's page, attributes and claimed identity are kept for the agents; None: not
+        self.profiles = profiles
+        #: ``WIDGET_IDENTITY_SECRET``: checks the identity a host page claims (``core.widget_identity``)
+        self.identity_secret = identity_secret
         self._sockets: dict[str, set[WebSocket]] = defaultdict(set)
         #: messages being answered: a graceful shutdown waits for them
         self.in_flight = InFlight()
@@ -201,6 +212,7 @@ class WebChatChannel:
         cid = conversation_id(PLATFORM, client)
         self._sockets[cid].add(ws)
         await self._presence(cid, held=True)
+        await self._note_visitor(ws, cid, client)
         try:
             await self._send_history(ws, cid)
             while True:
@@ -239,6 +251,31 @@ class WebChatChannel:
                 await self.outbox.unhold(PLATFORM, cid)
         except Exception as error:
             log.warning("web chat: could not record the socket of %s: %s", cid, error)
+
+    async def _note_visitor(self, ws: WebSocket, cid: str, client: str) -> None:
+        """Keep the page the widget was opened on, the host page's attributes and the identity it
+        claims (checked against its HMAC), for the agents' side panel. Best effort: never the chat's
+        failure."""
+        if self.profiles is None:
+            return
+        params = ws.query_params
+        claim = WidgetClaim.check(
+            self.identity_secret, params.get("user_id", ""), params.get("name", ""),
+            params.get("email", ""), params.get("user_hash", ""),
+        )  # fmt: skip
+        try:
+            attributes = json.loads(params.get("attrs") or "{}")
+        except ValueError:
+            attributes = {}
+        if not isinstance(attributes, dict):
+            attributes = {}
+        page = params.get("page", "")
+        if not (page or attributes or claim.claimed):  # the bot's own chat page: nothing to keep
+            return
+        try:
+            await self.profiles.widget_opened(client, cid, page, attributes, claim)
+        except Exception as error:
+            log.warning("web chat: could not keep the visitor of %s: %s", cid, error)
 
     @staticmethod
     async def _restarting(ws: WebSocket) -> None:

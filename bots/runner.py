@@ -65,6 +65,10 @@ async def _run(
         origins=widget.origins,
         shown=shown,
         outbox=outbox,
+        profiles=engine.profiles,
+        identity_secret=(
+            settings.widget_identity_secret.get_secret_value() if settings.widget_identity_secret else ""
+        ),
     )
     channels = build_channels(settings, engine.handle, only, outbox)
     outbox.register(webchat)

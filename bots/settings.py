@@ -43,6 +43,12 @@ class Settings(CoreSettings):
     web_widget_position: Literal["bottom-right", "bottom-left"] = Field(
         "bottom-right", description="Corner of the widget's launcher bubble (data-position)."
     )
+    widget_identity_secret: SecretStr | None = Field(
+        None,
+        description="Secret of the widget's identity check: a host page passes data-user-id/-name/-email "
+        "with data-user-hash, the hex HMAC-SHA256 of the user id under this secret; unset or wrong: "
+        "shown to agents as unverified.",
+    )
     agent_session_ttl_s: int = Field(
         8 * 3600, ge=60, description="Agent console sessions expire after this long (log in again)."
     )

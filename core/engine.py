@@ -31,6 +31,7 @@ from core.handoff.service import CONTINUE_WITH_BOT_ACTION, LEAVE_MESSAGE_ACTION,
 from core.in_flight import InFlight
 from core.knowledge.grounding import Grounder, KnowledgeStep
 from core.memory.chatlog import FEEDBACK_VALUES, ChatLog
+from core.memory.customers import CustomerProfiles
 from core.memory.rate_limit import RateLimiter
 from core.memory.schema import StateField
 from core.memory.spool import Spool
@@ -93,6 +94,7 @@ class DialogueEngine:
         routes = self.config.handoff_team_routes
         self.escalator = Escalator(handoff, store, escalation, chatlog, routes) if handoff else None
         self.chatlog = chatlog
+        self.profiles = CustomerProfiles(store.redis, store.keys, store.ttl_s)
         self.safety = safety
         self.limits = limits
         self.spool = spool
@@ -254,6 +256,10 @@ class DialogueEngine:
                 user_turn = replace(user_turn, ref=ref)
             # Keep the user's turn before generating: a crash mid-generation loses no message.
             await self.store.append(cid, message.platform, message.user_id, user_turn)
+            # For the agents' side panel: first seen, and the name the platform gives.
+            await self.profiles.seen(
+                message.platform, message.user_id, message.user_name, message.user_handle
+            )
             history.append(user_turn)
         if state.mode != Mode.BOT:
             # A person holds or will hold this conversation: the turn is kept and shown to them.

@@ -58,6 +58,9 @@ class IncomingMessage:
     resent: bool = False
     #: the user's display name, where the platform gives one ("" otherwise); agents' canned replies use it
     user_name: str = ""
+    #: the user's public handle, where the platform has one (Telegram @username without the @,
+    #: Discord username; "" otherwise): the agents' side panel links to it
+    user_handle: str = ""
     #: kinds of high-risk data masked out of ``text`` ("card", "secret", ...; ``core.safety.pii``)
     masked: tuple[str, ...] = ()
 

@@ -5,7 +5,8 @@ canned responses (``/shortcut`` in the reply box), private notes, and the messag
 delivered (to send again), and whether each agent reply and notice reached the user (sent, waiting
 for a process of its platform, retrying, not delivered: ``/agent/api/deliveries``, and live). A bot
 turn grounded in the knowledge base shows the passages it used (from the chat log); an agent's
-correction of it can be saved as a new FAQ entry in one click.
+correction of it can be saved as a new FAQ entry in one click. A side panel says who the customer is
+(``customer`` in ``/agent/api/conversation``: ``bots/web/customer_panel.py``).
 
 JSON API under ``/agent/api``; live updates as Server-Sent Events relayed from the handoff
 service's Redis pub/sub channel and the outbox's delivery states (``core/delivery/states.py``), so
@@ -28,6 +29,7 @@ from starlette.responses import (
 )
 from starlette.routing import BaseRoute, Route
 
+from bots.web.customer_panel import customer as customer_panel
 from bots.web.login import WebLogin
 from bots.web.sessions import SessionStore
 from bots.web.undelivered import UndeliveredApi
@@ -106,7 +108,7 @@ class AgentConsole:
             {"cid": e.conversation_id, "platform": e.platform, "user": e.user_id, "reason": e.reason,
              "requested_at": e.requested_at, "priority": e.priority, "mode": str(e.mode), "agent": e.agent,
              "team": e.team, "left_message": e.left_message, "back_at": e.back_at,
-             "claimed_at": e.claimed_at or None}
+             "claimed_at": e.claimed_at or None, "user_name": e.user_name}
             for e in await self.handoff.queue()
             if me and (self.handoff.serves(me, e.team) or e.agent == me.username)  # routed to my teams
         ]  # fmt: skip
@@ -160,7 +162,7 @@ class AgentConsole:
         return JSONResponse(
             {"cid": cid, "mode": str(state.mode), "status": status_of(state), **info,
              "candidates": candidates, "transcript": transcript, "timeline": events, "thread": thread,
-             "notes": notes, "csat": csat}
+             "notes": notes, "csat": csat, "customer": await customer_panel(self.handoff, cid, state, turns)}
         )  # fmt: skip
 
     async def _passages(self, refs: list[str]) -> dict[str, list[dict]]:

@@ -76,6 +76,8 @@ class QueueEntry:
     back_at: float = 0.0
     #: when an agent took it (Unix time; 0 while it waits): the wait shown stops counting here
     claimed_at: float = 0.0
+    #: the display name the platform gives ("" where none): the queue row names the customer
+    user_name: str = ""
 
 
 class HandoffService:
@@ -262,6 +264,7 @@ class HandoffService:
                     state.left_message is not None,
                     state.back_at or 0.0,
                     state.claimed_at or 0.0,
+                    state.user_name,
                 )  # fmt: skip
             )
         return entries

@@ -9,6 +9,7 @@ from typing import Any
 from core.handoff.service import HandoffService
 from core.memory.chatlog import ChatLog
 from core.memory.connection import as_text
+from core.memory.customers import CustomerProfiles, public
 from core.memory.store import ContextStore
 
 
@@ -19,8 +20,9 @@ async def export_user(
     chatlog: ChatLog | None = None,
     handoff: HandoffService | None = None,
 ) -> dict[str, Any]:
-    """The user's conversations (history, state, the lines their chat page showed, handoff transcript
-    and timeline, queue place, agents' notes and their rating of the agent) and chat-log entries."""
+    """The user's profile (``core.memory.customers``), their conversations (history, state, the lines
+    their chat page showed, handoff transcript and timeline, queue place, agents' notes and their
+    rating of the agent) and chat-log entries."""
     members = await store.redis.smembers(store.keys.user_conversations(platform, user_id))
     cids = sorted(as_text(c) for c in members)
     conversations: list[dict[str, Any]] = []
@@ -47,9 +49,11 @@ async def export_user(
             async for entry_id, fields in chatlog.entries()
             if fields.get("platform") == platform and fields.get("user") == user_id
         ]
+    profile = await CustomerProfiles(store.redis, store.keys).get(platform, user_id)
     return {
         "platform": platform,
         "user_id": user_id,
+        "profile": public(profile) if profile else None,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "conversations": conversations,
         "chat_log": logged,

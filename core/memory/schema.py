@@ -33,6 +33,15 @@ class Keys:
         """Set of a user's conversation ids, so /forget finds them all."""
         return f"{self.prefix}user:{platform}:{user_id}:convs"
 
+    def customer(self, platform: str, user_id: str) -> str:
+        """Hash of what is known of a user for the agents' side panel (``core.memory.customers``)."""
+        return f"{self.prefix}user:{platform}:{user_id}:profile"
+
+    def identity_conversations(self, verified_id: str) -> str:
+        """Set of the web conversations whose widget identity a host page signed (HMAC) as this id:
+        a user's earlier conversations from other browsers. Unsigned claims never join one."""
+        return f"{self.prefix}identity:{verified_id}:convs"
+
     def event(self, platform: str, event_id: str) -> str:
         """Who handles a platform event, then its replies (redeliveries are not re-answered)."""
         return f"{self.prefix}event:{platform}:{event_id}"

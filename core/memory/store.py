@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from redis.typing import EncodableT
 
 from core.memory.connection import as_text, as_text_map
+from core.memory.customers import CustomerProfiles
 from core.memory.schema import ConversationState, Keys, StateField
 from core.types import Mode, Turn
 
@@ -189,6 +190,7 @@ class ContextStore:
         convs_key = self.keys.user_conversations(platform, user_id)
         cids = [as_text(c) for c in await self.redis.smembers(convs_key)]
         keys = [convs_key] + [k for cid in cids for k in self._conversation_keys(cid)]
+        await CustomerProfiles(self.redis, self.keys).forget(platform, user_id, cids)
         await self.redis.delete(*keys)
         return cids
 

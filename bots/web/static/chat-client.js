@@ -36,8 +36,10 @@ function thumb(kind) {
 // Connects to ``url`` (ws[s]://host/ws/chat) as ``client`` and keeps reconnecting. What is typed
 // into ``input`` is sent when ``form`` is submitted; messages go into ``log`` (``intro``, if given,
 // stays on top), "typing…" into ``typing``; ``onStatus(online, label)`` says whether sending is
-// possible; ``onMessage(kind)`` is told of every message added.
-export function startChat({ url, client, form, input, log, typing, intro = null, onStatus, onMessage = () => {} }) {
+// possible; ``onMessage(kind)`` is told of every message added. ``params`` go into the handshake's
+// query (the widget's page, attributes and claimed identity: adapters/webchat_channel.py).
+export function startChat({ url, client, form, input, log, typing, intro = null, onStatus, onMessage = () => {},
+                            params = {} }) {
   let ws = null, retry = 500, partial = null;
   const pending = new Map();  // unacknowledged frames, resent after a reconnect
 
@@ -122,7 +124,8 @@ export function startChat({ url, client, form, input, log, typing, intro = null,
   setInterval(resend, 10000);
 
   function connect() {
-    ws = new WebSocket(`${url}?client=${encodeURIComponent(client)}`);
+    const query = new URLSearchParams(Object.assign({}, params, { client }));
+    ws = new WebSocket(`${url}?${query}`);
     ws.onopen = () => { onStatus(false, "connecting…"); retry = 500; };
     ws.onmessage = (ev) => {
       const data = JSON.parse(ev.data);

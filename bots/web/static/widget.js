@@ -113,6 +113,22 @@
       </button>
     </div>`;
 
+  // What the host page tells the agents: who the visitor is (data-user-id, data-user-name,
+  // data-user-email, trusted only with data-user-hash, the HMAC its server computed) and any
+  // data-attr-* (data-attr-plan="pro" → plan: pro), with the page the chat was opened on.
+  function visitor() {
+    const attrs = {};
+    for (const [key, value] of Object.entries(attributes)) {
+      if (key.startsWith("attr") && key.length > 4) attrs[key[4].toLowerCase() + key.slice(5)] = value;
+    }
+    const params = { page: location.href, attrs: JSON.stringify(attrs) };
+    for (const [param, key] of [["user_id", "userId"], ["name", "userName"], ["email", "userEmail"],
+                                ["user_hash", "userHash"]]) {
+      if (attributes[key]) params[param] = attributes[key];
+    }
+    return params;
+  }
+
   function mount(look, { startChat, storedClientId }) {
     const host = document.createElement("chatbot-widget");
     host.style.setProperty("all", "initial");  // inline: the site's rules for unknown elements lose
@@ -141,7 +157,7 @@
         started = true;
         startChat({
           url: `${bot.protocol === "https:" ? "wss" : "ws"}://${bot.host}/ws/chat`,
-          client: storedClientId(`chatbot-widget:${bot.origin}`),
+          client: storedClientId(`chatbot-widget:${bot.origin}`), params: visitor(),
           form, input, log, typing: $(".typing"), intro: look.greeting ? intro : null,
           onStatus: (online, label) => { status.textContent = label; send.disabled = !online; },
           onMessage: (kind) => { if (panel.hidden && kind !== "user") launcher.classList.add("unread"); },
