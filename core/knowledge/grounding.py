@@ -239,7 +239,7 @@ def excerpt(passage: str, question: str, max_chars: int = EXCERPT_MAX_CHARS) -> 
     """The run of a passage's sentences that best answers ``question``: the sentence sharing the most
     content words with it, extended by the next ones while they fit ``max_chars``. Headings and list
     markup are dropped; nothing is reworded."""
-    sentences = [" ".join(s.split()) for s in _SENTENCE_END.split(_MARKUP.sub("", passage))]
+    sentences = [" ".join(s.split()) for s in _SENTENCE_END.split(_MARKUP.sub("", plain_table(passage)))]
     sentences = [s for s in sentences if len(s) > 1]
     if not sentences:
         return ""
@@ -251,3 +251,15 @@ def excerpt(passage: str, question: str, max_chars: int = EXCERPT_MAX_CHARS) -> 
             break
         text = f"{text} {sentence}"
     return text if len(text) <= max_chars else text[: max_chars - 1].rsplit(" ", 1)[0] + "…"
+
+
+def plain_table(passage: str) -> str:
+    """A table chunk (header, separator, rows) as one line per row, "Variable: REDIS_URL; Default:
+    None; Meaning: …", so an excerpt of it reads as text and keeps the row's cells together; other
+    text as is."""
+    lines = passage.strip().split("\n")
+    if len(lines) < 3 or not all(line.lstrip().startswith("|") for line in lines[:3]):
+        return passage
+    cells = [[c.strip().strip("`") for c in line.strip().strip("|").split("|")] for line in lines]
+    header, rows = cells[0], cells[2:]
+    return "\n".join("; ".join(f"{h}: {v}" for h, v in zip(header, row, strict=False) if v) for row in rows)

@@ -73,7 +73,7 @@ def test_add_list_search_eval_remove(kb_cli, tmp_path, tiny_model_dir, monkeypat
     assert "| lexical |" in evaluated.output and "| dense |" in evaluated.output
     # Answers, three systems: the best passage holds the fact; the tiny model's babble does not.
     assert "| retrieval only | 1.000 | " in evaluated.output
-    assert "| model only | 0.000 | " in evaluated.output and "| full system |" in evaluated.output
+    assert "| model only | 0.000 | " in evaluated.output and "| full system: shipped |" in evaluated.output
     assert "full system, grounding" in evaluated.output or "no grounded replies" in evaluated.output
 
     assert "Nothing to do" in kb_cli.invoke(app, ["kb", "init"]).output  # it was filled by hand

