@@ -200,7 +200,13 @@ def _unwrap(lines: list[str]) -> list[str]:
     return out
 
 
+#: a Markdown region the knowledge base leaves out (example transcripts: quoting one would answer a
+#: question with the bot's own earlier reply)
+_SKIPPED = re.compile(r"<!--\s*kb:skip\s*-->.*?<!--\s*/kb:skip\s*-->", re.DOTALL)
+
+
 def parse_markdown(text: str) -> tuple[str | None, list[Block]]:
+    text = _SKIPPED.sub("", text)
     sections = _Sections()
     blocks: list[Block] = []
     para: list[str] = []

@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from core.knowledge.loaders import fetch_url, load_bytes, load_path
+from core.knowledge.loaders import fetch_url, load_bytes, load_path, parse_markdown
 from core.knowledge.types import IngestError
 from tests.asgi_server import running_server
 
@@ -212,3 +212,10 @@ async def test_urls_by_content_type_with_timeout_and_limits() -> None:
             await fetch_url(f"{base}/big", 5, 1000)
         with pytest.raises(IngestError, match="answered HTTP 404"):
             await fetch_url(f"{base}/missing", 5, 10**6)
+
+
+def test_markdown_regions_marked_kb_skip_are_left_out() -> None:
+    example = "<!-- kb:skip -->\n> **You:** hi\n> **Bot:** example reply\n<!-- /kb:skip -->"
+    text = f"# Guide\n\nKept.\n\n{example}\n\nAlso kept.\n"
+    _, blocks = parse_markdown(text)
+    assert [b.text for b in blocks] == ["Kept.", "Also kept."]
