@@ -32,7 +32,7 @@ import json
 import random
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -278,7 +278,7 @@ def grounded_examples(
         else:
             relevant = e.passage
             if rng.random() < cfg.hide_heading_frac:
-                relevant = as_passage_of(relevant, e.plain_headings)
+                relevant = replace(relevant, headings=e.plain_headings)
             shown = [relevant, *distractors[: cfg.distractors]]
             rng.shuffle(shown)
             kind, target = "answer", e.answer
@@ -288,12 +288,6 @@ def grounded_examples(
         meta = {"kind": kind, "corpus": e.corpus, "citation": e.passage.citation}
         out.append(example(context, e.question, target, f"{e.corpus}:{i}:{kind}", e.corpus, meta))
     return out
-
-
-def as_passage_of(p: Passage, headings: tuple[str, ...]) -> Passage:
-    return Passage(
-        p.chunk_id, p.text, p.score, p.similarity, p.lexical, p.title, headings, p.source, p.anchor
-    )
 
 
 def run_grounded(cfg: GroundedConfig, embedder: Embedder | None = None) -> dict:

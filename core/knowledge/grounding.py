@@ -214,9 +214,10 @@ class Grounder:
         meta: dict[str, Any] = {"knowledge": str(step.verdict)}
         if step.kind is not None:
             meta["message_kind"] = str(step.kind)
-        if step.verdict == Relevance.OUT_OF_SCOPE and (best is None or self.supported(step, [best])):
+        sendable = best is not None and self.supported(step, [best])  # the fact check runs once
+        if step.verdict == Relevance.OUT_OF_SCOPE and (best is None or sendable):
             return meta
-        if best is None or not self.supported(step, [best]):
+        if best is None or not sendable:
             meta["declined"] = True
             meta["passages"] = self.passages_metadata(step.passages or step.searched)
             return meta
