@@ -353,15 +353,19 @@ class DialogueEngine:
         step = await knowledge.consult(history[-1].text) if knowledge else None
         if step is not None and step.declines:  # the documents should answer this, and do not
             return await self._decline(message, step, []), []
-        if step is not None and step.grounding is not None:
-            generation = self.backend.generate(history, on_partial, step.grounding)
-        else:
-            generation = self.backend.generate(history, on_partial)
-        try:
-            candidates = await asyncio.wait_for(generation, timeout=self.config.generation_timeout_s)
-        finally:
-            if pump:
-                await pump.aclose()
+        candidates: list[Candidate] = []  # quoted from the documents (knowledge.compete adds them)
+        if step is None or knowledge is None or knowledge.needs_model(step):
+            if step is not None and step.grounding is not None:
+                generation = self.backend.generate(history, on_partial, step.grounding)
+            else:
+                generation = self.backend.generate(history, on_partial)
+            try:
+                candidates = await asyncio.wait_for(generation, timeout=self.config.generation_timeout_s)
+            finally:
+                if pump:
+                    await pump.aclose()
+        elif pump:
+            await pump.aclose()
         elapsed = time.perf_counter() - started
         metrics.MODEL_SECONDS.observe(elapsed)
         if knowledge is not None and step is not None:

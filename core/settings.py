@@ -251,7 +251,7 @@ class CoreSettings(BaseSettings):
     )
     kb_top_k: int = Field(4, ge=1, le=50, description="Passages retrieved per question.")
     kb_min_similarity: float = Field(
-        0.45,
+        0.40,
         ge=-1,
         le=1,
         description="A passage whose cosine similarity to the question is under this is not relevant "
@@ -310,10 +310,20 @@ class CoreSettings(BaseSettings):
         "sent: the bot says it does not know and offers a person (`chatbot kb eval` reports the "
         "distribution).",
     )
+    kb_answer: Literal["excerpt", "model"] = Field(
+        "excerpt",
+        description="Who words the answer to a question the documents answer: `excerpt` quotes them "
+        "(an FAQ entry's answer, else the passages' sentences that answer it; the model is not asked "
+        "unless nothing can be quoted); `model` lets the model answer from the passages, with the "
+        "quote competing (for a model trained to answer from passages).",
+    )
     kb_excerpts: bool = Field(
         True,
-        description="Offer the best passage's sentences closest to the question as a reply candidate, "
+        description="Quote the passages' sentences that best answer the question as a reply candidate, "
         "so a model that cannot answer from the passages quotes them instead of declining.",
+    )
+    kb_excerpt_sentences: int = Field(
+        2, ge=1, le=5, description="Sentences (or table rows) a quote of the passages holds at most."
     )
     kb_excerpt_score: float = Field(
         -5.0,

@@ -27,7 +27,9 @@ from core.knowledge.config import KnowledgeConfig
 from core.knowledge.embedding import Embedder, TransformerEmbedder
 from core.knowledge.index import HybridIndex, Mode
 from core.knowledge.ingest import Source, expand, read, scrub_document, source_name
+from core.knowledge.lexical import tokenize
 from core.knowledge.loaders import is_url, load_bytes, normalise_url, too_large
+from core.knowledge.names import unknown_names
 from core.knowledge.relevance import Relevance, is_relevant, judge
 from core.knowledge.store import ConcurrentChange, KnowledgeStore, StoredChunk
 from core.knowledge.types import (
@@ -184,6 +186,11 @@ class KnowledgeBase:
 
     def relevant(self, passages: Sequence[Passage]) -> list[Passage]:
         return [p for p in passages if self.is_relevant(p)]
+
+    def unknown_names(self, question: str) -> list[str]:
+        """The names ``question`` asks about (a product, a company, an acronym) that no document
+        mentions: the documents cannot answer it (``names.py``)."""
+        return unknown_names(question, tokenize, self._index.lexical.knows)
 
     def judge(self, passages: Sequence[Passage]) -> Relevance:
         """Answered from the documents, unanswered by them (decline, offer a person), or off-topic."""

@@ -313,7 +313,8 @@ async def _full_system(
     if step.declines:
         return None, []
     history = [Turn(Role.USER, item.question)]
-    candidates = grounder.compete(step, await backend.generate(history, None, step.grounding))
+    generated = await backend.generate(history, None, step.grounding) if grounder.needs_model(step) else []
+    candidates = grounder.compete(step, generated)
     if step.grounding is not None and candidates and candidates[0].grounding is not None:
         scores.groundings.append(candidates[0].grounding)
     if not grounder.supported(step, candidates):

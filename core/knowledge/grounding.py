@@ -28,13 +28,14 @@ passages then quotes them, with their source, instead of declining what the docu
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from core.knowledge.base import KnowledgeBase
 from core.knowledge.context import format_context, sources
+from core.knowledge.excerpts import Excerpt, quote
 from core.knowledge.facts import unsupported
 from core.knowledge.relevance import Relevance
 from core.knowledge.router import MessageKind, MessageRouter
@@ -48,21 +49,29 @@ EXCERPT = "excerpt"
 #: what a model trained for grounded answers says when the passages do not answer the question
 #: (``training/grounded.py`` teaches it); the engine turns it into its own decline with a person
 GROUNDED_DECLINE = "I couldn't find that in our documents."
-#: the longest excerpt of a passage offered as a reply
-EXCERPT_MAX_CHARS = 320
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
-_MARKUP = re.compile(r"\*\*|__|^#+\s*|^\s*[-*]\s+|^\s*\d+\.\s+", re.MULTILINE)
 #: characters of each passage kept in reply metadata (the agent console shows them)
 PASSAGE_PREVIEW_CHARS = 500
+
+
+class AnswerMode(StrEnum):
+    """Who words the answer to a question the documents answer."""
+
+    #: the documents: an FAQ entry's answer, else a quote of the passages; the model is not asked
+    #: (unless nothing can be quoted)
+    EXCERPT = "excerpt"
+    #: the model, given the passages; FAQ answers and the quote compete with its candidates
+    MODEL = "model"
 
 
 @dataclass(frozen=True, slots=True)
 class GroundingConfig:
     SETTINGS_PREFIX: ClassVar[str] = "kb_"
 
+    answer: AnswerMode
     min_grounding: float
     faq_score: float
     excerpts: bool
+    excerpt_sentences: int
     excerpt_score: float
     excerpt_min_overlap: int
     grounding_weight: float
@@ -85,6 +94,10 @@ class KnowledgeStep:
     kind: MessageKind | None = None
     #: the router's P(information)
     p_information: float | None = None
+    #: the passages' sentences that answer the question, quoted (None: nothing to quote)
+    excerpt: Excerpt | None = None
+    #: names the question asks about that no document mentions (why it is UNANSWERED)
+    unknown: tuple[str, ...] = ()
 
     @property
     def declines(self) -> bool:
@@ -120,12 +133,35 @@ class Grounder:
             verdict = Relevance.ANSWERED if self.kb.relevant(searched) else Relevance.UNANSWERED
         else:
             verdict = self.kb.judge(searched)
+        unknown = tuple(self.kb.unknown_names(question)) if verdict == Relevance.ANSWERED else ()
+        if unknown:  # it asks about something the documents never mention: no passage answers it
+            verdict = Relevance.UNANSWERED
         if verdict != Relevance.ANSWERED:
-            return KnowledgeStep(verdict, searched, question=question, kind=kind, p_information=p)
-        passages = self.kb.relevant(searched)
+            return KnowledgeStep(
+                verdict, searched, question=question, kind=kind, p_information=p, unknown=unknown
+            )
+        quoted = None
+        if self.config.excerpts:
+            # Every passage found may be quoted: the answer often sits in one just under the
+            # threshold, beside the relevant one that made the question answerable.
+            quoted = await asyncio.to_thread(
+                quote, question, searched, self.kb.embedder.embed, self.config.excerpt_sentences,
+                min_overlap=self.config.excerpt_min_overlap,
+            )  # fmt: skip
+        used = {p.chunk_id for p in quoted.passages} if quoted else set()
+        passages = [p for p in searched if self.kb.is_relevant(p) or p.chunk_id in used]
         context = format_context(passages, self.config.context_max_chars)
         grounding = Grounding(context, tuple(p.text for p in passages))
-        return KnowledgeStep(verdict, searched, passages, grounding, question, kind, p)
+        return KnowledgeStep(verdict, searched, passages, grounding, question, kind, p, quoted)
+
+    def needs_model(self, step: KnowledgeStep) -> bool:
+        """Whether the model words this reply: small talk, and (``KB_ANSWER=model``, or nothing to
+        quote) a question the passages answer. A declined question needs nothing."""
+        if step.declines:
+            return False
+        if step.grounding is None or self.config.answer == AnswerMode.MODEL:
+            return True
+        return step.excerpt is None and not any(p.answer for p in step.passages)
 
     def invented(self, step: KnowledgeStep, text: str) -> list[str]:
         """The facts of ``text`` that neither the step's passages, the question nor the bot's prompt
@@ -143,13 +179,10 @@ class Grounder:
         return out
 
     def excerpt_candidate(self, step: KnowledgeStep) -> Candidate | None:
-        """The best passage's sentences that share the most words with the question, as a reply."""
-        best = next((p for p in step.passages if not p.answer), None)
-        if best is None or not self.config.excerpts:
+        """The passages' sentences that best answer the question (``excerpts.quote``), as a reply."""
+        if step.excerpt is None:
             return None
-        text = excerpt(best.text, step.question)
-        if len(content_words(step.question) & content_words(text)) < self.config.excerpt_min_overlap:
-            return None  # the passage is on the topic but this sentence does not answer the question
+        text = step.excerpt.text
         grounded = support(text, [p.text for p in step.passages])
         score = self.config.excerpt_score + self.config.grounding_weight * grounded
         return Candidate(text, 0.0, score, grounded, EXCERPT)
@@ -158,13 +191,22 @@ class Grounder:
         """The generated candidates, the relevant FAQ entries' answers and the best passage's
         excerpt, best first."""
         if not step.passages:
-            return list(candidates)
+            return self._sendable_first(step, candidates)
         if candidates and candidates[0].text.strip().startswith(GROUNDED_DECLINE):
             return list(candidates)  # the model read the passages and found no answer: no quoting them
         generated = {c.text for c in candidates}
         quoted = [c for c in [*self.faq_candidates(step), self.excerpt_candidate(step)] if c is not None]
         joined = [c for c in quoted if c.text not in generated]
-        return sorted([*candidates, *joined], key=lambda c: c.score, reverse=True)  # stable: ties keep order
+        ranked = sorted(
+            [*candidates, *joined], key=lambda c: c.score, reverse=True
+        )  # stable: ties keep order
+        return self._sendable_first(step, ranked)
+
+    def _sendable_first(self, step: KnowledgeStep, ranked: Sequence[Candidate]) -> list[Candidate]:
+        """``ranked`` with the candidates that state an invented fact moved last: the best one that
+        invents nothing is sent rather than declining (small talk that names a made-up person)."""
+        clean = [c for c in ranked if c.origin in (FAQ, EXCERPT) or not self.invented(step, c.text)]
+        return [*clean, *(c for c in ranked if c not in clean)]
 
     def supported(self, step: KnowledgeStep, candidates: Sequence[Candidate]) -> bool:
         """Whether the best candidate may be sent. Never a model's decline, nor a reply that states a
@@ -186,8 +228,8 @@ class Grounder:
         words (all relevant ones when the overlap tells nothing)."""
         if best.origin == FAQ:
             return [p for p in step.passages if p.answer == best.text][:1]
-        if best.origin == EXCERPT:
-            return [p for p in step.passages if not p.answer][:1]
+        if best.origin == EXCERPT and step.excerpt is not None:
+            return list(step.excerpt.passages)
         words = content_words(best.text)
         used = [p for p in step.passages if words & content_words(p.text)]
         return used or list(step.passages)
@@ -234,33 +276,3 @@ class Grounder:
     def chunk_ids(meta: dict[str, Any]) -> list[str]:
         """The chunks a reply (or a decline) used, from its metadata, for the chat log."""
         return [str(p["chunk_id"]) for p in meta.get("passages", ())]
-
-
-def excerpt(passage: str, question: str, max_chars: int = EXCERPT_MAX_CHARS) -> str:
-    """The run of a passage's sentences that best answers ``question``: the sentence sharing the most
-    content words with it, extended by the next ones while they fit ``max_chars``. Headings and list
-    markup are dropped; nothing is reworded."""
-    sentences = [" ".join(s.split()) for s in _SENTENCE_END.split(_MARKUP.sub("", plain_table(passage)))]
-    sentences = [s for s in sentences if len(s) > 1]
-    if not sentences:
-        return ""
-    asked = content_words(question)
-    start = max(range(len(sentences)), key=lambda i: (len(asked & content_words(sentences[i])), -i))
-    text = sentences[start]
-    for sentence in sentences[start + 1 :]:
-        if len(text) + 1 + len(sentence) > max_chars:
-            break
-        text = f"{text} {sentence}"
-    return text if len(text) <= max_chars else text[: max_chars - 1].rsplit(" ", 1)[0] + "…"
-
-
-def plain_table(passage: str) -> str:
-    """A table chunk (header, separator, rows) as one line per row, "Variable: REDIS_URL; Default:
-    None; Meaning: …", so an excerpt of it reads as text and keeps the row's cells together; other
-    text as is."""
-    lines = passage.strip().split("\n")
-    if len(lines) < 3 or not all(line.lstrip().startswith("|") for line in lines[:3]):
-        return passage
-    cells = [[c.strip().strip("`") for c in line.strip().strip("|").split("|")] for line in lines]
-    header, rows = cells[0], cells[2:]
-    return "\n".join("; ".join(f"{h}: {v}" for h, v in zip(header, row, strict=False) if v) for row in rows)

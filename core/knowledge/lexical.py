@@ -59,6 +59,10 @@ class LexicalIndex:
             self._bm25 = BM25()
             self._bm25.index((corpus, ids), show_progress=False)
 
+    def knows(self, token: str) -> bool:
+        """Whether any document contains ``token`` (one of ``tokenize``'s)."""
+        return token in self._vocabulary and bool(token)
+
     def scores(self, query: str) -> np.ndarray:
         if self._bm25 is None:
             return np.zeros(0, dtype=np.float32)

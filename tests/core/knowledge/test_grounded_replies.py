@@ -11,7 +11,10 @@ import pytest
 from core import texts
 from core.engine import DialogueEngine, EngineConfig
 from core.knowledge import Grounder, GroundingConfig, KnowledgeBase
-from core.knowledge.grounding import excerpt
+from core.knowledge.excerpts import quote, sentences
+from core.knowledge.grounding import AnswerMode, KnowledgeStep
+from core.knowledge.relevance import Relevance
+from core.knowledge.types import Passage
 from core.memory.chatlog import ChatLog
 from core.memory.store import ContextStore
 from core.model.backend import Grounding, PartialSink
@@ -65,13 +68,23 @@ def tiny(tiny_model_dir) -> TransformersBackend:
 
 
 async def knowledge(
-    redis, embedder, min_grounding: float = 0.0, excerpts: bool = False, **thresholds
+    redis,
+    embedder,
+    min_grounding: float = 0.0,
+    excerpts: bool = False,
+    answer: AnswerMode = AnswerMode.EXCERPT,
+    **thresholds,
 ) -> Grounder:
     kb = KnowledgeBase(redis, kb_config(**thresholds), embedder)
     assert (await kb.add_bytes("guide.md", GUIDE)).ok and (await kb.add_bytes("faq.csv", FAQ)).ok
     await kb.refresh()
     config = configured(
-        GroundingConfig, min_grounding=min_grounding, faq_score=-2.0, excerpts=excerpts, grounding_weight=3.0
+        GroundingConfig,
+        answer=answer,
+        min_grounding=min_grounding,
+        faq_score=-2.0,
+        excerpts=excerpts,
+        grounding_weight=3.0,
     )
     return Grounder(kb, config)
 
@@ -111,14 +124,25 @@ async def test_a_grounded_reply_cites_its_sources_and_logs_its_chunks(redis, emb
     assert json.loads(logged["candidates"])[0]["text"] == reply.text
 
 
-async def test_an_faq_answer_competes_and_wins_as_the_teams_own_words(redis, embedder, tiny) -> None:
-    engine = engine_with(redis, Recording(tiny), await knowledge(redis, embedder, min_grounding=0.9))
+async def test_an_faq_answer_is_the_reply_without_asking_the_model(redis, embedder, tiny) -> None:
+    backend = Recording(tiny)
+    engine = engine_with(redis, backend, await knowledge(redis, embedder, min_grounding=0.9))
     *_, reply = await engine.handle(msg("Do you ship abroad?"))
     assert reply.text == "Yes, we ship to every EU country."
     assert reply.metadata["origin"] == "faq"
     assert [s["source"] for s in reply.metadata["sources"]] == ["faq.csv"]
+    assert backend.groundings == []  # KB_ANSWER=excerpt: the team's own words, no generation
+
+
+async def test_with_the_model_answering_an_faq_answer_competes_and_wins(redis, embedder, tiny) -> None:
+    grounder = await knowledge(redis, embedder, min_grounding=0.9, answer=AnswerMode.MODEL)
+    backend = Recording(tiny)
+    engine = engine_with(redis, backend, grounder)
+    *_, reply = await engine.handle(msg("Do you ship abroad?"))
+    assert reply.text == "Yes, we ship to every EU country." and reply.metadata["origin"] == "faq"
     texts_ = [c["text"] for c in reply.metadata["candidates"]]
     assert reply.text in texts_ and len(texts_) == 2  # the model's candidate lost to it
+    assert len(backend.groundings) == 1
 
 
 async def test_an_unsupported_reply_is_declined_with_a_person_offered(redis, embedder, tiny) -> None:
@@ -138,22 +162,78 @@ async def test_an_unsupported_reply_is_declined_with_a_person_offered(redis, emb
     assert (await engine.store.history("web:g1"))[-1].role == "user"  # nothing invented was kept
 
 
-async def test_without_a_supported_answer_the_bot_quotes_the_passage_with_its_source(
+async def test_the_bot_quotes_the_passage_with_its_source_without_asking_the_model(
     redis, embedder, tiny
 ) -> None:
     grounder = await knowledge(redis, embedder, min_grounding=0.9, excerpts=True)
-    engine = engine_with(redis, Recording(tiny), grounder)
+    backend = Recording(tiny)
+    engine = engine_with(redis, backend, grounder)
     *_, reply = await engine.handle(msg("What are the opening hours of the shop?"))
     assert "9:00 to 17:00" in reply.text and reply.metadata["origin"] == "excerpt"
     assert [s["source"] for s in reply.metadata["sources"]] == ["guide.md"]
     assert reply.text == "The shop is open from 9:00 to 17:00, Monday to Friday."  # quoted, not reworded
+    assert backend.groundings == []
 
 
-def test_an_excerpt_starts_at_the_sentence_closest_to_the_question() -> None:
-    passage = "## Hours\nWe sell shoes. The shop is open 9:00 to 17:00 on weekdays. Closed on Sundays."
-    text = excerpt(passage, "When is the shop open?")
-    assert text.startswith("The shop is open 9:00 to 17:00") and "##" not in text
-    assert len(excerpt("word " * 400, "word", max_chars=50)) <= 50
+async def test_with_the_model_answering_an_unsupported_reply_loses_to_the_quote(
+    redis, embedder, tiny
+) -> None:
+    grounder = await knowledge(redis, embedder, min_grounding=0.9, excerpts=True, answer=AnswerMode.MODEL)
+    backend = Recording(tiny)
+    engine = engine_with(redis, backend, grounder)
+    *_, reply = await engine.handle(msg("What are the opening hours of the shop?"))
+    assert reply.text == "The shop is open from 9:00 to 17:00, Monday to Friday."
+    assert reply.metadata["origin"] == "excerpt" and len(backend.groundings) == 1
+
+
+def passage(text: str, source: str, rank: int = 0) -> Passage:
+    return Passage(f"{source}-{rank}", text, 1.0 / (1 + rank), 0.5, 0.0, source, (), source)
+
+
+def test_a_quote_takes_the_sentences_that_answer_from_any_passage(embedder) -> None:
+    passages = [
+        passage("## Shop\nWe sell shoes and boots. Our staff is friendly.", "about.md"),
+        passage(
+            "## Hours\nWe restock on Mondays. The shop is open 9:00 to 17:00 on weekdays.", "hours.md", 1
+        ),
+    ]
+    found = quote("When is the shop open?", passages, embedder.embed, count=1)
+    assert found is not None and found.text == "The shop is open 9:00 to 17:00 on weekdays."
+    assert [p.source for p in found.passages] == ["hours.md"]  # it cites what it quotes
+    assert quote("When is the shop open?", [passage("word " * 400, "w.md")], embedder.embed) is None
+    long = quote("word count", [passage("word count " * 400, "w.md")], embedder.embed, max_chars=50)
+    assert long is not None and len(long.text) <= 50
+
+
+def test_a_quote_is_none_when_its_sentences_share_no_word_with_the_question(embedder) -> None:
+    passages = [passage("We sell shoes and boots.", "about.md")]
+    assert quote("When is the shop open?", passages, embedder.embed, min_overlap=1) is None
+    assert quote("Which boots do you sell?", passages, embedder.embed) is not None
+
+
+async def test_a_question_naming_what_no_document_mentions_is_declined(redis, embedder, tiny) -> None:
+    backend = Recording(tiny)
+    # Close enough to the guide to count as answered by it, but for the name it never mentions.
+    grounder = await knowledge(
+        redis, embedder, excerpts=True, kb_min_similarity=0.15, kb_scope_similarity=0.1
+    )
+    engine = engine_with(redis, backend, grounder)
+    question = "Can I pay for the shop's shoes with PayPal?"
+    *_, reply = await engine.handle(msg(question))
+    assert reply.text == texts.decline(question) and reply.buttons[0].action == "human"
+    assert reply.metadata["declined"] and backend.groundings == []
+    *_, reply = await engine.handle(msg("Is the shop open on Monday?"))  # every name is in the guide
+    assert "9:00 to 17:00" in reply.text
+
+
+def test_a_small_talk_candidate_that_invents_a_fact_gives_way_to_one_that_does_not(redis, embedder) -> None:
+    grounder = Grounder(KnowledgeBase(redis, kb_config(), embedder), configured(GroundingConfig))
+    step = KnowledgeStep(Relevance.OUT_OF_SCOPE, [], question="hi, who are you?")
+    invented = Candidate("I'm Sarah, I live at 12 Baker Street.", -1.0, -1.0)
+    plain = Candidate("I'm fine, thanks for asking!", -2.0, -2.0)
+    ranked = grounder.compete(step, [invented, plain])
+    assert ranked == [plain, invented] and grounder.supported(step, ranked)
+    assert not grounder.supported(step, grounder.compete(step, [invented]))
 
 
 async def test_unanswered_questions_are_declined_without_generating(redis, embedder, tiny) -> None:
@@ -182,8 +262,6 @@ async def test_out_of_scope_questions_are_answered_without_context(redis, embedd
     assert "chunks" not in logged
 
 
-def test_an_excerpt_of_a_table_row_reads_as_text_and_keeps_the_row_together() -> None:
+def test_a_table_row_reads_as_one_sentence_that_keeps_the_row_together() -> None:
     row = "| Variable | Default | Meaning |\n|---|---|---|\n| `REDIS_URL` | `None` | Redis. Unset: none. |"
-    assert excerpt(row, "Which variable sets the Redis server?") == (
-        "Variable: REDIS_URL; Default: None; Meaning: Redis. Unset: none."
-    )
+    assert sentences(row) == ["Variable: REDIS_URL; Default: None; Meaning: Redis. Unset: none."]

@@ -4,12 +4,14 @@ Redis, real MiniLM and the packaged router weights; a scripted backend."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from core import texts
 from core.engine import DialogueEngine, EngineConfig
 from core.knowledge import Grounder, GroundingConfig, KnowledgeBase
-from core.knowledge.grounding import GROUNDED_DECLINE
+from core.knowledge.grounding import GROUNDED_DECLINE, AnswerMode
 from core.knowledge.router import MessageRouter, RouterWeights
 from core.memory.store import ContextStore
 from core.types import IncomingMessage
@@ -30,12 +32,14 @@ Items can be returned within 30 days with the receipt.
 PROMPT = "You are Acmebot, the assistant of the Acme shop."
 
 
-async def grounder(redis, embedder, docs: bool = True) -> Grounder:
+async def grounder(redis, embedder, docs: bool = True, answer: AnswerMode = AnswerMode.EXCERPT) -> Grounder:
     kb = KnowledgeBase(redis, kb_config(), embedder)
     if docs:
         assert (await kb.add_bytes("guide.md", GUIDE)).ok
     await kb.refresh()
-    config = configured(GroundingConfig, min_grounding=0.5, excerpts=True, grounding_weight=3.0)
+    config = configured(
+        GroundingConfig, answer=answer, min_grounding=0.5, excerpts=True, grounding_weight=3.0
+    )
     return Grounder(kb, config, MessageRouter(embedder, RouterWeights.load()), known=PROMPT)
 
 
@@ -80,10 +84,21 @@ async def test_a_grounded_answer_is_sent_with_its_source(redis, embedder) -> Non
     assert reply.metadata["sources"][0]["source"] == "guide.md"
 
 
-async def test_an_answer_with_a_fact_the_passages_lack_is_declined(redis, embedder) -> None:
+async def test_an_answer_with_a_fact_the_passages_lack_gives_way_to_the_quote(redis, embedder) -> None:
     backend = FakeBackend(["The shop is open from 8:00 to 20:00, and on Sundays too."])
+    step = await grounder(redis, embedder, answer=AnswerMode.MODEL)
+    *_, reply = await engine(redis, backend, step).handle(msg("When is the shop open?"))
+    assert backend.calls == 1 and "8:00" not in reply.text
+    assert reply.text == "The shop is open from 9:00 to 17:00, Monday to Friday."
+    assert reply.metadata["origin"] == "excerpt"
+
+
+async def test_with_nothing_else_to_send_an_invented_fact_is_declined(redis, embedder) -> None:
+    backend = FakeBackend(["The shop is open from 8:00 to 20:00, and on Sundays too."])
+    step = await grounder(redis, embedder, answer=AnswerMode.MODEL)
+    step.config = replace(step.config, excerpts=False)
     question = "When is the shop open?"
-    *_, reply = await engine(redis, backend, await grounder(redis, embedder)).handle(msg(question))
+    *_, reply = await engine(redis, backend, step).handle(msg(question))
     assert reply.text == texts.decline(question) and reply.metadata["declined"]
     assert reply.metadata["passages"]  # what was found goes to the agent who takes over
 
@@ -91,7 +106,8 @@ async def test_an_answer_with_a_fact_the_passages_lack_is_declined(redis, embedd
 async def test_the_models_own_decline_is_the_engines_decline(redis, embedder) -> None:
     backend = FakeBackend([GROUNDED_DECLINE])
     question = "Can I return items I bought without the receipt?"
-    *_, reply = await engine(redis, backend, await grounder(redis, embedder)).handle(msg(question))
+    step = await grounder(redis, embedder, answer=AnswerMode.MODEL)
+    *_, reply = await engine(redis, backend, step).handle(msg(question))
     assert backend.calls == 1 and backend.groundings[0] is not None
     assert reply.text == texts.decline(question)  # not the excerpt of the returns passage
 
