@@ -109,7 +109,27 @@ class CoreSettings(BaseSettings):
     no_repeat_ngram_size: int = Field(
         0, ge=0, description="Block repeated n-grams while generating (0: off)."
     )
-    generation_timeout_s: float = Field(60.0, gt=0, description="Give up on one generation after this long.")
+    generation_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Give up on one generation after this long: the user is told the bot is busy and the "
+        "message is kept for a follow-up.",
+    )
+    admission_share: float = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description="A generation the measured model throughput says would take longer than this share "
+        "of GENERATION_TIMEOUT_S is not started: the user is told at once, the message kept for a follow-up.",
+    )
+    admission_half_life_s: float = Field(
+        30.0, gt=0, description="How fast old measurements of the model's throughput fade."
+    )
+    follow_up_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often messages kept while the model was busy are answered (when it has time).",
+    )
 
     # --- re-ranking ---
     length_penalty_alpha: float = Field(
