@@ -68,6 +68,13 @@ class Admission:
         predicted = self.predicted_s()
         return self.in_flight == 0 or predicted is None or predicted <= self.target_s
 
+    def room(self) -> int:
+        """How many more generations are predicted to finish in time if started now (one while
+        nothing is in flight or nothing was measured, as ``admits`` says)."""
+        per = self.per_generation_s()
+        fits = 1 if per is None else int(self.target_s / per)
+        return max(1 if self.in_flight == 0 else 0, fits - self.in_flight)
+
     @contextmanager
     def generation(self) -> Iterator[None]:
         """Count a generation in flight; it counts as finished only if the block completes (a timed

@@ -96,3 +96,17 @@ def test_idle_time_is_not_model_time() -> None:
     clock.now += 100.0  # nothing in flight
     finish(adm, clock, 1.0)
     assert adm.per_generation_s() == pytest.approx(1.0)
+
+
+def test_room_is_what_fits_beside_the_generations_in_flight() -> None:
+    clock = Clock()
+    adm = admission(clock, timeout_s=10.0)  # target 5 s
+    assert adm.room() == 1  # unmeasured: one, to measure
+    finish(adm, clock, 1.0, together=2)  # 0.5 s per generation: 10 fit
+    assert adm.room() == 10
+    with adm.generation(), adm.generation():
+        assert adm.room() == 8
+    finish(adm, clock, 60.0)  # now very slow
+    assert adm.room() == 1  # idle: one is always tried
+    with adm.generation():
+        assert adm.room() == 0
