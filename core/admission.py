@@ -3,9 +3,10 @@
 The model's throughput is measured, not configured: seconds of busy model time per finished
 generation, both decayed over time (``half_life_s``) so the estimate follows the machine's load (a
 training run or another process starting beside the bot). A new generation would finish after the
-ones in flight, so its predicted time is ``(in flight + 1) × seconds per generation``; when that
-exceeds ``ADMISSION_SHARE`` of ``GENERATION_TIMEOUT_S`` it is not started: the engine answers at once
-that it is busy and keeps the message, rather than start a generation that would time out.
+ones in flight, so its predicted time is ``(in flight + 1) × seconds per generation``; it starts
+when that is within ``ADMISSION_SHARE`` of ``GENERATION_TIMEOUT_S``. Otherwise it waits for room
+(a generation ending) for at most the rest of the timeout, then is refused: the engine answers that
+it is busy and keeps the message, rather than start a generation that would time out.
 
 Throughput, not latency: with dynamic batching a generation may take as long as a whole batch, yet
 the model finishes many at once. Counted per process (a shared model server is measured by each
@@ -14,6 +15,7 @@ process from its own requests).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +40,8 @@ class Admission:
         self.config = config
         #: a generation predicted to take longer than this is not started
         self.target_s = config.share * timeout_s
+        #: how long a generation waits for room: with its predicted time, within the timeout
+        self.wait_s = timeout_s - self.target_s
         self._clock = clock
         self._at = clock()
         #: generations started and not yet ended
@@ -45,6 +49,7 @@ class Admission:
         # Decayed sums: model-busy seconds and generations finished in them.
         self._busy_s = 0.0
         self._finished = 0.0
+        self._ended = asyncio.Event()  # set (and replaced) whenever a generation ends
 
     def per_generation_s(self) -> float | None:
         """Busy seconds per finished generation; None before the first one finished (or once every
@@ -61,16 +66,35 @@ class Admission:
     def admits(self) -> bool:
         """Whether a generation started now is predicted to finish within ``target_s``.
 
-        Always while nothing is in flight, or nothing was measured: an idle model has no queue to
-        wait behind, and that generation measures it again (the timeout still bounds it). Otherwise
-        one slow measurement would refuse every message until it faded.
+        Always while nothing is in flight: an idle model has no queue to wait behind, and that
+        generation measures it again (the timeout still bounds it), so one slow measurement never
+        refuses every message until it fades. Never beside another while nothing was measured: the
+        first generation measures the model for the rest (``wait_for_room``).
         """
+        if self.in_flight == 0:
+            return True
         predicted = self.predicted_s()
-        return self.in_flight == 0 or predicted is None or predicted <= self.target_s
+        return predicted is not None and predicted <= self.target_s
+
+    async def wait_for_room(self) -> bool:
+        """Whether a generation may start, waiting up to ``wait_s`` for one in flight to end and
+        make room. The caller starts it (``generation``) with no await in between, so two waiters
+        woken together never both take the last place."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_s
+        while not self.admits():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._ended.wait(), remaining)
+            except TimeoutError:
+                return self.admits()
+        return True
 
     def room(self) -> int:
-        """How many more generations are predicted to finish in time if started now (one while
-        nothing is in flight or nothing was measured, as ``admits`` says)."""
+        """How many more generations are predicted to finish in time if started now (as ``admits``
+        says: at least one while nothing is in flight, none beside one while nothing was measured)."""
         per = self.per_generation_s()
         fits = 1 if per is None else int(self.target_s / per)
         return max(1 if self.in_flight == 0 else 0, fits - self.in_flight)
@@ -88,6 +112,8 @@ class Admission:
         finally:
             self._advance()
             self.in_flight -= 1
+            self._ended.set()
+            self._ended = asyncio.Event()
 
     def _advance(self) -> None:
         now = self._clock()

@@ -391,7 +391,9 @@ class DialogueEngine:
         step = await knowledge.consult(history[-1].text) if knowledge else None
         if step is not None and step.declines:  # the documents should answer this, and do not
             return await self._decline(message, step, []), []
-        if not self.admission.admits():  # it would time out: say so now rather than after the timeout
+        # It would time out: say so now rather than after the timeout. Nothing awaits from here until
+        # the generation is counted in flight, so two waiters never take the last place.
+        if not await self.admission.wait_for_room():
             raise _Overloaded("admission")
         pump: PartialPump | None = None
         on_partial: PartialSink | None = None

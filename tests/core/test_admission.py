@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import pytest
@@ -29,9 +30,35 @@ def finish(adm: Admission, clock: Clock, seconds: float, together: int = 1) -> N
         clock.now += seconds
 
 
-def test_unmeasured_it_admits_and_predicts_nothing() -> None:
+def test_unmeasured_it_tries_one_generation_at_a_time() -> None:
     adm = admission(Clock())
-    assert adm.predicted_s() is None and adm.admits()
+    assert adm.predicted_s() is None and adm.admits() and adm.room() == 1
+    with adm.generation():  # the first measures the model; a storm at start-up waits for it
+        assert not adm.admits() and adm.room() == 0
+
+
+async def test_a_storm_at_start_up_waits_for_the_first_measurement_then_starts_what_fits() -> None:
+    clock = Clock()
+    adm = admission(clock, timeout_s=10.0)  # target 5 s; waits up to 5 s for room
+    first = adm.generation()
+    first.__enter__()
+    waiting = [asyncio.create_task(adm.wait_for_room()) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    assert not any(w.done() for w in waiting)  # queued, not refused, not started
+    clock.now += 2.0
+    first.__exit__(None, None, None)  # measured: 2 s per generation, 2 fit at once
+    assert await asyncio.gather(*waiting) == [True, True, True]  # nothing in flight: all may go...
+    with adm.generation(), adm.generation():  # ... and whoever starts first takes the places
+        assert not adm.admits()
+
+
+async def test_a_waiter_is_refused_when_no_room_comes_in_time() -> None:
+    clock = Clock()
+    adm = Admission(AdmissionConfig(share=0.9, half_life_s=1e9), 1.0, clock)  # waits 0.1 s
+    finish(adm, clock, 0.8)
+    with adm.generation():
+        assert not await adm.wait_for_room()
+    assert await adm.wait_for_room()  # idle again
 
 
 def test_a_batch_counts_as_its_throughput_not_its_latency() -> None:

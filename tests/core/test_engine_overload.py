@@ -68,18 +68,16 @@ async def test_a_full_model_queue_is_answered_busy_in_the_users_language(store) 
     assert await engine.follow_ups.count() == 1
 
 
-async def test_admission_refuses_at_once_what_would_time_out(store) -> None:
+async def test_admission_refuses_what_would_time_out_without_starting_it(store) -> None:
     backend = Held()
-    engine = DialogueEngine(store, backend, config(timeout_s=1.0))  # target: 0.75 s
-    backend.release.set()
-    with engine.admission.generation():  # measured: 0.6 s of model time per generation
-        await asyncio.sleep(0.6)
-    backend.release.clear()
+    engine = DialogueEngine(store, backend, config(timeout_s=2.0))  # target 1.5 s; waits 0.5 s
+    with engine.admission.generation():  # measured: 0.8 s of model time per generation
+        await asyncio.sleep(0.8)
     first = asyncio.create_task(engine.handle(msg("first", cid="telegram:a")))
     while not engine.admission.in_flight:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
-    # Behind one in flight, a second would finish after about 1.2 s: not started, answered now.
-    replies = await asyncio.wait_for(engine.handle(msg("second", cid="telegram:b")), timeout=0.5)
+    # Behind one in flight, a second would finish after about 1.6 s; no room comes within 0.5 s.
+    replies = await asyncio.wait_for(engine.handle(msg("second", cid="telegram:b")), timeout=1.5)
     assert replies[-1].metadata["busy"] == "admission"
     assert backend.started == 1  # only the first reached the model
     backend.release.set()
