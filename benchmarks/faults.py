@@ -37,9 +37,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bots.housekeeping import follow_up_round
+from core.delivery.outbox import Outbox
+from core.engine import DialogueEngine
 from core.memory.connection import connect
 from core.memory.embedded_redis import EmbeddedRedis, free_port
-from core.memory.schema import Keys
 from core.memory.spool import Spool
 from core.memory.store import ContextStore
 from core.model.decoding import DecodingConfig
@@ -122,8 +124,6 @@ def backend_for(model_dir: Path) -> TransformersBackend:
 
 
 async def redis_outage(model_dir: Path, down_s: float, rate_s: float, name: str) -> dict:
-    from core.engine import DialogueEngine
-
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         server = EmbeddedRedis(Path(tmp) / "redis", port=port).start()
@@ -195,6 +195,7 @@ async def storm(
     SIGKILL mid-storm and restarted) against its fake; counted from what the users' chats show.
     ``hogs``: how many CPU hogs run beside it (named in the row; ``main`` starts them)."""
     plan = plan or (KILL_STORM if kill else Storm())
+    follow_up: tuple[int, int, float] | None = None  # the killed ``chatbot run`` follows up by itself
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(tmp) as server:
         redis = connect(server.url)
         async with fake_platform(platform) as where:
@@ -209,17 +210,20 @@ async def storm(
                     await bot.stop()
             else:
                 backend = backend_for(model_dir)
-                async with bot_in_process(where, backend, redis, "storm:", deadline_s):
+                async with bot_in_process(where, backend, redis, "storm:", deadline_s) as (engine, outbox):
                     result = await run_storm(where, redis, "storm:", users, messages, plan, within_s=within_s)
+                    follow_up = await follow_up_kept(engine, outbox, within_s)
                 await backend.aclose()
-        kept = await redis.zcard(Keys("storm:").follow_ups)
         await redis.aclose()
     name = f"{platform.capitalize()} storm ({users} users x {messages} messages)"
     note = (
         f"{result.failures} calls failed (429, 5xx, dropped); "
         f"drained {result.drain_s:.1f} s after the last message; "
-        f"{result.busy} answered 'busy, kept' ({kept} conversations kept for a follow-up)"
+        f"{result.busy} answered 'busy, kept'"
     )
+    if follow_up is not None:
+        kept, answered, seconds = follow_up
+        note += f"; {answered} of the {kept} conversations kept followed up in {seconds:.0f} s"
     if result.strays:
         note += f"; {result.strays} placeholders left in the chats"
     if kill:
@@ -234,6 +238,19 @@ async def storm(
         **row(name, result.sent, result.delivered, result.lost, result.doubled, note),
         "busy": result.busy,
     }
+
+
+async def follow_up_kept(engine: DialogueEngine, outbox: Outbox, within_s: float) -> tuple[int, int, float]:
+    """After the storm, the conversations kept for a follow-up answered as ``chatbot run`` does
+    (a round every second here, not every ``FOLLOW_UP_INTERVAL_S``): how many were kept, how many
+    answered (one answered since is owed nothing), in how long."""
+    kept = await engine.follow_ups.count()
+    started = time.monotonic()
+    answered = 0
+    while await engine.follow_ups.count() and time.monotonic() - started < within_s:
+        answered += await follow_up_round(engine, outbox)
+        await asyncio.sleep(1.0)
+    return kept, answered, time.monotonic() - started
 
 
 async def memory_per_conversation(n: int = 1000) -> None:

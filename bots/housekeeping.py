@@ -72,7 +72,10 @@ async def follow_up_round(engine: DialogueEngine, outbox: Outbox) -> int:
 
 async def _follow_up(engine: DialogueEngine, outbox: Outbox, kept: FollowUp) -> bool:
     replies = await engine.follow_up(kept)
-    for reply in replies or []:
+    if replies is None:  # still no room: due again next round, not after its lease
+        await engine.follow_ups.release(kept)
+        return False
+    for reply in replies:
         try:
             await outbox.deliver(kept.platform, kept.conversation_id, reply)
         except DeliveryError as error:  # kept as undelivered, for agents and admins to send again

@@ -392,7 +392,7 @@ def backend_for(model_dir: Path) -> TransformersBackend:
 @asynccontextmanager
 async def bot_in_process(
     where: Platform, backend: TransformersBackend, redis: Redis, prefix: str, deadline_s: float
-) -> AsyncIterator[None]:
+) -> AsyncIterator[tuple[DialogueEngine, Outbox]]:
     """The engine, outbox and channel wired as ``chatbot run`` wires them, in this process."""
     store = ContextStore(redis, prefix=prefix)
     engine = DialogueEngine(store, backend)
@@ -406,7 +406,7 @@ async def bot_in_process(
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bot") as http:
             where.bot_http = http
             await where.ready()
-            yield
+            yield engine, outbox
     finally:
         await channel.stop()
         await engine.drain(1.0)

@@ -82,6 +82,10 @@ class FollowUps:
         keys = [self.keys.follow_ups, self.keys.follow_up_users]
         return bool(await self._done(keys=keys, args=[follow_up.conversation_id, follow_up.taken_at]))
 
+    async def release(self, follow_up: FollowUp) -> None:
+        """Give a taken one back, due at once (the model had no time for it after all)."""
+        await self.redis.zadd(self.keys.follow_ups, {follow_up.conversation_id: time.time()}, xx=True)
+
     async def forget(self, cids: list[str]) -> None:
         """Erased conversations (/forget) are owed nothing."""
         if cids:

@@ -54,3 +54,14 @@ async def test_forgotten_conversations_are_owed_nothing(redis) -> None:
     await kept.keep("web:2", "web", "u2")
     await kept.forget(["web:1", "web:3"])
     assert [f.conversation_id for f in await kept.take(5)] == ["web:2"]
+
+
+async def test_a_released_one_is_due_again_at_once(redis) -> None:
+    kept = follow_ups(redis)
+    await kept.keep("web:1", "web", "u1")
+    (taken,) = await kept.take(1)
+    await kept.release(taken)
+    assert [f.conversation_id for f in await kept.take(1)] == ["web:1"]
+    await kept.done(taken)
+    await kept.release(taken)  # released after it was done: not kept again
+    assert await kept.count() == 0
