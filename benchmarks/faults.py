@@ -195,7 +195,7 @@ async def storm(
     SIGKILL mid-storm and restarted) against its fake; counted from what the users' chats show.
     ``hogs``: how many CPU hogs run beside it (named in the row; ``main`` starts them)."""
     plan = plan or (KILL_STORM if kill else Storm())
-    follow_up: tuple[int, int, float] | None = None  # the killed ``chatbot run`` follows up by itself
+    follow_up: tuple[int, int, int, float] | None = None  # the killed ``chatbot run`` follows up by itself
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(tmp) as server:
         redis = connect(server.url)
         async with fake_platform(platform) as where:
@@ -222,8 +222,11 @@ async def storm(
         f"{result.busy} answered 'busy, kept'"
     )
     if follow_up is not None:
-        kept, answered, seconds = follow_up
-        note += f"; {answered} of the {kept} conversations kept followed up in {seconds:.0f} s"
+        kept, answered, left, seconds = follow_up
+        note += (
+            f"; of {kept} conversations kept, {answered} answered by a follow-up and "
+            f"{kept - answered - left} by a later message within {seconds:.0f} s, {left} still kept"
+        )
     if result.strays:
         note += f"; {result.strays} placeholders left in the chats"
     if kill:
@@ -240,17 +243,20 @@ async def storm(
     }
 
 
-async def follow_up_kept(engine: DialogueEngine, outbox: Outbox, within_s: float) -> tuple[int, int, float]:
+async def follow_up_kept(
+    engine: DialogueEngine, outbox: Outbox, within_s: float
+) -> tuple[int, int, int, float]:
     """After the storm, the conversations kept for a follow-up answered as ``chatbot run`` does
-    (a round every second here, not every ``FOLLOW_UP_INTERVAL_S``): how many were kept, how many
-    answered (one answered since is owed nothing), in how long."""
+    (a round every second here, not every ``FOLLOW_UP_INTERVAL_S``): how many were kept, answered
+    by a follow-up, still kept when time was up (the rest had a later message answered, which saw
+    the kept one), and in how long."""
     kept = await engine.follow_ups.count()
     started = time.monotonic()
     answered = 0
     while await engine.follow_ups.count() and time.monotonic() - started < within_s:
         answered += await follow_up_round(engine, outbox)
         await asyncio.sleep(1.0)
-    return kept, answered, time.monotonic() - started
+    return kept, answered, await engine.follow_ups.count(), time.monotonic() - started
 
 
 async def memory_per_conversation(n: int = 1000) -> None:
