@@ -66,8 +66,11 @@ async def follow_up_round(engine: DialogueEngine, outbox: Outbox) -> int:
     """One round of ``follow_up_forever``; returns how many kept messages were answered."""
     room = (engine.admission.room() + 1) // 2
     kept = await engine.follow_ups.take(room) if room else []
-    answered = await asyncio.gather(*(_follow_up(engine, outbox, k) for k in kept))
-    return sum(answered)
+    outcomes = await asyncio.gather(*(_follow_up(engine, outbox, k) for k in kept), return_exceptions=True)
+    for kept_one, outcome in zip(kept, outcomes, strict=True):
+        if isinstance(outcome, BaseException):  # leased: taken again once the lease ends
+            log.error("follow-up of %s failed", kept_one.conversation_id, exc_info=outcome)
+    return sum(1 for outcome in outcomes if outcome is True)
 
 
 async def _follow_up(engine: DialogueEngine, outbox: Outbox, kept: FollowUp) -> bool:

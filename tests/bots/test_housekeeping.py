@@ -54,3 +54,27 @@ async def test_a_kept_message_is_answered_through_the_outbox_when_the_model_has_
         ("telegram:1", ECHO.format(text="hi from 1")),
         ("telegram:2", ECHO.format(text="hi from 2")),
     ]
+
+
+async def test_a_failing_follow_up_stays_kept_and_the_others_are_answered(redis, caplog) -> None:
+    class Failing(Held):
+        async def generate(self, history, on_partial=None, grounding=None):
+            if self.release.is_set() and "boom" in history[-1].text:
+                raise RuntimeError("the model failed")
+            return await super().generate(history, on_partial, grounding)
+
+    store = ContextStore(redis, prefix="hk2:")
+    backend = Failing()
+    engine = DialogueEngine(store, backend, configured(EngineConfig, generation_timeout_s=0.2))
+    await store.heartbeat(engine.instance, ttl_s=30)
+    outbox = Outbox(store, engine.instance, deadline_s=30)
+    channel = Channel()
+    outbox.register(channel)
+    for user, text in (("1", "boom"), ("2", "fine")):
+        await engine.handle(IncomingMessage("telegram", f"telegram:{user}", user, text))
+    backend.release.set()
+    # One per round (the timeouts made the measured model slow); the oldest, boom, comes first.
+    assert [await follow_up_round(engine, outbox) for _ in range(2)] == [0, 1]
+    assert channel.sent == [("telegram:2", ECHO.format(text="fine"))]
+    assert await engine.follow_ups.count() == 1  # leased, taken again once the lease ends
+    assert "follow-up of telegram:1 failed" in caplog.text
