@@ -316,8 +316,9 @@ class DialogueEngine:
         stays kept). Nothing is owed (``[]``) once the bot answered a later message, a person holds
         the conversation, or it was erased."""
         cid = kept.conversation_id
+        lock = self._locks.setdefault(cid, asyncio.Lock())  # held here: the dictionary's is weak
         async with self.in_flight.track():
-            async with self._locks.setdefault(cid, asyncio.Lock()):
+            async with lock:
                 state = await self.store.state(cid)
                 history = await self.store.history(cid)
                 if state.mode != Mode.BOT or not history or history[-1].role != Role.USER:
