@@ -8,15 +8,19 @@ twice (lost and doubled must be 0):
    servers): 429s with the platform's retry instruction, 5xx bursts and dropped connections while
    50 users write 3 messages each;
 5. the same storm with `chatbot run` killed with SIGKILL mid-storm and restarted;
-and the Redis memory per idle conversation.
+and the Redis memory per idle conversation. ``--cpu-hog N`` runs N busy processes beside it all, as a
+team's machine is busy exactly when users pile in.
 
 A message counts as delivered only when the recipient got it: for the storms, when every reply the
 engine stored for it is a message the fake platform accepted (2xx) and shows in the user's chat
-(``tests/storm.py``); for the web chat, when the client received the answer.
+(``tests/storm.py``); for the web chat, when the client received the answer. A message the model had
+no time for is answered "busy, your message is kept" (and kept for a follow-up): delivered when that
+reply is, and counted in the storm rows' notes.
 
     python benchmarks/faults.py                          # all, with the default model
     python benchmarks/faults.py --only kill --kills 20 --messages 40
     python benchmarks/faults.py --only storm storm-kill --platforms telegram
+    python benchmarks/faults.py --only storm --platforms telegram --cpu-hog 2
 """
 
 from __future__ import annotations
@@ -25,11 +29,17 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from bots.housekeeping import follow_up_round
+from core.delivery.outbox import Outbox
+from core.engine import DialogueEngine
 from core.memory.connection import connect
 from core.memory.embedded_redis import EmbeddedRedis, free_port
 from core.memory.spool import Spool
@@ -52,6 +62,18 @@ SCENARIOS = ["kill", "restart", "outage", "storm", "storm-kill"]
 PLATFORMS = ("telegram", "slack", "discord")
 #: with the kill: long 429s, so that replies are still waiting for a retry when the bot dies
 KILL_STORM = Storm(rate_limits=0.6, bursts=0.2, drops=0.2, retry_after_s=3.0)
+
+
+@contextmanager
+def cpu_hog(processes: int) -> Iterator[None]:
+    """``processes`` busy loops for the duration (each a process of its own, so each takes a core)."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
 
 
 def row(name: str, sent: int, delivered: int, lost: int, doubled: int, extra: str = "") -> dict:
@@ -102,8 +124,6 @@ def backend_for(model_dir: Path) -> TransformersBackend:
 
 
 async def redis_outage(model_dir: Path, down_s: float, rate_s: float, name: str) -> dict:
-    from core.engine import DialogueEngine
-
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         server = EmbeddedRedis(Path(tmp) / "redis", port=port).start()
@@ -169,10 +189,13 @@ async def storm(
     kill: bool = False,
     deadline_s: float = 600.0,
     within_s: float = 600.0,
+    hogs: int = 0,
 ) -> dict:
     """One storm row: the platform's real adapter (in this process, or ``chatbot run`` killed with
-    SIGKILL mid-storm and restarted) against its fake; counted from what the users' chats show."""
+    SIGKILL mid-storm and restarted) against its fake; counted from what the users' chats show.
+    ``hogs``: how many CPU hogs run beside it (named in the row; ``main`` starts them)."""
     plan = plan or (KILL_STORM if kill else Storm())
+    follow_up: tuple[int, int, int, float] | None = None  # the killed ``chatbot run`` follows up by itself
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(tmp) as server:
         redis = connect(server.url)
         async with fake_platform(platform) as where:
@@ -187,15 +210,23 @@ async def storm(
                     await bot.stop()
             else:
                 backend = backend_for(model_dir)
-                async with bot_in_process(where, backend, redis, "storm:", deadline_s):
+                async with bot_in_process(where, backend, redis, "storm:", deadline_s) as (engine, outbox):
                     result = await run_storm(where, redis, "storm:", users, messages, plan, within_s=within_s)
+                    follow_up = await follow_up_kept(engine, outbox, within_s)
                 await backend.aclose()
         await redis.aclose()
     name = f"{platform.capitalize()} storm ({users} users x {messages} messages)"
     note = (
         f"{result.failures} calls failed (429, 5xx, dropped); "
-        f"drained {result.drain_s:.1f} s after the last message"
+        f"drained {result.drain_s:.1f} s after the last message; "
+        f"{result.busy} answered 'busy, kept'"
     )
+    if follow_up is not None:
+        kept, answered, left, seconds = follow_up
+        note += (
+            f"; of {kept} conversations kept, {answered} answered by a follow-up and "
+            f"{kept - answered - left} by a later message within {seconds:.0f} s, {left} still kept"
+        )
     if result.strays:
         note += f"; {result.strays} placeholders left in the chats"
     if kill:
@@ -204,7 +235,28 @@ async def storm(
             f"; killed with {result.pending_at_kill} replies waiting for a retry, all sent "
             f"{result.drain_after_restart_s:.1f} s after the restart"
         )
-    return row(name, result.sent, result.delivered, result.lost, result.doubled, note)
+    if hogs:
+        name += f" + {hogs} CPU hogs"
+    return {
+        **row(name, result.sent, result.delivered, result.lost, result.doubled, note),
+        "busy": result.busy,
+    }
+
+
+async def follow_up_kept(
+    engine: DialogueEngine, outbox: Outbox, within_s: float
+) -> tuple[int, int, int, float]:
+    """After the storm, the conversations kept for a follow-up answered as ``chatbot run`` does
+    (a round every second here, not every ``FOLLOW_UP_INTERVAL_S``): how many were kept, answered
+    by a follow-up, still kept when time was up (the rest had a later message answered, which saw
+    the kept one), and in how long."""
+    kept = await engine.follow_ups.count()
+    started = time.monotonic()
+    answered = 0
+    while await engine.follow_ups.count() and time.monotonic() - started < within_s:
+        answered += await follow_up_round(engine, outbox)
+        await asyncio.sleep(1.0)
+    return kept, answered, await engine.follow_ups.count(), time.monotonic() - started
 
 
 async def memory_per_conversation(n: int = 1000) -> None:
@@ -227,8 +279,14 @@ async def memory_per_conversation(n: int = 1000) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
+    with cpu_hog(args.cpu_hog):
+        await run(args)
+
+
+async def run(args: argparse.Namespace) -> None:
     model_dir = resolve_model_dir(args.model or CoreSettings().model_path)
-    print(f"model {model_dir.name}\n")
+    hogs = f", {args.cpu_hog} CPU hogs beside it" if args.cpu_hog else ""
+    print(f"model {model_dir.name}{hogs}\n")
     print("| fault | messages sent | delivered | lost | doubled | notes |")
     print("|---|---|---|---|---|---|")
     results = []
@@ -238,9 +296,15 @@ async def main(args: argparse.Namespace) -> None:
     if "outage" in only:
         results.append(await redis_outage(model_dir, down_s=30, rate_s=1.0, name="Redis unavailable 30 s"))
     for platform in args.platforms if "storm" in only else []:
-        results.append(await storm(platform, model_dir, args.storm_users, args.storm_messages))
+        results.append(
+            await storm(platform, model_dir, args.storm_users, args.storm_messages, hogs=args.cpu_hog)
+        )
     for platform in args.platforms if "storm-kill" in only else []:
-        results.append(await storm(platform, model_dir, args.storm_users, args.storm_messages, kill=True))
+        results.append(
+            await storm(
+                platform, model_dir, args.storm_users, args.storm_messages, kill=True, hogs=args.cpu_hog
+            )
+        )
     if "kill" in only:
         with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(tmp) as server:
             results.append(await kills(server.url, model_dir, args.messages, args.kills, seed=args.seed))
@@ -263,4 +327,7 @@ if __name__ == "__main__":
     parser.add_argument("--storm-messages", type=int, default=3, help="messages per user in a storm")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--json", help="also write the rows as JSON here")
+    parser.add_argument(
+        "--cpu-hog", type=int, default=0, metavar="N", help="run N busy processes beside the benchmark"
+    )
     asyncio.run(main(parser.parse_args()))

@@ -1,14 +1,16 @@
 """Background duties of a bot process: tell users who waited too long for an agent, trim the chat
-log, answer messages kept while Redis was unreachable, send messages a stopped process left pending."""
+log, answer messages kept while Redis was unreachable or while the model was busy, send messages a
+stopped process left pending."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from core.delivery.outbox import Outbox
+from core.delivery.outbox import DeliveryError, Outbox
 from core.engine import DialogueEngine
 from core.handoff.service import HandoffService
+from core.memory.follow_ups import FollowUp
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,43 @@ async def replay_spool_forever(engine: DialogueEngine, outbox: Outbox, interval_
                     log.info("answered %d messages kept during a Redis outage", answered)
         except Exception:
             log.exception("spool replay failed; retrying next interval")
+
+
+async def follow_up_forever(engine: DialogueEngine, outbox: Outbox, interval_s: float) -> None:
+    """Answer messages kept while the model was busy, as it has time: each round takes up to half
+    the generations admission says fit now (the other half is left to new messages)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            answered = await follow_up_round(engine, outbox)
+            if answered:
+                log.info("answered %d messages kept while the model was busy", answered)
+        except Exception:
+            log.exception("follow-ups failed; retrying next interval")
+
+
+async def follow_up_round(engine: DialogueEngine, outbox: Outbox) -> int:
+    """One round of ``follow_up_forever``; returns how many kept messages were answered."""
+    room = (engine.admission.room() + 1) // 2
+    kept = await engine.follow_ups.take(room) if room else []
+    outcomes = await asyncio.gather(*(_follow_up(engine, outbox, k) for k in kept), return_exceptions=True)
+    for kept_one, outcome in zip(kept, outcomes, strict=True):
+        if isinstance(outcome, BaseException):  # leased: taken again once the lease ends
+            log.error("follow-up of %s failed", kept_one.conversation_id, exc_info=outcome)
+    return sum(1 for outcome in outcomes if outcome is True)
+
+
+async def _follow_up(engine: DialogueEngine, outbox: Outbox, kept: FollowUp) -> bool:
+    replies = await engine.follow_up(kept)
+    if replies is None:  # still no room: due again next round, not after its lease
+        await engine.follow_ups.release(kept)
+        return False
+    for reply in replies:
+        try:
+            await outbox.deliver(kept.platform, kept.conversation_id, reply)
+        except DeliveryError as error:  # kept as undelivered, for agents and admins to send again
+            log.warning("follow-up to %s not delivered: %s", kept.conversation_id, error)
+    return bool(replies)
 
 
 async def recover_outbox_forever(outbox: Outbox, interval_s: float) -> None:

@@ -9,7 +9,12 @@ import webbrowser
 import uvicorn
 
 from adapters.webchat_channel import WebChatChannel
-from bots.housekeeping import recover_outbox_forever, replay_spool_forever, sweep_forever
+from bots.housekeeping import (
+    follow_up_forever,
+    recover_outbox_forever,
+    replay_spool_forever,
+    sweep_forever,
+)
 from bots.platforms import (
     PLATFORMS,
     WEB,
@@ -100,6 +105,7 @@ async def _run(
     background = [
         asyncio.create_task(sweep_forever(handoff, settings.handoff_sweep_interval_s)),
         asyncio.create_task(replay_spool_forever(engine, outbox, settings.spool_replay_interval_s)),
+        asyncio.create_task(follow_up_forever(engine, outbox, settings.follow_up_interval_s)),
     ]
     config = uvicorn.Config(
         app,

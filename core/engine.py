@@ -3,6 +3,9 @@
 ``handle(message)``: deduplicate → clean the text → built-in commands → keep the user's turn →
 (bot mode) generate, re-rank, keep the reply → return replies. Model work runs off the event loop in
 the backend's worker; failures become a short apology for the user and a logged exception for us.
+A generation the model has no time for (``core/admission.py`` refuses it, it times out, or the
+model's queue is full) becomes an honest "busy, your message is kept" reply, and the conversation
+is kept for ``follow_up``, which answers it once the model has time.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core import texts
+from core.admission import Admission, AdmissionConfig
 from core.channel import StreamSink
 from core.commands import Command
 from core.delivery.partials import PartialPump
@@ -32,6 +36,7 @@ from core.in_flight import InFlight
 from core.knowledge.grounding import Grounder, KnowledgeStep
 from core.memory.chatlog import FEEDBACK_VALUES, ChatLog
 from core.memory.customers import CustomerProfiles
+from core.memory.follow_ups import FollowUp, FollowUps
 from core.memory.rate_limit import RateLimiter
 from core.memory.schema import StateField
 from core.memory.spool import Spool
@@ -69,8 +74,18 @@ class EngineConfig:
     heartbeat_ttl_s: int
     #: escalation reason → team of agents it is routed to (e.g. "sensitive:payment_dispute": "billing")
     handoff_team_routes: Mapping[str, str]
+    #: which generations are started (the rest are kept for a follow-up)
+    admission: AdmissionConfig
     #: candidates kept in reply metadata, for agents and the handoff
     candidates_in_metadata: int = 3
+
+
+class _Overloaded(Exception):
+    """The model cannot answer in time: ``why`` is admission, timeout or queue."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
 
 
 class DialogueEngine:
@@ -104,6 +119,9 @@ class DialogueEngine:
         self.instance = uuid.uuid4().hex[:12]
         #: messages being answered: a graceful shutdown waits for them, then gives up on the rest
         self.in_flight = InFlight()
+        self.admission = Admission(self.config.admission, self.config.generation_timeout_s)
+        # A follow-up taken by a process that died is taken again once its generation would be over.
+        self.follow_ups = FollowUps(store.redis, store.keys, lease_s=2 * self.config.generation_timeout_s)
         self._heartbeat: asyncio.Task[None] | None = None
         # One lock per live conversation keeps its turns in order; entries vanish when unused.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -153,11 +171,6 @@ class DialogueEngine:
                 await self.spool.park(message)
                 return [Reply(texts.UNAVAILABLE_KEPT, metadata={"unavailable": True})]
             return [Reply(texts.UNAVAILABLE, metadata={"unavailable": True})]
-        except ModelBusyError:
-            # Back-pressure: the message is kept, the user is asked to retry; no growing queue.
-            metrics.ERRORS.labels("busy").inc()
-            log.warning("model busy; conversation %s asked to retry", message.conversation_id)
-            return [Reply(texts.BUSY, metadata={"busy": True})]
         except Exception:
             metrics.ERRORS.labels("engine").inc()
             log.exception("engine failed on conversation %s", message.conversation_id)
@@ -279,11 +292,51 @@ class DialogueEngine:
         escalation = self.escalator and await self.escalator.before_reply(message, text, state, history)
         if escalation and self.escalator:
             return replies + await self.escalator.escalate(message, escalation)
-        reply, candidates = await self._generate(message, history, stream, stream_interval_s)
+        try:
+            reply, candidates = await self._generate(message, history, stream, stream_interval_s)
+        except _Overloaded as overloaded:
+            return [*replies, await self._keep_for_follow_up(message, text, overloaded.why)]
         escalation = self.escalator and await self.escalator.after_reply(message, state, candidates)
         if escalation and self.escalator:
             return replies + await self.escalator.escalate(message, escalation, candidates)
         return [*replies, reply]
+
+    async def _keep_for_follow_up(self, message: IncomingMessage, text: str, why: str) -> Reply:
+        """Tell the user at once that the bot is busy and keep the conversation for ``follow_up``:
+        the message is answered, not left to a placeholder or silence."""
+        metrics.OVERLOADED.labels(why).inc()
+        log.warning(
+            "model has no time (%s); conversation %s kept for a follow-up", why, message.conversation_id
+        )
+        await self.follow_ups.keep(message.conversation_id, message.platform, message.user_id)
+        return Reply(texts.busy(text), metadata={"busy": why, "kept": True})
+
+    async def follow_up(self, kept: FollowUp) -> list[Reply] | None:
+        """Answer a conversation kept while the model was busy; None while it still has no time (it
+        stays kept). Nothing is owed (``[]``) once the bot answered a later message, a person holds
+        the conversation, or it was erased."""
+        cid = kept.conversation_id
+        lock = self._locks.setdefault(cid, asyncio.Lock())  # held here: the dictionary's is weak
+        async with self.in_flight.track():
+            async with lock:
+                state = await self.store.state(cid)
+                history = await self.store.history(cid)
+                if state.mode != Mode.BOT or not history or history[-1].role != Role.USER:
+                    await self.follow_ups.done(kept)
+                    metrics.FOLLOW_UPS.labels("not_owed").inc()
+                    return []
+                last = history[-1]
+                message = IncomingMessage(
+                    kept.platform, cid, kept.user_id, last.text, timestamp=last.timestamp
+                )
+                try:
+                    reply, _ = await self._generate(message, history)
+                except _Overloaded as overloaded:
+                    metrics.FOLLOW_UPS.labels(f"busy:{overloaded.why}").inc()
+                    return None
+                await self.follow_ups.done(kept)
+                metrics.FOLLOW_UPS.labels("answered").inc()
+                return [reply]
 
     async def _rate_limited(self, message: IncomingMessage) -> Reply | None:
         if self.limits is None:
@@ -335,6 +388,16 @@ class DialogueEngine:
     ) -> tuple[Reply, list[Candidate]]:
         cid = message.conversation_id
         started = time.perf_counter()
+        knowledge = self.knowledge
+        step = await knowledge.consult(history[-1].text) if knowledge else None
+        if step is not None and step.declines:  # the documents should answer this, and do not
+            return await self._decline(message, step, []), []
+        # It would time out: say so now rather than after the timeout. Nothing awaits from here until
+        # the generation is counted in flight, so two waiters never take the last place.
+        # A reply quoted from the documents needs no model time, so no room.
+        asks_model = step is None or knowledge is None or knowledge.needs_model(step)
+        if asks_model and not await self.admission.wait_for_room():
+            raise _Overloaded("admission")
         pump: PartialPump | None = None
         on_partial: PartialSink | None = None
         if stream is not None:
@@ -349,18 +412,19 @@ class DialogueEngine:
                 live.push(text)
 
             on_partial = push
-        knowledge = self.knowledge
-        step = await knowledge.consult(history[-1].text) if knowledge else None
-        if step is not None and step.declines:  # the documents should answer this, and do not
-            return await self._decline(message, step, []), []
         candidates: list[Candidate] = []  # quoted from the documents (knowledge.compete adds them)
-        if step is None or knowledge is None or knowledge.needs_model(step):
+        if asks_model:
             if step is not None and step.grounding is not None:
                 generation = self.backend.generate(history, on_partial, step.grounding)
             else:
                 generation = self.backend.generate(history, on_partial)
             try:
-                candidates = await asyncio.wait_for(generation, timeout=self.config.generation_timeout_s)
+                with self.admission.generation():
+                    candidates = await asyncio.wait_for(generation, timeout=self.config.generation_timeout_s)
+            except TimeoutError:
+                raise _Overloaded("timeout") from None
+            except ModelBusyError:
+                raise _Overloaded("queue") from None
             finally:
                 if pump:
                     await pump.aclose()
@@ -468,6 +532,7 @@ class DialogueEngine:
         erased = await self.store.forget_user(message.platform, message.user_id)
         # The current conversation may not be indexed yet (no turn kept); erase it too.
         await self.store.erase_conversation(message.conversation_id)
+        await self.follow_ups.forget([*erased, message.conversation_id])
         if self.handoff:
             await self.handoff.forget([*erased, message.conversation_id])
         if self.chatlog:  # and never log this user again

@@ -85,7 +85,10 @@ class CoreSettings(BaseSettings):
         0.01, ge=0, description="How long the first request of a batch waits for others to join."
     )
     model_max_queue: int = Field(
-        256, ge=1, description="Requests waiting for the model beyond this get a 'busy, try again' reply."
+        256,
+        ge=1,
+        description="Requests waiting for the model beyond this get a 'busy, your message is kept' reply "
+        "and a follow-up.",
     )
     model_quantize: Literal["none", "int8"] = Field(
         "none",
@@ -109,7 +112,28 @@ class CoreSettings(BaseSettings):
     no_repeat_ngram_size: int = Field(
         0, ge=0, description="Block repeated n-grams while generating (0: off)."
     )
-    generation_timeout_s: float = Field(60.0, gt=0, description="Give up on one generation after this long.")
+    generation_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Give up on one generation after this long: the user is told the bot is busy and the "
+        "message is kept for a follow-up.",
+    )
+    admission_share: float = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description="A generation the measured model throughput says would take longer than this share "
+        "of GENERATION_TIMEOUT_S waits for room for the rest of it, then is not started: the user is told "
+        "the bot is busy, the message kept for a follow-up.",
+    )
+    admission_half_life_s: float = Field(
+        30.0, gt=0, description="How fast old measurements of the model's throughput fade."
+    )
+    follow_up_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often messages kept while the model was busy are answered (when it has time).",
+    )
 
     # --- re-ranking ---
     length_penalty_alpha: float = Field(

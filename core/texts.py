@@ -45,7 +45,20 @@ LEAVE_MESSAGE = "Leave a message"
 BACK_TO_BOT = "Continue with the bot"
 MESSAGE_KEPT = "Okay. Write your message here; the team will read it and answer as soon as they can."
 FEEDBACK_THANKS = "Thanks for the feedback!"
-BUSY = "I'm answering a lot of people right now. Please send that again in a moment."
+#: the model had no time for a message (``core/admission.py``, a timeout, a full queue), by the user's
+#: language: the message is kept and answered later (``DialogueEngine.follow_up``)
+BUSY = {
+    "en": "I'm answering a lot of people right now and couldn't reply in time. I've kept your message "
+    "and will answer it here as soon as I can.",
+    "de": "Ich beantworte gerade sehr viele Nachrichten und konnte nicht rechtzeitig antworten. Deine "
+    "Nachricht ist gespeichert, und ich antworte dir hier, sobald ich kann.",
+    "fr": "Je réponds à beaucoup de personnes en ce moment et n'ai pas pu répondre à temps. J'ai gardé "
+    "votre message et j'y répondrai ici dès que possible.",
+    "es": "Ahora mismo estoy respondiendo a mucha gente y no pude contestar a tiempo. He guardado tu "
+    "mensaje y te responderé aquí en cuanto pueda.",
+    "pt": "Estou respondendo muitas pessoas agora e não consegui responder a tempo. Guardei sua mensagem "
+    "e vou responder aqui assim que puder.",
+}
 RATE_LIMITED = "You're sending messages faster than I can read them. Please wait a minute and try again."
 UNSAFE_INPUT = "I can't help with that. If someone is in danger, please contact your local emergency number."
 UNAVAILABLE = "I'm temporarily unavailable. Please try again in a minute."
@@ -75,3 +88,8 @@ def decline(question: str) -> str:
         quoted = quoted[: KB_DECLINE_QUOTE_CHARS - 1].rsplit(" ", 1)[0] + "…"
     template = KB_DECLINE.get(guess_language(question), KB_DECLINE["en"])
     return template.format(question=quoted.rstrip("?？ "))
+
+
+def busy(text: str) -> str:
+    """The busy reply in the language of the message it answers (English when unsure)."""
+    return BUSY.get(guess_language(text), BUSY["en"])

@@ -92,6 +92,8 @@ class StormResult:
     pending_at_kill: int = 0
     #: from the restart until the last reply the fake accepted
     drain_after_restart_s: float = 0.0
+    #: messages the engine answered "busy, kept" (the model had no time for them)
+    busy: int = 0
 
     @property
     def lost(self) -> int:
@@ -390,7 +392,7 @@ def backend_for(model_dir: Path) -> TransformersBackend:
 @asynccontextmanager
 async def bot_in_process(
     where: Platform, backend: TransformersBackend, redis: Redis, prefix: str, deadline_s: float
-) -> AsyncIterator[None]:
+) -> AsyncIterator[tuple[DialogueEngine, Outbox]]:
     """The engine, outbox and channel wired as ``chatbot run`` wires them, in this process."""
     store = ContextStore(redis, prefix=prefix)
     engine = DialogueEngine(store, backend)
@@ -404,7 +406,7 @@ async def bot_in_process(
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bot") as http:
             where.bot_http = http
             await where.ready()
-            yield
+            yield engine, outbox
     finally:
         await channel.stop()
         await engine.drain(1.0)
@@ -510,6 +512,7 @@ async def run_storm(
         kills,
         pending_at_kill,
         max(0.0, last - restarted) if restarted else 0.0,
+        busy=seen.busy,
     )
 
 
@@ -532,17 +535,20 @@ class Seen:
     doubled: int
     #: the bot's messages that are no reply at all (a placeholder left behind)
     strays: int
+    #: messages answered "busy, kept" (delivered or not)
+    busy: int = 0
 
 
 async def count_delivered(store: ContextStore, where: Platform, written: list[tuple[int, str]]) -> Seen:
     """Match each user message with the replies the engine stored for it, in its user's chat."""
     visible = {chat: Counter(texts) for chat, texts in where.visible().items()}
     expected: dict[str, Counter[str]] = {}
-    delivered = 0
+    delivered = busy = 0
     for user, event_id in written:
         chat = where.chat(user)
         shown = visible.setdefault(chat, Counter())
         replies = await store.event_replies(where.name, event_id)
+        busy += any(reply.get("metadata", {}).get("busy") for reply in replies or [])
         parts = [part for reply in replies or [] for part in where.shown(reply["text"])]
         expected.setdefault(chat, Counter()).update(parts)
         wanted = Counter(parts)
@@ -557,4 +563,4 @@ async def count_delivered(store: ContextStore, where: Platform, written: list[tu
                 doubled += max(0, n - answers[text])
             else:
                 strays += n
-    return Seen(delivered, doubled, strays)
+    return Seen(delivered, doubled, strays, busy)

@@ -50,6 +50,18 @@ class Keys:
         """Heartbeat of a running process."""
         return f"{self.prefix}instance:{instance}"
 
+    # --- follow-ups (core.memory.follow_ups) ---
+    @property
+    def follow_ups(self) -> str:
+        """Sorted set: conversation owed an answer the busy model could not give → when it is next due
+        (a process following one up moves it past its lease, so no other takes it meanwhile)."""
+        return f"{self.prefix}followups"
+
+    @property
+    def follow_up_users(self) -> str:
+        """Hash: conversation owed an answer → JSON of its platform and user."""
+        return f"{self.prefix}followups:users"
+
     # --- handoff (core.handoff) ---
     def transcript(self, cid: str) -> str:
         return f"{self.prefix}conv:{cid}:transcript"

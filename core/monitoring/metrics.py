@@ -23,6 +23,17 @@ HANDOFF_WAIT_SECONDS = Histogram(
 FEEDBACK = Counter("chatbot_feedback_total", "Thumbs up/down from users.", ["value"])
 CSAT = Counter("chatbot_csat_ratings_total", "Users' 1-5 ratings of agents after handoffs.", ["score"])
 ERRORS = Counter("chatbot_errors_total", "Errors, by where they happened.", ["kind"])
+OVERLOADED = Counter(
+    "chatbot_overloaded_total",
+    "Messages the model had no time for, answered 'busy, kept' and kept for a follow-up, by why: "
+    "admission (predicted to miss the timeout), timeout, queue (the model's queue was full).",
+    ["why"],
+)
+FOLLOW_UPS = Counter(
+    "chatbot_follow_ups_total",
+    "Kept messages followed up: answered, not_owed (answered since, with a person, erased), busy:<why>.",
+    ["outcome"],
+)
 MODEL = Info("chatbot_model", "The model version being served.")
 SAFETY = Counter(
     "chatbot_safety_blocked_total",

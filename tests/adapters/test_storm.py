@@ -70,3 +70,11 @@ async def test_counting_is_per_message_not_per_chat(redis) -> None:
     crowded = OneChat()
     crowded.visible = lambda: {"c": ["hi", "…", "hi", "hi"]}  # type: ignore[method-assign]
     assert await count_delivered(store, crowded, [(0, "e1"), (0, "e3")]) == Seen(2, 1, 1)
+
+
+async def test_a_busy_reply_counts_as_delivered_and_busy(redis) -> None:
+    store = ContextStore(redis, prefix="busy:")
+    busy = {"text": "hi", "buttons": [], "metadata": {"busy": "admission", "kept": True}}
+    await store.complete_event("x", "e1", [busy])  # the model had no time: answered "busy, kept"
+    await store.complete_event("x", "e2", [busy])  # ... and so was this one, not shown (yet)
+    assert await count_delivered(store, OneChat(), [(0, "e1"), (0, "e2")]) == Seen(1, 0, 0, busy=2)
