@@ -71,19 +71,19 @@ def build_channel(
 ) -> PlatformChannel:
     """One platform's channel; with ``outbox``, its messages are recorded there until delivered."""
     if name == "telegram":
-        from adapters.telegram_channel import TelegramChannel, TelegramConfig
+        from adapters.telegram.channel import TelegramChannel, TelegramConfig
 
         return TelegramChannel(on_new_message, from_settings(TelegramConfig, settings), outbox)
     if name == "slack":
-        from adapters.slack_channel import SlackChannel, SlackConfig
+        from adapters.slack.channel import SlackChannel, SlackConfig
 
         return SlackChannel(on_new_message, from_settings(SlackConfig, settings), outbox)
     if name == "discord":
-        from adapters.discord_channel import DiscordChannel, DiscordConfig
+        from adapters.discord.channel import DiscordChannel, DiscordConfig
 
         return DiscordChannel(on_new_message, from_settings(DiscordConfig, settings), outbox)
     if name == "whatsapp":
-        from adapters.whatsapp_channel import WhatsAppChannel, WhatsAppConfig
+        from adapters.whatsapp.channel import WhatsAppChannel, WhatsAppConfig
 
         return WhatsAppChannel(on_new_message, from_settings(WhatsAppConfig, settings), outbox)
     raise ValueError(f"unknown platform {name!r}; choose from {', '.join(PLATFORMS)}")
@@ -166,6 +166,6 @@ def slack_agent_desk(settings: Settings, handoff: HandoffService):
     )
     if not (token and secret and channel):
         return None
-    from adapters.slack_agent_desk import SlackAgentDesk, SlackDeskConfig
+    from adapters.slack.agent_desk import SlackAgentDesk, SlackDeskConfig
 
     return SlackAgentDesk(handoff, from_settings(SlackDeskConfig, settings))

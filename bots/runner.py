@@ -8,7 +8,7 @@ import webbrowser
 
 import uvicorn
 
-from adapters.webchat_channel import WebChatChannel
+from adapters.web.channel import WebChatChannel
 from bots.housekeeping import recover_outbox_forever, replay_spool_forever, sweep_forever
 from bots.platforms import (
     PLATFORMS,

@@ -17,7 +17,7 @@ WhatsApp cannot edit a business's message, so answers are not streamed; "typingâ
 also marks the user's message read) when the answer takes a moment.
 
 Messages with no user message in flight (agents' replies, handoff notices) may be free-form only
-within 24 hours of the user's last message (``adapters/whatsapp_window.py``). Outside it, ``send``
+within 24 hours of the user's last message (``adapters/whatsapp/window.py``). Outside it, ``send``
 raises ``WindowClosedError`` saying so, which the agent console shows; with
 ``WHATSAPP_REENGAGE_TEMPLATE`` set, that approved template is sent instead (once per closed window),
 inviting the user back. Meta's own refusal (error 131047) is handled the same way.
@@ -67,8 +67,8 @@ from adapters.delivery import (
     Transient,
     UndeliverableError,
 )
-from adapters.whatsapp_messages import render
-from adapters.whatsapp_window import ServiceWindow, WindowState
+from adapters.whatsapp.messages import render
+from adapters.whatsapp.window import ServiceWindow, WindowState
 from core.channel import OnNewMessage
 from core.delivery.outbox import DeliveryDeadlineError, Outbox, Pending
 from core.memory.store import ContextStore

@@ -15,7 +15,7 @@ a user line from a button press has that button's ``action``. Without it, the tu
 keeps a random client id in localStorage; that is the user and the conversation. Message ids make a
 resent frame (after a reconnect) a no-op. A browser's handshake is refused (HTTP 403) unless the
 page's ``Origin`` is allowed: the bot's own pages and the sites that embed the widget
-(``adapters/web_origins.py``).
+(``adapters/web/origins.py``).
 The widget adds to the handshake's query the page it was opened on (``page``), the host page's
 attributes (``attrs``, a JSON object) and who it says the visitor is (``user_id``, ``name``,
 ``email``, ``user_hash``: ``core/widget_identity.py``), kept for the agents' side panel.
@@ -40,7 +40,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from adapters.sources import reply_sources
-from adapters.web_origins import OriginPolicy
+from adapters.web.origins import OriginPolicy
 from core.channel import OnNewMessage
 from core.delivery.outbox import Outbox
 from core.delivery.pending import Pending, PermanentDeliveryError

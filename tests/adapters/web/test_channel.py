@@ -8,7 +8,7 @@ import json
 import pytest
 import websockets
 
-from adapters.webchat_channel import ChannelUnavailableError, WebChatChannel, reply_frame
+from adapters.web.channel import ChannelUnavailableError, WebChatChannel, reply_frame
 from bots.web.app import create_web_app
 from core.engine import DialogueEngine
 from core.memory.store import ContextStore

@@ -11,7 +11,7 @@ import discord
 import pytest
 
 from adapters.delivery import Permanent, RetryPolicy, Transient, UndeliverableError
-from adapters.discord_channel import DiscordChannel, DiscordConfig, classify
+from adapters.discord.channel import DiscordChannel, DiscordConfig, classify
 from core import texts
 from core.types import Button, Reply, conversation_id
 from tests.adapters.conftest import STREAM_INTERVAL_S, Answered, assert_paced
