@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 
-from adapters.delivery import RetryPolicy  # noqa: E402
+from adapters.outbound import RetryPolicy  # noqa: E402
 from bots.web.app import create_web_app  # noqa: E402
 from core.builder import backend_from  # noqa: E402
 from core.engine import DialogueEngine  # noqa: E402

@@ -30,9 +30,8 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from adapters.delivery import RetryPolicy
 from adapters.markup import to_discord_markdown, to_slack_mrkdwn, to_telegram_html
-from adapters.splitting import split_rendered
+from adapters.outbound import RetryPolicy, split_rendered
 from bots.web.app import create_web_app
 from core.channel import OnNewMessage
 from core.delivery.outbox import Outbox

@@ -58,7 +58,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from adapters.addressing import parse_conversation_id
-from adapters.delivery import (
+from adapters.outbound import (
     Answer,
     Delivery,
     Part,

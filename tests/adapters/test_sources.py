@@ -13,9 +13,9 @@ import httpx
 import pytest
 import websockets
 
-from adapters.delivery import RetryPolicy
 from adapters.discord.channel import DiscordChannel, DiscordConfig, sources_embed
 from adapters.markup import to_discord_markdown
+from adapters.outbound import RetryPolicy
 from adapters.sources import MAX_SOURCES, footer, reply_sources, with_footer
 from adapters.telegram.channel import TelegramChannel
 from adapters.web.channel import WebChatChannel, reply_frame

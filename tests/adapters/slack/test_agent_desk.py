@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from adapters.delivery import RetryPolicy
+from adapters.outbound import RetryPolicy
 from adapters.slack.agent_desk import SlackAgentDesk, SlackDeskConfig
 from adapters.telegram.channel import TelegramChannel, TelegramConfig
 from bots.web.app import create_web_app

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
-from adapters.delivery import RetryPolicy, UndeliverableError
+from adapters.outbound import RetryPolicy, UndeliverableError
 from adapters.telegram.channel import SECRET_HEADER, TelegramChannel, TelegramConfig
 from bots.web.app import create_web_app
 from core import texts

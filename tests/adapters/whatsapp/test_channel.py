@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.delivery import RetryPolicy, UndeliverableError
+from adapters.outbound import RetryPolicy, UndeliverableError
 from adapters.whatsapp.channel import (
     WhatsAppChannel,
     WhatsAppConfig,
