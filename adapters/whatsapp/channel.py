@@ -66,6 +66,7 @@ from adapters.outbound import (
     RetryPolicy,
     Transient,
     UndeliverableError,
+    answer,
 )
 from adapters.whatsapp.messages import render
 from adapters.whatsapp.window import ServiceWindow, WindowState
@@ -388,13 +389,21 @@ class WhatsAppChannel:
         except (WhatsAppError, httpx.HTTPError) as error:  # cosmetic: never fail the answer for it
             log.debug("whatsapp: read receipt failed: %s", error)
 
+    async def _receipt_while(self, message_id: str, work: Awaitable[Answer]) -> Answer:
+        task = asyncio.ensure_future(work)  # the engine starts now, not after the receipt
+        self._spawn(self._read_receipt(message_id, task))
+        return await task
+
     async def _answer(self, to: str, message_id: str, incoming: IncomingMessage) -> None:
-        async with self.delivery.in_flight.track():  # from the engine's first step until delivered
-            work = asyncio.ensure_future(
-                self.delivery.recorded(incoming.conversation_id, self.on_new_message(incoming))
-            )
-            self._spawn(self._read_receipt(message_id, work))
-            await self.delivery.replies(to, await work, functools.partial(self._parts, to))
+        # WhatsApp edits nothing: no streamed message, whole answers through the one outbound path.
+        await answer(
+            self.delivery,
+            self.on_new_message,
+            incoming,
+            to,
+            functools.partial(self._parts, to),
+            while_waiting=functools.partial(self._receipt_while, message_id),
+        )
 
     # --- incoming (pywa's handlers) ---
     async def _user_wrote(self, cid: str, at: float) -> None:
