@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 
-from adapters.delivery import RetryPolicy  # noqa: E402
+from adapters.outbound import RetryPolicy  # noqa: E402
 from bots.web.app import create_web_app  # noqa: E402
 from core.builder import backend_from  # noqa: E402
 from core.engine import DialogueEngine  # noqa: E402
@@ -125,7 +125,7 @@ async def web_server(app) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def telegram(engine: DialogueEngine, tally: Tally, users: int) -> AsyncIterator[Callable]:
-    from adapters.telegram_channel import TelegramChannel, TelegramConfig
+    from adapters.telegram.channel import TelegramChannel, TelegramConfig
     from tests.fakes.telegram_api import FakeTelegram
 
     token = "1:bench"
@@ -159,7 +159,7 @@ async def telegram(engine: DialogueEngine, tally: Tally, users: int) -> AsyncIte
 
 @contextlib.asynccontextmanager
 async def slack(engine: DialogueEngine, tally: Tally, users: int) -> AsyncIterator[Callable]:
-    from adapters.slack_channel import SlackChannel, SlackConfig
+    from adapters.slack.channel import SlackChannel, SlackConfig
     from tests.fakes.slack_api import FakeSlack
 
     token, secret = "xoxb-bench", "bench-secret"
@@ -210,7 +210,7 @@ async def slack(engine: DialogueEngine, tally: Tally, users: int) -> AsyncIterat
 
 @contextlib.asynccontextmanager
 async def discord(engine: DialogueEngine, tally: Tally, users: int) -> AsyncIterator[Callable]:
-    from adapters.discord_channel import DiscordChannel, DiscordConfig
+    from adapters.discord.channel import DiscordChannel, DiscordConfig
     from tests.fakes.discord_api import FakeDiscord
 
     token = "bench-token"

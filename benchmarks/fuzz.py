@@ -18,7 +18,7 @@ import time
 import atheris
 
 with atheris.instrument_imports():
-    from adapters.webchat_channel import parse_frame
+    from adapters.web.channel import parse_frame
     from core.safety.pii import scrub
     from core.safety.rules import SafetyFilter
     from core.text_input import clean_user_text, parse_command
@@ -59,7 +59,7 @@ class HttpTarget:
             return []  # the parsing, not the engine, is under test here
 
         if which == "telegram":
-            from adapters.telegram_channel import TelegramChannel, TelegramConfig
+            from adapters.telegram.channel import TelegramChannel, TelegramConfig
 
             self.secret = "fuzz-secret"
             channel = TelegramChannel(
@@ -76,7 +76,7 @@ class HttpTarget:
             )
             self.path = channel.config.webhook_path
         else:
-            from adapters.slack_channel import SlackChannel, SlackConfig
+            from adapters.slack.channel import SlackChannel, SlackConfig
 
             channel = SlackChannel(
                 no_engine,

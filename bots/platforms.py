@@ -1,8 +1,8 @@
 """The platform channels of a bot process, built from settings, started and stopped together.
 
-A platform runs when its credentials are set; ``only`` narrows a process to one platform (one
-container per platform in production). Adapters are imported lazily, so a deployment without,
-say, the ``[discord]`` extra never imports discord.py.
+A platform runs when its credential is set; ``only`` narrows a process to one platform (one
+container per platform in production). Each platform registers itself in its subpackage
+(``adapters/<name>/__init__.py``: ``PLATFORM``); this module only lists the registrations.
 """
 
 from __future__ import annotations
@@ -10,46 +10,25 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Protocol
 
 from pydantic import SecretStr
-from starlette.routing import BaseRoute
 
+from adapters import discord, slack, telegram, whatsapp
+from adapters.platform import Platform, PlatformChannel
 from bots.settings import Settings
 from core.channel import OnNewMessage
-from core.delivery.outbox import Outbox, Pending
+from core.delivery.outbox import Outbox
 from core.handoff.service import HandoffService
 from core.settings import from_settings
-from core.types import Reply
 
 log = logging.getLogger(__name__)
 
-PLATFORMS = ("telegram", "slack", "discord", "whatsapp")
-#: the setting whose value enables each platform
-CREDENTIALS = {
-    "telegram": "TELEGRAM_BOT_TOKEN",
-    "slack": "SLACK_BOT_TOKEN",
-    "discord": "DISCORD_BOT_TOKEN",
-    "whatsapp": "WHATSAPP_ACCESS_TOKEN",
+#: every platform, in the order a process starts them
+REGISTERED: dict[str, Platform] = {
+    p.name: p for p in (telegram.PLATFORM, slack.PLATFORM, discord.PLATFORM, whatsapp.PLATFORM)
 }
+PLATFORMS = tuple(REGISTERED)
 WEB = "web"
-
-
-class PlatformChannel(Protocol):
-    platform: str
-
-    async def start(self) -> None: ...
-
-    async def drain(self, timeout_s: float) -> bool:
-        """Graceful shutdown: take no new event, finish the answers in flight within ``timeout_s``
-        and give up on the rest (False); the channel can still send until ``stop``."""
-        ...
-
-    async def stop(self) -> None: ...
-
-    def routes(self) -> list[BaseRoute]: ...
-
-    async def send(self, conversation_id: str, reply: Reply, pending: Pending | None = None) -> None: ...
 
 
 class PlatformNotConfiguredError(RuntimeError):
@@ -57,36 +36,16 @@ class PlatformNotConfiguredError(RuntimeError):
 
 
 def configured_platforms(settings: Settings) -> list[str]:
-    found = {
-        "telegram": settings.telegram_bot_token is not None,
-        "slack": settings.slack_bot_token is not None,
-        "discord": settings.discord_bot_token is not None,
-        "whatsapp": settings.whatsapp_access_token is not None,
-    }
-    return [name for name in PLATFORMS if found[name]]
+    return [name for name, platform in REGISTERED.items() if platform.configured(settings)]
 
 
 def build_channel(
     name: str, settings: Settings, on_new_message: OnNewMessage, outbox: Outbox | None = None
 ) -> PlatformChannel:
     """One platform's channel; with ``outbox``, its messages are recorded there until delivered."""
-    if name == "telegram":
-        from adapters.telegram_channel import TelegramChannel, TelegramConfig
-
-        return TelegramChannel(on_new_message, from_settings(TelegramConfig, settings), outbox)
-    if name == "slack":
-        from adapters.slack_channel import SlackChannel, SlackConfig
-
-        return SlackChannel(on_new_message, from_settings(SlackConfig, settings), outbox)
-    if name == "discord":
-        from adapters.discord_channel import DiscordChannel, DiscordConfig
-
-        return DiscordChannel(on_new_message, from_settings(DiscordConfig, settings), outbox)
-    if name == "whatsapp":
-        from adapters.whatsapp_channel import WhatsAppChannel, WhatsAppConfig
-
-        return WhatsAppChannel(on_new_message, from_settings(WhatsAppConfig, settings), outbox)
-    raise ValueError(f"unknown platform {name!r}; choose from {', '.join(PLATFORMS)}")
+    if name not in REGISTERED:
+        raise ValueError(f"unknown platform {name!r}; choose from {', '.join(PLATFORMS)}")
+    return REGISTERED[name].build(settings, on_new_message, outbox)
 
 
 def check_only(settings: Settings, only: str | None) -> list[str]:
@@ -96,10 +55,10 @@ def check_only(settings: Settings, only: str | None) -> list[str]:
     names = configured_platforms(settings)
     if only is None:
         return names
-    if only not in PLATFORMS:
+    if only not in REGISTERED:
         raise ValueError(f"unknown platform {only!r}; choose from {', '.join((*PLATFORMS, WEB))}")
     if only not in names:
-        raise PlatformNotConfiguredError(f"{only} is not configured: set {CREDENTIALS[only]}")
+        raise PlatformNotConfiguredError(f"{only} is not configured: set {REGISTERED[only].credential}")
     return [only]
 
 
@@ -166,6 +125,6 @@ def slack_agent_desk(settings: Settings, handoff: HandoffService):
     )
     if not (token and secret and channel):
         return None
-    from adapters.slack_agent_desk import SlackAgentDesk, SlackDeskConfig
+    from adapters.slack.agent_desk import SlackAgentDesk, SlackDeskConfig
 
     return SlackAgentDesk(handoff, from_settings(SlackDeskConfig, settings))

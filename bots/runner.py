@@ -8,7 +8,7 @@ import webbrowser
 
 import uvicorn
 
-from adapters.webchat_channel import WebChatChannel
+from adapters.web.channel import WebChatChannel
 from bots.housekeeping import (
     follow_up_forever,
     recover_outbox_forever,
@@ -32,7 +32,6 @@ from bots.web.app import create_web_app
 from bots.web.sessions import SessionStore
 from bots.web.widget import Widget
 from core.builder import build_engine
-from core.delivery.outbox import Outbox
 from core.delivery.wakeup import take_when_woken
 from core.engine import DialogueEngine
 from core.memory.shown import ShownLines
@@ -57,9 +56,7 @@ async def _run(
 ) -> None:
     handoff = engine.handoff
     assert handoff is not None  # build_engine always builds the handoff service
-    # Every outgoing message is recorded in Redis until delivered, claimed under this process's
-    # heartbeat, so that another process (or this one, restarted) sends what a dead one left.
-    outbox = handoff.outbox = Outbox(engine.store, engine.instance, settings.delivery_deadline_s)
+    outbox = handoff.outbox  # built with the engine (core/builder.py); the channels register with it
     widget = Widget.from_settings(settings)
     # What the chat page showed (notices, buttons, sources, agents' names), so a reload shows it again.
     shown = ShownLines(engine.store.redis, settings.redis_key_prefix, engine.store.ttl_s)

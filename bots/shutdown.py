@@ -30,7 +30,7 @@ import uvicorn
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from adapters.webchat_channel import SERVICE_RESTART
+from adapters.web.channel import SERVICE_RESTART
 from core.engine import DialogueEngine
 
 log = logging.getLogger(__name__)

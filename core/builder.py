@@ -1,5 +1,6 @@
-"""Assemble a ready engine from settings: Redis (embedded or external), model backend, store, and
-the knowledge base (seeded with this project's docs on first start, followed while running)."""
+"""Assemble a ready engine from settings: Redis (embedded or external), model backend, store, the
+outbox (``engine.handoff.outbox``: the one place outgoing messages are built to be kept), and the
+knowledge base (seeded with this project's docs on first start, followed while running)."""
 
 from __future__ import annotations
 
@@ -171,7 +172,10 @@ async def build_engine(
             config = from_settings(EngineConfig, settings, feedback_buttons=feedback)
             agents = AgentDirectory(redis, settings.redis_key_prefix)
             chatlog = chatlog_from(settings, redis)
-            handoff = HandoffService(store, agents, Outbox(), settings.handoff_no_agent_wait_s, chatlog)
+            # Every outgoing message is recorded in Redis until delivered, so that another process
+            # (or this one, restarted) sends what a dead one left; the channels register with it.
+            outbox = Outbox(store, deadline_s=settings.delivery_deadline_s)
+            handoff = HandoffService(store, agents, outbox, settings.handoff_no_agent_wait_s, chatlog)
             metrics.MODEL.info({"version": backend.version})
             limits = Limits(
                 RateLimiter(redis, settings.redis_key_prefix, "user", settings.user_messages_per_minute, 60),
@@ -189,6 +193,8 @@ async def build_engine(
                 engine = DialogueEngine(
                     store, backend, config, handoff, escalation, chatlog, safety, limits, spool, knowledge
                 )
+                # The engine names this process: the outbox's claims live by the same heartbeat.
+                outbox.instance = engine.instance
                 await engine.start()
                 try:
                     yield engine

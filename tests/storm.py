@@ -30,9 +30,8 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from adapters.delivery import RetryPolicy
 from adapters.markup import to_discord_markdown, to_slack_mrkdwn, to_telegram_html
-from adapters.splitting import split_rendered
+from adapters.outbound import RetryPolicy, split_rendered
 from bots.web.app import create_web_app
 from core.channel import OnNewMessage
 from core.delivery.outbox import Outbox
@@ -206,7 +205,7 @@ class TelegramPlatform(Platform):
         return str(10_000 + user)
 
     def channel(self, on_new_message: OnNewMessage, outbox: Outbox, retry: RetryPolicy) -> Any:
-        from adapters.telegram_channel import TelegramChannel, TelegramConfig
+        from adapters.telegram.channel import TelegramChannel, TelegramConfig
 
         config = configured(
             TelegramConfig,
@@ -242,7 +241,7 @@ class SlackPlatform(Platform):
         self.fake.fail_next("chat.postMessage", status, headers)
 
     def shown(self, text: str) -> list[str]:
-        from adapters.slack_channel import SECTION_LIMIT
+        from adapters.slack.channel import SECTION_LIMIT
 
         return split_rendered(text, SECTION_LIMIT, to_slack_mrkdwn)
 
@@ -256,7 +255,7 @@ class SlackPlatform(Platform):
         return f"D{user:05d}"
 
     def channel(self, on_new_message: OnNewMessage, outbox: Outbox, retry: RetryPolicy) -> Any:
-        from adapters.slack_channel import SlackChannel, SlackConfig
+        from adapters.slack.channel import SlackChannel, SlackConfig
 
         config = configured(SlackConfig, 
             bot_token=TOKENS["slack"], signing_secret=SLACK_SECRET, api_url=f"{self.fake.url}/api/",
@@ -289,7 +288,7 @@ class DiscordPlatform(Platform):
         self.fake.fail_next(self.send_method, status, retry_after=retry_after_s, message="Server Error")
 
     def shown(self, text: str) -> list[str]:
-        from adapters.discord_channel import MESSAGE_LIMIT
+        from adapters.discord.channel import MESSAGE_LIMIT
 
         return split_rendered(text, MESSAGE_LIMIT, to_discord_markdown)
 
@@ -303,7 +302,7 @@ class DiscordPlatform(Platform):
         return str(70_000 + user)
 
     def channel(self, on_new_message: OnNewMessage, outbox: Outbox, retry: RetryPolicy) -> Any:
-        from adapters.discord_channel import DiscordChannel, DiscordConfig
+        from adapters.discord.channel import DiscordChannel, DiscordConfig
 
         config = configured(DiscordConfig, 
             bot_token=TOKENS["discord"], api_url=self.fake.api_url, gateway_url=self.fake.gateway_url,
@@ -338,7 +337,7 @@ class WhatsAppPlatform(Platform):
             self.fake.fail_next(2, status=status)
 
     def shown(self, text: str) -> list[str]:
-        from adapters.whatsapp_messages import TEXT_LIMIT, to_whatsapp
+        from adapters.whatsapp.messages import TEXT_LIMIT, to_whatsapp
 
         return split_rendered(text, TEXT_LIMIT, to_whatsapp)
 
@@ -349,7 +348,7 @@ class WhatsAppPlatform(Platform):
         return f"1555{user:07d}"
 
     def channel(self, on_new_message: OnNewMessage, outbox: Outbox, retry: RetryPolicy) -> Any:
-        from adapters.whatsapp_channel import WhatsAppChannel, WhatsAppConfig
+        from adapters.whatsapp.channel import WhatsAppChannel, WhatsAppConfig
 
         config = configured(
             WhatsAppConfig, access_token=TOKENS["whatsapp"], phone_number_id=self.fake.phone_number_id,

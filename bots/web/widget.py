@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from adapters.web_origins import OriginPolicy
+from adapters.web.origins import OriginPolicy
 from bots.settings import Settings
 from bots.web.app import PUBLIC_SCRIPT_HEADERS, STATIC
 

@@ -3,7 +3,7 @@ so that any process can send to any platform.
 
 Every outgoing message (a reply to a user, an agent's reply, a handoff notice, an answer kept during a
 Redis outage) is written here before its first attempt and removed once the platform accepted every
-part of it. The channel's delivery (``adapters/delivery.py``, the one retry layer) retries transient
+part of it. The channel's delivery (``adapters/outbound.py``, the one outbound path) retries transient
 failures until the message's deadline (``DELIVERY_DEADLINE_S``). A pending message is claimed the way
 an incoming event is (``ContextStore.claim_event``): by the process sending it, alive while that
 process heart-beats. When a process dies (kill -9), a live one with the platform's channel takes its

@@ -216,7 +216,7 @@ class StateField(StrEnum):
     BACK_AT = "back_at"  # when the team opens again (out of hours)
     LEFT_MESSAGE = "left_message"  # when the user wrote after being told nobody can answer now
     CANDIDATES = "candidates"  # JSON: the bot's candidates when it handed over, for the agent
-    # WhatsApp's 24-hour customer-service window (adapters.whatsapp_window)
+    # WhatsApp's 24-hour customer-service window (adapters.whatsapp.window)
     LAST_INBOUND = "whatsapp_last_in"
     REENGAGED = "whatsapp_reengaged"
 

@@ -13,20 +13,20 @@ import httpx
 import pytest
 import websockets
 
-from adapters.delivery import RetryPolicy
-from adapters.discord_channel import DiscordChannel, DiscordConfig, sources_embed
+from adapters.discord.channel import DiscordChannel, DiscordConfig, sources_embed
 from adapters.markup import to_discord_markdown
+from adapters.outbound import RetryPolicy
 from adapters.sources import MAX_SOURCES, footer, reply_sources, with_footer
-from adapters.telegram_channel import TelegramChannel
-from adapters.webchat_channel import WebChatChannel, reply_frame
-from adapters.whatsapp_channel import WhatsAppChannel
-from adapters.whatsapp_messages import render
+from adapters.telegram.channel import TelegramChannel
+from adapters.web.channel import WebChatChannel, reply_frame
+from adapters.whatsapp.channel import WhatsAppChannel
+from adapters.whatsapp.messages import render
 from bots.web.app import create_web_app
 from core.types import Reply
-from tests.adapters import test_slack_channel as slack_tests
-from tests.adapters import test_telegram_channel as telegram_tests
-from tests.adapters import test_whatsapp_channel as whatsapp_tests
 from tests.adapters.knowledge_reply import ANSWER, HANDBOOK_URL, LABELS, SOURCES, KnowledgeAnswer
+from tests.adapters.slack import test_channel as slack_tests
+from tests.adapters.telegram import test_channel as telegram_tests
+from tests.adapters.whatsapp import test_channel as whatsapp_tests
 from tests.asgi_server import running_server
 from tests.configs import configured
 from tests.fakes.discord_api import GUILD_ID, FakeDiscord

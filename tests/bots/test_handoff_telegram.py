@@ -9,8 +9,8 @@ import shutil
 
 import pytest
 
-from adapters.delivery import RetryPolicy
-from adapters.telegram_channel import TelegramChannel, TelegramConfig
+from adapters.outbound import RetryPolicy
+from adapters.telegram.channel import TelegramChannel, TelegramConfig
 from bots.web.agent_console import AgentConsole
 from bots.web.app import create_web_app
 from bots.web.sessions import SessionStore

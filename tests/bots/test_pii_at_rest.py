@@ -18,7 +18,7 @@ import httpx
 import pytest
 import websockets
 
-from adapters.webchat_channel import WebChatChannel
+from adapters.web.channel import WebChatChannel
 from bots.runner import serve
 from bots.settings import Settings
 from bots.web.agent_console import AgentConsole

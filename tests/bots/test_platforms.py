@@ -10,7 +10,13 @@ import socket
 import httpx
 import pytest
 
-from bots.platforms import PlatformNotConfiguredError, RedactSecrets, build_channels, check_only
+from bots.platforms import (
+    REGISTERED,
+    PlatformNotConfiguredError,
+    RedactSecrets,
+    build_channels,
+    check_only,
+)
 from bots.runner import serve
 from bots.settings import Settings
 from core import texts
@@ -37,6 +43,14 @@ def test_credentials_come_from_the_environment(monkeypatch) -> None:
     settings = Settings()
     assert check_only(settings, None) == ["telegram", "slack"]
     assert settings.slack_app_token is not None and "xapp-1" not in repr(settings)  # masked
+
+
+def test_each_platform_registers_a_declared_credential() -> None:
+    # A misspelt credential would read as "never configured" (or fail at start): each is a setting.
+    assert set(REGISTERED) == {"telegram", "slack", "discord", "whatsapp"}
+    for platform in REGISTERED.values():
+        assert platform.credential.lower() in Settings.model_fields, platform.name
+        assert Settings.model_fields[platform.credential.lower()].default is None  # off unless set
 
 
 def test_only_selects_one_configured_platform() -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from adapters.webchat_channel import Frame, parse_frame
+from adapters.web.channel import Frame, parse_frame
 from core import texts
 from core.engine import DialogueEngine
 from core.memory.connection import connect

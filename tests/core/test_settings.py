@@ -98,7 +98,7 @@ def test_a_runtime_config_is_built_from_the_settings(config: type) -> None:
 
 
 def test_a_nested_config_takes_its_platforms_setting_first() -> None:
-    from adapters.telegram_channel import TelegramConfig
+    from adapters.telegram.channel import TelegramConfig
 
     settings = Settings.model_construct(telegram_chat_interval_s=2.5, delivery_deadline_s=7.0)
     retry = from_settings(TelegramConfig, settings).retry

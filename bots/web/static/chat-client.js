@@ -1,5 +1,5 @@
 // The web chat in the browser, shared by the chat page (/) and the embeddable widget (/widget.js):
-// the WebSocket protocol of adapters/webchat_channel.py and the conversation it shows. Each page
+// the WebSocket protocol of adapters/web/channel.py and the conversation it shows. Each page
 // brings its own markup and styles; this module fills the message log and says when to allow sending.
 
 // The client id is the user and the conversation: kept per browser, under ``key``.
@@ -37,7 +37,7 @@ function thumb(kind) {
 // into ``input`` is sent when ``form`` is submitted; messages go into ``log`` (``intro``, if given,
 // stays on top), "typing…" into ``typing``; ``onStatus(online, label)`` says whether sending is
 // possible; ``onMessage(kind)`` is told of every message added. ``params`` go into the handshake's
-// query (the widget's page, attributes and claimed identity: adapters/webchat_channel.py).
+// query (the widget's page, attributes and claimed identity: adapters/web/channel.py).
 export function startChat({ url, client, form, input, log, typing, intro = null, onStatus, onMessage = () => {},
                             params = {} }) {
   let ws = null, retry = 500, partial = null;

@@ -11,7 +11,7 @@ import shutil
 import httpx
 import pytest
 
-from adapters.webchat_channel import WebChatChannel
+from adapters.web.channel import WebChatChannel
 from bots.web.agent_console import AgentConsole
 from bots.web.app import create_web_app
 from bots.web.sessions import SessionStore

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from adapters.webchat_channel import WebChatChannel
+from adapters.web.channel import WebChatChannel
 from bots.web.app import create_web_app
 from core.engine import DialogueEngine
 from core.memory.store import ContextStore

@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from adapters.web_origins import OriginPolicy
-from adapters.webchat_channel import WebChatChannel
+from adapters.web.channel import WebChatChannel
+from adapters.web.origins import OriginPolicy
 from bots.web.agent_console import AgentConsole
 from bots.web.app import create_web_app
 from bots.web.customer_panel import masked_number
@@ -64,7 +64,9 @@ async def site(redis) -> AsyncIterator[Site]:
     profiles = CustomerProfiles(redis, store.keys, store.ttl_s)
     pages: dict[str, str] = {}
 
-    async def hand_over(message: IncomingMessage, stream: object = None) -> list[Reply]:
+    async def hand_over(
+        message: IncomingMessage, stream: object = None, stream_interval_s: float = 0.0
+    ) -> list[Reply]:
         """What the engine does with a first message asking for a person, without a model."""
         await store.append(message.conversation_id, message.platform, message.user_id,
                            Turn(Role.USER, message.text, tokens=3))  # fmt: skip

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from adapters.webchat_channel import WebChatChannel
+from adapters.web.channel import WebChatChannel
 from bots.web.admin import AdminDashboard
 from bots.web.agent_console import AgentConsole
 from bots.web.app import create_web_app

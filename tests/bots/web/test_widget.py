@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from adapters.web_origins import OriginPolicy
-from adapters.webchat_channel import WebChatChannel
+from adapters.web.channel import WebChatChannel
+from adapters.web.origins import OriginPolicy
 from bots.web.app import create_web_app
 from bots.web.widget import Widget, WidgetLook
 from core.engine import DialogueEngine

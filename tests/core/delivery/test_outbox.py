@@ -149,7 +149,7 @@ async def test_with_redis_unreachable_the_message_still_goes_out(redis_server) -
 
 
 async def test_a_send_given_up_at_shutdown_stays_pending_for_another_process(store) -> None:
-    from adapters.delivery import Delivery, Part, Transient
+    from adapters.outbound import Delivery, Part, Transient
 
     class Stuck(Exception):
         pass
@@ -290,7 +290,7 @@ async def test_a_web_reply_reaches_the_replica_holding_the_users_socket(store) -
 
 
 async def test_a_proactive_message_shows_retrying_while_the_platform_fails(store) -> None:
-    from adapters.delivery import Delivery, Part, Transient
+    from adapters.outbound import Delivery, Part, Transient
 
     failures = [Exception("429"), Exception("502")]
 

@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
-from adapters.delivery import RetryPolicy, UndeliverableError
-from adapters.slack_channel import SlackChannel, SlackConfig
+from adapters.outbound import RetryPolicy, UndeliverableError
+from adapters.slack.channel import SlackChannel, SlackConfig
 from bots.web.app import create_web_app
 from core import texts
 from core.channel import OnNewMessage

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Awaitable
 import httpx
 import pytest
 
-from adapters.slack_agent_desk import SlackAgentDesk, SlackDeskConfig
-from adapters.slack_channel import SlackChannel, SlackConfig
+from adapters.slack.agent_desk import SlackAgentDesk, SlackDeskConfig
+from adapters.slack.channel import SlackChannel, SlackConfig
 from bots.web.app import create_web_app
 from core import texts
 from core.delivery.outbox import Outbox
@@ -22,7 +22,7 @@ from core.handoff.agents import AgentDirectory
 from core.handoff.service import HandoffService
 from core.memory.store import ContextStore
 from core.types import Button, IncomingMessage, Reply
-from tests.adapters.test_slack_channel import BOT_TOKEN, PATH, SECRET, running
+from tests.adapters.slack.test_channel import BOT_TOKEN, PATH, SECRET, running
 from tests.configs import configured
 from tests.fakes.recorder import Call
 from tests.fakes.slack_api import FakeSlack
@@ -54,12 +54,12 @@ async def test_a_button_with_an_unknown_action_id_is_acknowledged_and_logged(fak
     async with running(fake, engine.handle, stream=False) as (channel, http):
         await channel.send("slack:D1:uU1", Reply("Was this helpful?", [Button("👍", "feedback:up:ref")]))
         (posted,) = await fake.log.wait_for("chat.postMessage")
-        with caplog.at_level(logging.INFO, logger="adapters.slack_acks"):
+        with caplog.at_level(logging.INFO, logger="adapters.slack.acks"):
             response = await within_slack_limit(
                 fake.press(http, PATH, with_action_id(posted, "v1_vote"), "feedback:up:ref")
             )
         assert response.status_code == 200
-        (logged,) = [r for r in caplog.records if r.name == "adapters.slack_acks"]
+        (logged,) = [r for r in caplog.records if r.name == "adapters.slack.acks"]
         assert logged.levelno == logging.INFO and "block_actions v1_vote" in logged.getMessage()
         # Nothing reached the engine: no placeholder, no answer.
         await asyncio.sleep(0.3)

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
-from adapters.delivery import RetryPolicy, UndeliverableError
-from adapters.telegram_channel import SECRET_HEADER, TelegramChannel, TelegramConfig
+from adapters.outbound import RetryPolicy, UndeliverableError
+from adapters.telegram.channel import SECRET_HEADER, TelegramChannel, TelegramConfig
 from bots.web.app import create_web_app
 from core import texts
 from core.types import Button, IncomingMessage, Reply, conversation_id

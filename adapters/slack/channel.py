@@ -29,14 +29,22 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.routing import BaseRoute, Route
 
 from adapters.addressing import parse_conversation_id
-from adapters.delivery import Answer, Delivery, Part, Permanent, RetryPolicy, Transient
 from adapters.markup import slack_escape, to_slack_mrkdwn
-from adapters.slack_acks import bolt_app
-from adapters.slack_http import events_endpoint
+from adapters.outbound import (
+    Answer,
+    Delivery,
+    Part,
+    Permanent,
+    RetryPolicy,
+    StreamedMessage,
+    Transient,
+    answer,
+    split_rendered,
+    streamed_message,
+)
+from adapters.slack.acks import bolt_app
+from adapters.slack.http import events_endpoint
 from adapters.sources import SourceRef, footer, reply_sources
-from adapters.splitting import split_rendered
-from adapters.streamed_delivery import answer, streamed_message
-from adapters.streaming import StreamedMessage
 from core.channel import OnNewMessage
 from core.commands import menu
 from core.delivery.outbox import Outbox, Pending

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 
 import pytest
 import websockets
 
-from adapters.webchat_channel import ChannelUnavailableError, WebChatChannel, reply_frame
+from adapters.web.channel import ChannelUnavailableError, WebChatChannel, reply_frame
 from bots.web.app import create_web_app
+from core.delivery.outbox import Outbox, Pending
 from core.engine import DialogueEngine
 from core.memory.store import ContextStore
 from core.model.huggingface import DecodingConfig, TransformersBackend
@@ -166,12 +168,40 @@ async def test_drain_answers_the_message_in_flight_and_closes_on_a_new_one() -> 
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012  # m2 unanswered: resent later
 
 
+async def test_an_answer_is_in_the_outbox_before_it_is_sent_and_leaves_it_once_sent(
+    redis, monkeypatch
+) -> None:
+    """The web chat's answers take the platforms' outbound path: a process that dies mid-answer
+    leaves it in Redis, for a process holding the page's socket to send."""
+
+    async def engine(message: IncomingMessage, stream=None, stream_interval_s: float = 0.0) -> list[Reply]:
+        return [Reply(f"answer to {message.text}")]
+
+    outbox = Outbox(ContextStore(redis, prefix="wob:"), "this-process")
+    recorded: list[int] = []
+    open_ = outbox.open
+
+    async def spied(platform: str, cid: str, replies: Sequence[Reply]) -> list[Pending]:
+        pendings = await open_(platform, cid, replies)
+        recorded.append(await redis.zcard(outbox.pending_key(platform)))  # before the first attempt
+        return pendings
+
+    monkeypatch.setattr(outbox, "open", spied)
+    channel = WebChatChannel(engine, stream=False, outbox=outbox)
+    async with running_server(create_web_app(channel.routes())) as url:
+        async with websockets.connect(url.replace("http", "ws") + "/ws/chat?client=client-0009") as ws:
+            await ws.send(json.dumps({"id": "m1", "text": "hello"}))
+            _, reply = await frames(ws, 2)
+    assert reply["text"] == "answer to hello"
+    assert recorded == [1] and await redis.zcard(outbox.pending_key("web")) == 0
+
+
 async def test_with_shown_lines_a_reconnect_restores_every_line_and_only_unused_buttons(redis) -> None:
     """Notices, buttons, sources and an agent's name come back on the next connect; a pressed row
     does not, a resent message is kept once."""
     from core.memory.shown import ShownLines
 
-    async def answer(message: IncomingMessage, stream=None) -> list[Reply]:
+    async def answer(message: IncomingMessage, stream=None, stream_interval_s: float = 0.0) -> list[Reply]:
         if message.action:
             return [Reply("Thanks for the feedback!")]
         sources = [

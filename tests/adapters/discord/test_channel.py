@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import discord
 import pytest
 
-from adapters.delivery import Permanent, RetryPolicy, Transient, UndeliverableError
-from adapters.discord_channel import DiscordChannel, DiscordConfig, classify
+from adapters.discord.channel import DiscordChannel, DiscordConfig, classify
+from adapters.outbound import Permanent, RetryPolicy, Transient, UndeliverableError
 from core import texts
 from core.types import Button, Reply, conversation_id
 from tests.adapters.conftest import STREAM_INTERVAL_S, Answered, assert_paced

@@ -17,7 +17,7 @@ WhatsApp cannot edit a business's message, so answers are not streamed; "typingâ
 also marks the user's message read) when the answer takes a moment.
 
 Messages with no user message in flight (agents' replies, handoff notices) may be free-form only
-within 24 hours of the user's last message (``adapters/whatsapp_window.py``). Outside it, ``send``
+within 24 hours of the user's last message (``adapters/whatsapp/window.py``). Outside it, ``send``
 raises ``WindowClosedError`` saying so, which the agent console shows; with
 ``WHATSAPP_REENGAGE_TEMPLATE`` set, that approved template is sent instead (once per closed window),
 inviting the user back. Meta's own refusal (error 131047) is handled the same way.
@@ -58,7 +58,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from adapters.addressing import parse_conversation_id
-from adapters.delivery import (
+from adapters.outbound import (
     Answer,
     Delivery,
     Part,
@@ -66,9 +66,10 @@ from adapters.delivery import (
     RetryPolicy,
     Transient,
     UndeliverableError,
+    answer,
 )
-from adapters.whatsapp_messages import render
-from adapters.whatsapp_window import ServiceWindow, WindowState
+from adapters.whatsapp.messages import render
+from adapters.whatsapp.window import ServiceWindow, WindowState
 from core.channel import OnNewMessage
 from core.delivery.outbox import DeliveryDeadlineError, Outbox, Pending
 from core.memory.store import ContextStore
@@ -388,13 +389,21 @@ class WhatsAppChannel:
         except (WhatsAppError, httpx.HTTPError) as error:  # cosmetic: never fail the answer for it
             log.debug("whatsapp: read receipt failed: %s", error)
 
+    async def _receipt_while(self, message_id: str, work: Awaitable[Answer]) -> Answer:
+        task = asyncio.ensure_future(work)  # the engine starts now, not after the receipt
+        self._spawn(self._read_receipt(message_id, task))
+        return await task
+
     async def _answer(self, to: str, message_id: str, incoming: IncomingMessage) -> None:
-        async with self.delivery.in_flight.track():  # from the engine's first step until delivered
-            work = asyncio.ensure_future(
-                self.delivery.recorded(incoming.conversation_id, self.on_new_message(incoming))
-            )
-            self._spawn(self._read_receipt(message_id, work))
-            await self.delivery.replies(to, await work, functools.partial(self._parts, to))
+        # WhatsApp edits nothing: no streamed message, whole answers through the one outbound path.
+        await answer(
+            self.delivery,
+            self.on_new_message,
+            incoming,
+            to,
+            functools.partial(self._parts, to),
+            while_waiting=functools.partial(self._receipt_while, message_id),
+        )
 
     # --- incoming (pywa's handlers) ---
     async def _user_wrote(self, cid: str, at: float) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.web_origins import OriginPolicy, normalise_origin
+from adapters.web.origins import OriginPolicy, normalise_origin
 
 BOT = {"host": "bot.example.com"}
 

@@ -41,12 +41,20 @@ from telegram.ext import (
 )
 
 from adapters.addressing import parse_conversation_id
-from adapters.delivery import Answer, Delivery, Part, Permanent, RetryPolicy, Transient
 from adapters.markup import to_telegram_html
+from adapters.outbound import (
+    Answer,
+    Delivery,
+    Part,
+    Permanent,
+    RetryPolicy,
+    StreamedMessage,
+    Transient,
+    answer,
+    split_rendered,
+    streamed_message,
+)
 from adapters.sources import SourceRef, footer, reply_sources, with_footer
-from adapters.splitting import split_rendered
-from adapters.streamed_delivery import answer, streamed_message
-from adapters.streaming import StreamedMessage
 from core.channel import OnNewMessage
 from core.commands import menu
 from core.delivery.outbox import Outbox, Pending

@@ -23,12 +23,20 @@ from discord import app_commands
 from starlette.routing import BaseRoute
 
 from adapters.addressing import parse_conversation_id
-from adapters.delivery import Answer, Delivery, Part, Permanent, RetryPolicy, Transient
 from adapters.markup import discord_plain, to_discord_markdown
+from adapters.outbound import (
+    Answer,
+    Delivery,
+    Part,
+    Permanent,
+    RetryPolicy,
+    StreamedMessage,
+    Transient,
+    answer,
+    split_rendered,
+    streamed_message,
+)
 from adapters.sources import SourceRef, heading, reply_sources
-from adapters.splitting import split_rendered
-from adapters.streamed_delivery import answer, streamed_message
-from adapters.streaming import StreamedMessage
 from core.channel import OnNewMessage
 from core.commands import menu
 from core.delivery.outbox import Outbox, Pending

@@ -26,8 +26,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.routing import Route
 
 from adapters.markup import to_slack_mrkdwn
-from adapters.slack_acks import bolt_app
-from adapters.slack_http import events_endpoint
+from adapters.slack.acks import bolt_app
+from adapters.slack.http import events_endpoint
 from core.delivery.outbox import DeliveryError
 from core.handoff.service import HandoffError, HandoffService
 

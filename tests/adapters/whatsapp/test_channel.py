@@ -14,16 +14,16 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.delivery import RetryPolicy, UndeliverableError
-from adapters.whatsapp_channel import (
+from adapters.outbound import RetryPolicy, UndeliverableError
+from adapters.whatsapp.channel import (
     WhatsAppChannel,
     WhatsAppConfig,
     WindowClosedError,
     classify,
     single_updates,
 )
-from adapters.whatsapp_messages import keyboard, render, to_whatsapp
-from adapters.whatsapp_window import LAST_IN, SERVICE_WINDOW_S
+from adapters.whatsapp.messages import keyboard, render, to_whatsapp
+from adapters.whatsapp.window import LAST_IN, SERVICE_WINDOW_S
 from bots.web.agent_console import AgentConsole
 from bots.web.app import create_web_app
 from bots.web.sessions import SessionStore

@@ -15,7 +15,7 @@ a user line from a button press has that button's ``action``. Without it, the tu
 keeps a random client id in localStorage; that is the user and the conversation. Message ids make a
 resent frame (after a reconnect) a no-op. A browser's handshake is refused (HTTP 403) unless the
 page's ``Origin`` is allowed: the bot's own pages and the sites that embed the widget
-(``adapters/web_origins.py``).
+(``adapters/web/origins.py``).
 The widget adds to the handshake's query the page it was opened on (``page``), the host page's
 attributes (``attrs``, a JSON object) and who it says the visitor is (``user_id``, ``name``,
 ``email``, ``user_hash``: ``core/widget_identity.py``), kept for the agents' side panel.
@@ -39,8 +39,9 @@ from typing import Any
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from adapters.outbound import Delivery, Part, Parts, Permanent, StreamedMessage, Transient, answer
 from adapters.sources import reply_sources
-from adapters.web_origins import OriginPolicy
+from adapters.web.origins import OriginPolicy
 from core.channel import OnNewMessage
 from core.delivery.outbox import Outbox
 from core.delivery.pending import Pending, PermanentDeliveryError
@@ -63,6 +64,15 @@ _CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 History = Callable[[str], Awaitable[Sequence[Turn]]]
 _SHOWN = (Role.USER, Role.ASSISTANT, Role.AGENT)
+
+
+def classify(error: BaseException) -> Transient | Permanent | None:
+    """A socket that closed under the answer: the page shows the kept conversation when it is back."""
+    if isinstance(error, WebSocketDisconnect | ConnectionError):
+        return Permanent("the page closed its socket")
+    if isinstance(error, RuntimeError) and "close message has been sent" in str(error):  # Starlette's
+        return Permanent("the page closed its socket")
+    return None
 
 
 class ChannelUnavailableError(PermanentDeliveryError):
@@ -139,6 +149,8 @@ class WebChatChannel:
         #: where this process records the conversations whose socket it holds, so that a message to
         #: one from another replica (an agent's reply) is handed to this process
         self.outbox = outbox
+        #: the one outbound path (``adapters/outbound.py``): answers recorded in the outbox until sent
+        self.delivery = Delivery(PLATFORM, classify, outbox=outbox)
         self.path = path
         self.stream = stream
         self.history = history
@@ -326,14 +338,44 @@ class WebChatChannel:
             line = {"role": "user", "text": mask_message(message, MAX_KEPT_CHARS).text}
         first = await self._keep(cid, line, event=parsed.id)
 
-        async def partial(so_far: str) -> None:
-            await ws.send_json({"type": "partial", "text": so_far})
+        # The same outbound path as every platform: the answer is in the outbox before it is sent.
+        streamed = self._streamed_message(ws) if self.stream else None
+        await answer(self.delivery, self.on_new_message, message, cid, self._parts(ws, cid, first), streamed)
 
-        for reply in await self.on_new_message(message, stream=partial if self.stream else None):
+    def _parts(self, ws: WebSocket, cid: str, keep: bool) -> Parts:
+        """A reply is one frame, kept for the next visit first (unless the answer is a resent
+        message's, kept already); it replaces the partial the page shows, if any."""
+
+        def parts(reply: Reply) -> list[Part]:
             frame = reply_frame(reply)
-            if first:  # a resent message's answers are kept already
-                await self._keep(cid, shown_line(frame))
-            await ws.send_json(frame)
+
+            async def send() -> None:
+                if keep:
+                    await self._keep(cid, shown_line(frame))
+                await ws.send_json(frame)
+
+            async def edit(_: WebSocket) -> None:
+                await send()
+
+            return [Part(send, edit)]
+
+        return parts
+
+    @staticmethod
+    def _streamed_message(ws: WebSocket) -> StreamedMessage[WebSocket]:
+        """The page shows the text so far in place: every partial is a frame, nothing to delete."""
+
+        async def post(text: str) -> WebSocket:
+            await ws.send_json({"type": "partial", "text": text})
+            return ws
+
+        async def edit(_: WebSocket, text: str) -> None:
+            await post(text)
+
+        async def delete(_: WebSocket) -> None:
+            return None  # the page drops the partial when the reply (or the next message) comes
+
+        return StreamedMessage(PLATFORM, post, edit, delete, interval_s=0.0)
 
     async def _use(self, cid: str, action: str) -> str:
         if self.shown is None:

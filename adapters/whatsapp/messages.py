@@ -20,8 +20,8 @@ from pywa_async.types import Button as ReplyButton
 from pywa_async.types import Section, SectionList, SectionRow
 
 from adapters.markup import parse
+from adapters.outbound import split_rendered, split_text
 from adapters.sources import SourceRef, footer, reply_sources, with_footer
-from adapters.splitting import split_rendered, split_text
 from core.types import Button, Reply
 
 log = logging.getLogger(__name__)

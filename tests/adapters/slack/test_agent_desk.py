@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from adapters.delivery import RetryPolicy
-from adapters.slack_agent_desk import SlackAgentDesk, SlackDeskConfig
-from adapters.telegram_channel import TelegramChannel, TelegramConfig
+from adapters.outbound import RetryPolicy
+from adapters.slack.agent_desk import SlackAgentDesk, SlackDeskConfig
+from adapters.telegram.channel import TelegramChannel, TelegramConfig
 from bots.web.app import create_web_app
 from core import texts
 from core.builder import escalation_from

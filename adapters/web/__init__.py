@@ -1,0 +1,1 @@
+"""The web chat: the WebSocket channel (``channel.py``) and the origins it accepts (``origins.py``)."""
