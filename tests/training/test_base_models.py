@@ -255,7 +255,7 @@ def test_retrain_trains_a_new_adapter_on_the_same_base_and_the_gate_compares_the
     correction = {"context": turns[:1], "chosen": "i am fine thanks", "rejected": "what do you like"}
     (logs / "regression.jsonl").write_text(json.dumps(correction) + "\n")
     cfg = RetrainConfig(work_dir=str(work), models_dir=str(models), max_steps=2, batch_size=4, threads=1,
-                        dtype="fp32", eval_every=0, warmup_steps=1, lr=1e-2)  # fmt: skip
+                        dtype="fp32", eval_every=0, warmup_steps=1, lr=1e-2, grounded_dir="")  # fmt: skip
     stats = train_candidate(cfg, current, logs, tmp_path / "run")
     final = tmp_path / "run" / "final"
     assert stats["sft_steps"] == 2 and (final / "adapter_model.safetensors").is_file()
