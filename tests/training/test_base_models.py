@@ -281,6 +281,7 @@ def test_retrain_replays_grounded_examples_with_their_passages(adapter, work, tm
     grounded = tmp_path / "grounded" / "clean"
     grounded.mkdir(parents=True)
     passage = "Passage 1: the museum opens at nine and closes at six."
+
     def example(cid: str, system: str, question: str, answer: str) -> Conversation:
         turns = [DataTurn("system", system), DataTurn("user", question), DataTurn("assistant", answer)]
         return Conversation(cid, "grounded", turns)
