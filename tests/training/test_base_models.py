@@ -255,7 +255,7 @@ def test_retrain_trains_a_new_adapter_on_the_same_base_and_the_gate_compares_the
     correction = {"context": turns[:1], "chosen": "i am fine thanks", "rejected": "what do you like"}
     (logs / "regression.jsonl").write_text(json.dumps(correction) + "\n")
     cfg = RetrainConfig(work_dir=str(work), models_dir=str(models), max_steps=2, batch_size=4, threads=1,
-                        dtype="fp32", eval_every=0, warmup_steps=1, lr=1e-2)  # fmt: skip
+                        dtype="fp32", eval_every=0, warmup_steps=1, lr=1e-2, grounded_dir="")  # fmt: skip
     stats = train_candidate(cfg, current, logs, tmp_path / "run")
     final = tmp_path / "run" / "final"
     assert stats["sft_steps"] == 2 and (final / "adapter_model.safetensors").is_file()
@@ -273,6 +273,31 @@ def test_retrain_trains_a_new_adapter_on_the_same_base_and_the_gate_compares_the
     )  # fmt: skip
     assert registry.current(models) == second.name
     assert registry.rollback(models) == current.name
+
+
+def test_retrain_replays_grounded_examples_with_their_passages(adapter, work, tmp_path):
+    from training.retrain import RetrainConfig, gold_and_replay, load_trainable
+
+    grounded = tmp_path / "grounded" / "clean"
+    grounded.mkdir(parents=True)
+    passage = "Passage 1: the museum opens at nine and closes at six."
+
+    def example(cid: str, system: str, question: str, answer: str) -> Conversation:
+        turns = [DataTurn("system", system), DataTurn("user", question), DataTurn("assistant", answer)]
+        return Conversation(cid, "grounded", turns)
+
+    short = example("g1", passage, "when does it open?", "at nine.")
+    long = example("g2", "word " * 400, "and?", "no.")
+    (grounded / "train.jsonl").write_text(short.to_json() + "\n" + long.to_json() + "\n")
+    _, fmt = load_trainable(adapter)
+    gold = [{"turns": [{"role": "user", "text": "hello there"}, {"role": "assistant", "text": "hi"}]}]
+    cfg = RetrainConfig(work_dir=str(work), grounded_dir=str(tmp_path / "grounded"), grounded_ratio=2.0)
+    rows, used = gold_and_replay(cfg, fmt, 128, gold)
+    assert used["grounded"] == 1  # the long one cannot fit 128 tokens with its answer: skipped
+    text = fmt.tok.decode(rows.x.flatten().tolist())
+    assert passage in text and "at nine." in text  # the passages stay in the system turn
+    _, none = gold_and_replay(RetrainConfig(work_dir=str(work), grounded_dir=""), fmt, 128, gold)
+    assert none["grounded"] == 0
 
 
 async def test_hot_reload_swaps_between_adapter_versions(adapter, work, tmp_path):

@@ -9,7 +9,7 @@ import torch
 
 from training.chat_formats import OwnFormat
 from training.data import Specials, encode_conversations, pack, windows
-from training.gate import GateConfig, decide, markdown, run_gate
+from training.gate import GateConfig, correction_fixed, decide, markdown, run_gate
 from training.generation import chat_generation_config
 from training.loop import TrainArgs, train
 from training.tokenizer import save_tokenizer
@@ -25,9 +25,17 @@ CORRECTION = {
 
 
 def measured(
-    test: float, regression: float | None, rep: float = 0.1, empty: float = 0.0, hits: int = 0
+    test: float,
+    regression: float | None,
+    rep: float = 0.1,
+    empty: float = 0.0,
+    hits: int = 0,
+    fixed: tuple[bool, ...] = (True, True),
+    repeated: float = 0.0,
 ) -> dict:
     m = {"test_bits_per_byte": test, "repetition_rate": rep, "empty_rate": empty, "blocklist_hits": hits}
+    m |= {"corrections": [{"reply": "", "f1": float(f), "fixed": f} for f in fixed]}
+    m |= {"downvoted": 2, "downvoted_repeated": repeated}
     return m | ({"regression_bits_per_byte": regression} if regression is not None else {})
 
 
@@ -41,10 +49,13 @@ def measured(
         (measured(1.9, 1.5, rep=0.3), ["repetition_rate"]),
         (measured(1.9, 1.5, empty=0.2), ["empty_rate"]),
         (measured(1.9, 1.5, hits=1), ["blocklist_hits"]),
+        # bits per byte fell, but one corrected question still gets a wrong reply
+        (measured(1.9, 1.5, fixed=(True, False)), ["corrections_fixed"]),
+        (measured(1.9, 1.5, repeated=1.0), ["downvoted_repeated"]),  # says more 👎 replies again,
     ],
 )
 def test_decision_rules(candidate, failing) -> None:
-    current = measured(2.0, 2.0)
+    current = measured(2.0, 2.0, fixed=(False, False), repeated=0.5)
     ok, reason, checks = decide(current, candidate, GateConfig(test_tolerance=0.02))
     assert [k for k, c in checks.items() if not c["passed"]] == failing
     assert ok == (not failing)
@@ -54,8 +65,21 @@ def test_decision_rules(candidate, failing) -> None:
 
 
 def test_no_corrections_means_no_promotion() -> None:
-    ok, reason, _ = decide(measured(2.0, None), measured(1.0, None), GateConfig())
+    ok, reason, _ = decide(measured(2.0, None, fixed=()), measured(1.0, None, fixed=()), GateConfig())
     assert not ok and "no agent-corrected turns" in reason
+
+
+def test_a_correction_counts_as_learned_only_if_the_reply_says_it() -> None:
+    item = {"chosen": "We are open 9am to 5pm, Monday to Friday.", "rejected": "i like hiking."}
+    cfg = GateConfig(correction_min_f1=0.5)
+    assert correction_fixed("we are open 9am to 5pm monday to friday", item, cfg)
+    assert correction_fixed("We're open 9am to 5pm, Monday to Friday!", item, cfg)
+    assert not correction_fixed("I like hiking.", item, cfg)  # the old wrong reply
+    assert not correction_fixed("we are here", item, cfg)  # too little of the answer (F1 0.36)
+    # A correction that repeats the wrong reply's words is not learned by repeating the wrong reply.
+    assert not correction_fixed(
+        "i like hiking", {"chosen": "I like hiking, sure.", "rejected": "i like hiking"}, cfg
+    )
 
 
 def save(model, tok, path):
@@ -104,7 +128,20 @@ def test_gate_promotes_a_better_candidate_and_rejects_a_worse_one(setup) -> None
     assert c["test_bits_per_byte"]["candidate"] < c["test_bits_per_byte"]["current"]
     assert c["regression_bits_per_byte"]["candidate"] < c["regression_bits_per_byte"]["current"]
     assert good["metrics"]["candidate"]["replies"] == 1 + 6  # the correction's context + test contexts
+    assert good["corrections"][0]["candidate_reply"] and good["corrections"][0]["fixed"]
+    assert good["checks"]["corrections_fixed"] == {
+        "current": 0.0,
+        "candidate": 1.0,
+        "limit": 1.0,
+        "passed": True,
+    }
     assert "## Gate decision" in markdown(good) and "**promoted**" in markdown(good)
+    assert "that sounds lovely!" in markdown(good)  # the per-question before/after table
+
+    # The served model against itself: same replies, so the correction is not learned.
+    same = run_gate(root / "current", root / "current", cfg)
+    assert same["decision"] == "rejected" and "corrections_fixed" in same["reason"]
+    assert same["corrections"][0]["candidate_reply"] == same["corrections"][0]["current_reply"]
 
     bad = run_gate(root / "worse", root / "current", cfg)
     assert bad["decision"] == "rejected"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -21,21 +22,26 @@ from training.cli import app
 from training.config import load_config
 from training.export import user_hash
 from training.gate import GateConfig
+from training.metrics import unigram_f1
 from training.preference import batched_logps, train_preference
-from training.retrain import RetrainConfig, clean_base, parse_every, run_every
+from training.retrain import RetrainConfig, clean_base, family, parse_every, resolve, run_every
 
 from .test_export import HOURS, PREFIX, drive, engine_over
 
+SHIPPING = "Yes, we ship to every country in Europe within five days."
+
+# Enough steps for the tiny model to say a correction word for word: the gate now reads its replies.
 TINY_RETRAIN = [
-    "max_steps=30",
-    "lr=2e-3",
+    "max_steps=200",
+    "lr=3e-3",
     "warmup_steps=3",
     "batch_size=8",
     "eval_every=0",
     "threads=1",
     "dtype=fp32",
-    "gold_repeat=8",
+    "gold_repeat=16",
     "replay_ratio=4",
+    "grounded_dir=",  # replay only the tiny model's own data, whatever data/ holds here
     "name=tiny",
     "eval_max_pairs=8",
     "eval_ngram_order=3",
@@ -91,6 +97,124 @@ def retrain(root: Path, url: str, *extra: str):
     result = CliRunner().invoke(app, ["retrain", *[a for s in sets for a in ("--set", s)]])
     assert result.exit_code == 0, result.output + repr(result.exception)
     return result.output
+
+
+def served(models: Path, max_new_tokens: int = 8) -> TransformersBackend:
+    return TransformersBackend(
+        models, Reranker([]), configured(DecodingConfig, max_new_tokens=max_new_tokens, num_beams=1)
+    )
+
+
+async def ask(url: str, models: Path, questions: list[str], tag: str) -> list[str]:
+    """Each question as the first message of a new conversation with the served model."""
+    redis = connect(url)
+    try:
+        engine, _, _ = await engine_over(redis, served(models, 32))
+        return [
+            (await engine.handle(IncomingMessage("web", f"web:q{i}{tag}", f"q{i}{tag}", q)))[-1].text
+            for i, q in enumerate(questions)
+        ]
+    finally:
+        await redis.aclose()
+
+
+async def chat_with_corrections(url: str, models: Path) -> dict[str, str]:
+    """Six users through the engine: two 👍, two 👎 left uncorrected, and two handoffs in which the agent
+    marks the bot's reply wrong and writes the right one. Returns each corrected question's wrong reply."""
+    redis = connect(url)
+    try:
+        engine, handoff, _ = await engine_over(redis, served(models))
+
+        async def say(cid: str, text: str):
+            return (await engine.handle(IncomingMessage("web", f"web:{cid}", cid, text)))[-1]
+
+        async def press(cid: str, reply, label: str) -> None:
+            button = next(b for b in reply.buttons if b.label == label)
+            await engine.handle(IncomingMessage("web", f"web:{cid}", cid, "", action=button.action))
+
+        for cid, text, label in (
+            ("k1", "hello there, how are you doing today?", "👍"),
+            ("k2", "what do you like to do on weekends?", "👎"),
+            ("k3", "i like hiking and reading books about space.", "👍"),
+            ("k4", "do you have any pets? i have two cats.", "👎"),
+        ):
+            await press(cid, await say(cid, text), label)
+        wrong = {}
+        for cid, question, answer in (
+            ("k5", "what are your hours?", HOURS),
+            ("k6", "do you ship abroad?", SHIPPING),
+        ):
+            reply = await say(cid, question)
+            await press(cid, reply, "👎")
+            await say(cid, "/human")
+            await handoff.claim(f"web:{cid}", "ada")
+            await handoff.correct(f"web:{cid}", "ada", reply.metadata["ref"], answer)
+            await handoff.resolve(f"web:{cid}", "ada")
+            wrong[question] = reply.text
+        return wrong
+    finally:
+        await redis.aclose()
+
+
+@pytest.mark.slow
+def test_gate_promotes_only_a_candidate_that_gives_the_corrected_answers(
+    trained, redis_server, tmp_path
+) -> None:
+    root, url = tmp_path, redis_server.url
+    shutil.copytree(trained / "models", root / "models")  # the module's registry stays as it was
+    models = root / "models"
+    asyncio.run(connect(url).flushdb())
+    base = registry.current(models)
+    own = Path(json.loads((models / base / "eval.json").read_text())["config"]["work_dir"]) / "clean"
+    wrong = asyncio.run(chat_with_corrections(url, models))
+    fixes = {"what are your hours?": HOURS, "do you ship abroad?": SHIPPING}
+
+    def cycle(*extra: str) -> tuple[str, dict]:
+        sets = [
+            f"models_dir={models}",  # work_dir and name come from the served version
+            f"out_dir={root / 'runs'}",
+            f"redis_url={url}",
+            *[s for s in TINY_RETRAIN if not s.startswith("name=")],
+            *extra,
+        ]
+        result = CliRunner().invoke(app, ["retrain", *[a for s in sets for a in ("--set", s)]])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        version = max(registry.versions(models), key=lambda v: (models / v).stat().st_mtime)
+        return result.output, json.loads((models / version / "gate.json").read_text())
+
+    # A candidate that barely moved still says the wrong things: its bits per byte may fall, but the
+    # gate reads its replies and keeps the served model.
+    out, gate = cycle("lr=1e-6", "pref_lr=1e-7")
+    assert "sft 4 (agent 0, correction 2, liked 2), kto 6 (up 2, down 4)" in out
+    assert gate["decision"] == "rejected" and "corrections_fixed" in gate["reason"], gate["reason"]
+    assert [c["question"] for c in gate["corrections"]] == list(fixes)
+    assert not any(c["fixed"] for c in gate["corrections"])
+    assert registry.current(models) == base and f"still serving {base}" in out
+
+    # Trained enough to learn both corrections: promoted, and the bot now answers with them.
+    out, gate = cycle()
+    assert gate["decision"] == "promoted", gate["reason"] + json.dumps(gate["corrections"], indent=1)
+    assert gate["checks"]["corrections_fixed"]["current"] == 0.0
+    version = registry.current(models) or ""
+    assert version != base and version.startswith("tiny-") and f"{version} promoted" in out
+    for c in gate["corrections"]:
+        assert c["fixed"] and c["candidate_f1"] >= 0.5 and c["candidate_reply"] != wrong[c["question"]]
+    replies = asyncio.run(ask(url, models, list(fixes), tag="-after"))
+    for (question, fix), reply in zip(fixes.items(), replies, strict=True):
+        assert unigram_f1(reply, fix) >= 0.5 and reply != wrong[question], (question, reply)
+
+    # The card names the base, the data it replayed, the test split that judged it and the cycle time.
+    card = (models / version / "README.md").read_text()
+    assert f"continued from `{base}`" in card
+    assert f"`{own / 'train.jsonl'}`" in card and f"gate test split: `{own / 'test.jsonl'}`" in card
+    assert gate["test_split"]["path"] == str(own / "test.jsonl")
+    assert "cycle wall time" in card and "| what are your hours? |" in card
+    report = json.loads((models / version / "retrain.json").read_text())
+    assert report["training"]["preference"] == "kto"  # 👎 is used without being asked for
+    seconds = report["cycle_seconds"]
+    assert set(seconds) == {"export", "fine_tune", "preference", "evaluate", "gate", "register", "total"}
+    assert json.loads((models / version / "eval.json").read_text())["cycle_seconds"] == seconds
+    assert "downvoted_repeated" in gate["checks"]
 
 
 @pytest.mark.slow
@@ -236,3 +360,20 @@ def test_schedule_runs_every_interval_and_survives_a_failed_cycle() -> None:
 
     run_every(job, parse_every("2h"), cycles=3, sleep=sleeps.append)
     assert calls == [0, 1, 2] and len(sleeps) == 2 and all(7000 < s <= 7200 for s in sleeps)
+
+
+def test_retrain_defaults_to_the_served_versions_family_and_data(tmp_path) -> None:
+    models = tmp_path / "models"
+    version = models / "smollm2-chat-20261201-105304"
+    version.mkdir(parents=True)
+    (version / "config.json").write_text("{}")
+    (version / "eval.json").write_text(json.dumps({"config": {"work_dir": "data/smollm2"}}))
+    registry.promote(version.name, models)
+    cfg = resolve(load_config(RetrainConfig, "training/configs/retrain.toml", [f"models_dir={models}"]))
+    assert cfg.work_dir == "data/smollm2" and cfg.name == "smollm2-chat" and cfg.preference == "kto"
+    assert family("smollm2-chat-20261201-105304-2") == "smollm2-chat" and family("tiny") == "tiny"
+    explicit = resolve(RetrainConfig(models_dir=str(models), work_dir="data/other", name="x"))
+    assert (explicit.work_dir, explicit.name) == ("data/other", "x")
+    (version / "eval.json").unlink()  # a version that names no data: say so rather than guess
+    with pytest.raises(ValueError, match="work_dir"):
+        resolve(RetrainConfig(models_dir=str(models)))
