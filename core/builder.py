@@ -127,7 +127,7 @@ def grounder_from(settings: CoreSettings, kb: KnowledgeBase) -> Grounder:
         path = Path(settings.kb_router_path) if settings.kb_router_path else None
         router = MessageRouter(kb.embedder, RouterWeights.load(path))
     config = from_settings(GroundingConfig, settings)
-    return Grounder(kb, config, router, known=settings.rendered_system_prompt())
+    return Grounder(kb, config, router, known=settings.rendered_system_prompt(), name=settings.bot_name)
 
 
 @asynccontextmanager

@@ -435,6 +435,8 @@ class DialogueEngine:
         if knowledge is not None and step is not None:
             candidates = knowledge.compete(step, candidates)
             if not knowledge.supported(step, candidates):
+                if (fallback := knowledge.fallback(step, message.text)) is not None:
+                    return Reply(fallback, [], knowledge.metadata(step, None) | {"fallback": "about_me"}), []
                 return await self._decline(message, step, candidates), []
         meta: dict[str, object] = {"model_version": self.backend.version, "model_seconds": round(elapsed, 4)}
         if not candidates:

@@ -90,6 +90,26 @@ def decline(question: str) -> str:
     return template.format(question=quoted.rstrip("?？ "))
 
 
+#: small talk whose every generated reply invented a fact about the bot (a name, an age, a home town)
+ABOUT_ME = {
+    "en": "I'm {bot_name}, an automated assistant, so I have no age, home or life story of my own to "
+    "tell. What can I help you with?",
+    "de": "Ich bin {bot_name}, ein automatischer Assistent, und habe kein Alter, kein Zuhause und keine "
+    "eigene Lebensgeschichte. Wobei kann ich helfen?",
+    "fr": "Je suis {bot_name}, un assistant automatique : je n'ai ni âge, ni domicile, ni histoire "
+    "personnelle à raconter. En quoi puis-je vous aider ?",
+    "es": "Soy {bot_name}, un asistente automático, así que no tengo edad, casa ni historia propia que "
+    "contar. ¿En qué puedo ayudarte?",
+    "pt": "Sou {bot_name}, um assistente automático, então não tenho idade, casa nem história própria "
+    "para contar. Como posso ajudar?",
+}
+
+
+def about_me(text: str, bot_name: str) -> str:
+    """The bot's honest word about itself, in the language of the message it answers."""
+    return ABOUT_ME.get(guess_language(text), ABOUT_ME["en"]).format(bot_name=bot_name)
+
+
 def busy(text: str) -> str:
     """The busy reply in the language of the message it answers (English when unsure)."""
     return BUSY.get(guess_language(text), BUSY["en"])

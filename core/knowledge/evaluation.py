@@ -318,7 +318,7 @@ async def _full_system(
     if step.grounding is not None and candidates and candidates[0].grounding is not None:
         scores.groundings.append(candidates[0].grounding)
     if not grounder.supported(step, candidates):
-        return None, []
+        return grounder.fallback(step, item.question), []
     if not candidates:
         return "", []
     meta = grounder.metadata(step, candidates[0])

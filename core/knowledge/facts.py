@@ -17,11 +17,11 @@ _URL = re.compile(r"\bhttps?://\S+|\bwww\.\S+", re.IGNORECASE)
 _NUMBER = re.compile(r"(?<![\w.])[$€£]?\d(?:[\d.,:/'-]*\d)?%?")
 _WORD = re.compile(r"[^\W\d_][\w'’-]*")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|\n\s*|[\"“(*-]\s*)$")
-#: capitalised mid-sentence words that name nothing
+#: capitalised mid-sentence words that name nothing ("AI": what the bot says it is)
 _NOT_NAMES = frozenset(
     "i i'm i've i'll i'd ok okay mr mrs ms dr monday tuesday wednesday thursday friday saturday sunday "
     "january february march april may june july august september october november december "
-    "english".split()
+    "english ai".split()
 )
 
 

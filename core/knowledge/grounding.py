@@ -1,28 +1,31 @@
-"""The knowledge step of a reply: retrieve, decide, ground the generation, choose, cite.
+"""The knowledge step of a reply: retrieve, decide, quote or ground the generation, choose, cite.
 
 The engine calls it around generation::
 
-    step = await grounder.consult(question)       # search and judge
+    step = await grounder.consult(question)       # search, judge, quote
     if step.declines: ...                           # UNANSWERED: say so, offer a person
-    candidates = await backend.generate(history, on_partial, step.grounding)
-    candidates = grounder.compete(step, candidates) # FAQ answers join, best first
+    generated = []                                  # a quote (or FAQ answer) needs no model
+    if grounder.needs_model(step): generated = await backend.generate(history, on_partial, step.grounding)
+    candidates = grounder.compete(step, generated)  # FAQ answers and the quote join, best first
     if not grounder.supported(step, candidates): ...# the passages do not back the best: decline
     meta |= grounder.metadata(step, candidates[0])  # sources and passages used; chunk ids for the log
 
 With a message router (``core/knowledge/router.py``), small talk is ``OUT_OF_SCOPE`` whatever the
 search finds, and a request for information is answered only from relevant passages: with none it is
 ``UNANSWERED``, however far from the documents it is (an office address, a price), so it is declined
-rather than left to the model. Without a router, relevance alone decides (``relevance.py``).
-No reply is sent that states a fact (a number, an email, a name; ``facts.py``) that neither the
-passages, the user's message nor the bot's own prompt contain, and a model trained for grounded
-answers (``training/grounded.py``) declines in words the engine recognises (``GROUNDED_DECLINE``).
+rather than left to the model; so is a question naming what no document mentions (``names.py``).
+Without a router, relevance alone decides (``relevance.py``).
 
-``OUT_OF_SCOPE`` questions get no grounding and are answered as without a knowledge base. An FAQ
-entry's stored answer is a candidate with a model-free score (``KB_FAQ_SCORE``) plus the same
-grounding term the re-ranker gives generated ones; the team wrote it, so it is never declined.
-The best passage's sentences closest to the question are a candidate too (an excerpt, scored
-``KB_EXCERPT_SCORE`` plus the grounding term): a small model that cannot yet answer from the
-passages then quotes them, with their source, instead of declining what the documents do say.
+An ``ANSWERED`` question is answered in the documents' own words by default (``KB_ANSWER=excerpt``):
+an FAQ entry's stored answer, else the passages' sentences that best answer it (``excerpts.py``),
+without asking the model. With ``KB_ANSWER=model`` (a model trained for grounded answers,
+``training/grounded.py``, which declines in words the engine recognises: ``GROUNDED_DECLINE``) the
+model answers from the passages, and the FAQ answer (``KB_FAQ_SCORE``) and the quote
+(``KB_EXCERPT_SCORE``) compete with its candidates, each plus the re-ranker's grounding term.
+No generated reply is sent that states a fact (a number, an email, a name; ``facts.py``) that
+neither the passages, the user's message nor the bot's own prompt contain: the next candidate that
+invents nothing is. ``OUT_OF_SCOPE`` messages get no grounding and are answered as without a
+knowledge base.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from core import texts
 from core.knowledge.base import KnowledgeBase
 from core.knowledge.context import format_context, sources
 from core.knowledge.excerpts import Excerpt, quote
@@ -112,12 +116,15 @@ class Grounder:
         config: GroundingConfig,
         router: MessageRouter | None = None,
         known: str = "",
+        name: str = "",
     ) -> None:
         self.kb = kb
         self.config = config
         self.router = router
         #: text whose facts any reply may repeat (the bot's system prompt: its name, its persona)
         self.known = known
+        #: the bot's name, for its word about itself
+        self.name = name
 
     async def consult(self, question: str) -> KnowledgeStep:
         kind: MessageKind | None = None
@@ -221,6 +228,14 @@ class Grounder:
         if best.text.strip().startswith(GROUNDED_DECLINE) or self.invented(step, best.text):
             return False
         return not step.passages or (best.grounding or 0.0) >= self.config.min_grounding
+
+    def fallback(self, step: KnowledgeStep, question: str) -> str | None:
+        """What to send when no candidate may be: for small talk (every reply made up a name, an age
+        or a home town) the bot's honest word about itself, not a decline about documents it was
+        never asked about; None for a question for the documents (decline it)."""
+        if step.verdict != Relevance.OUT_OF_SCOPE:
+            return None
+        return texts.about_me(question, self.name or "the assistant")
 
     @staticmethod
     def cited(step: KnowledgeStep, best: Candidate) -> list[Passage]:

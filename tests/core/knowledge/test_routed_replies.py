@@ -112,12 +112,23 @@ async def test_the_models_own_decline_is_the_engines_decline(redis, embedder) ->
     assert reply.text == texts.decline(question)  # not the excerpt of the returns passage
 
 
-async def test_small_talk_that_invents_a_fact_is_not_sent(redis, embedder) -> None:
+async def test_small_talk_that_invents_a_fact_is_not_sent_the_bot_speaks_of_itself(redis, embedder) -> None:
     backend = FakeBackend(["I live in Lisbon with my 3 cats."])
     *_, reply = await engine(redis, backend, await grounder(redis, embedder)).handle(
         msg("hey, how's it going?")
     )
-    assert reply.metadata.get("declined") and "Lisbon" not in reply.text
+    assert "Lisbon" not in reply.text and not reply.metadata.get("declined")
+    assert reply.text == texts.about_me("hey, how's it going?", "the assistant")
+    assert reply.metadata["fallback"] == "about_me" and reply.metadata["knowledge"] == "out_of_scope"
+
+
+async def test_the_word_about_itself_uses_the_bots_name_and_the_users_language(redis, embedder) -> None:
+    step = await grounder(redis, embedder)
+    step.name = "Acmebot"
+    backend = FakeBackend(["Ich bin Klaus aus München."])
+    *_, reply = await engine(redis, backend, step).handle(msg("Hallo, wie alt bist du eigentlich?"))
+    assert "Acmebot" in reply.text and "Klaus" not in reply.text
+    assert reply.text == texts.about_me("Hallo, wie alt bist du eigentlich?", "Acmebot")
 
 
 async def test_the_bots_own_name_may_be_said(redis, embedder) -> None:
