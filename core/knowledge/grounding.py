@@ -15,7 +15,7 @@ search finds, and a request for information is answered only from relevant passa
 rather than left to the model. Without a router, relevance alone decides (``relevance.py``).
 No reply is sent that states a fact (a number, an email, a name; ``facts.py``) that neither the
 passages, the user's message nor the bot's own prompt contain, and a model trained for grounded
-answers (``training/grounded.py``) declines in words the engine recognises (``GROUNDED_DECLINE``).
+answers (``training/data/grounded.py``) declines in words the engine recognises (``GROUNDED_DECLINE``).
 
 ``OUT_OF_SCOPE`` questions get no grounding and are answered as without a knowledge base. An FAQ
 entry's stored answer is a candidate with a model-free score (``KB_FAQ_SCORE``) plus the same
@@ -47,7 +47,7 @@ from core.types import Candidate
 FAQ = "faq"
 EXCERPT = "excerpt"
 #: what a model trained for grounded answers says when the passages do not answer the question
-#: (``training/grounded.py`` teaches it); the engine turns it into its own decline with a person
+#: (``training/data/grounded.py`` teaches it); the engine turns it into its own decline with a person
 GROUNDED_DECLINE = "I couldn't find that in our documents."
 #: characters of each passage kept in reply metadata (the agent console shows them)
 PASSAGE_PREVIEW_CHARS = 500
