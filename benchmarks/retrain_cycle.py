@@ -39,11 +39,11 @@ from core.memory.embedded_redis import EmbeddedRedis
 from core.memory.store import ContextStore
 from core.settings import CoreSettings
 from core.types import IncomingMessage, Reply
-from training import registry
 from training.config import load_config
-from training.gate import GateConfig
-from training.metrics import unigram_f1
-from training.retrain import RetrainConfig, run_retrain
+from training.evaluation.gate import GateConfig
+from training.evaluation.metrics import unigram_f1
+from training.registry import registry
+from training.registry.retrain import RetrainConfig, run_retrain
 
 PREFIX = "cycle:"
 LIKED = ["hi! how are you today?", "thanks, that was helpful", "good morning!"]

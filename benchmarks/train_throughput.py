@@ -41,8 +41,8 @@ from dataclasses import dataclass, field  # noqa: E402
 import torch  # noqa: E402
 from transformers import LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
-from training.loop import TrainArgs, cpu_bf16_ok, train  # noqa: E402
-from training.presets import get_preset, model_config  # noqa: E402
+from training.model.loop import TrainArgs, cpu_bf16_ok, train  # noqa: E402
+from training.model.presets import get_preset, model_config  # noqa: E402
 
 
 @dataclass
@@ -179,9 +179,9 @@ def lora_scenario(a: argparse.Namespace, meter: PeakMeter) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from core.model.bases import find_base
-    from training.chat_formats import TemplateFormat, engine_system_prompt
-    from training.data import pack
-    from training.sources import ChitchatSource
+    from training.data.sources import ChitchatSource
+    from training.model.chat_formats import TemplateFormat, engine_system_prompt
+    from training.model.encoding import pack
 
     base = find_base(a.base)
     tok = AutoTokenizer.from_pretrained(base)

@@ -11,7 +11,7 @@ from core.builder import local_backend_from
 from core.model.bases import BASE_CARD, BaseRef, is_adapter, verify_base
 from core.settings import CoreSettings
 from core.types import Role, Turn
-from training.base import BaseConfig, run_base
+from training.model.base import BaseConfig, run_base
 
 ROOT = Path(__file__).resolve().parents[1]
 

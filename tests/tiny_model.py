@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from training.chat_format import train_bpe
+from training.model.chat_format import train_bpe
 
 CORPUS = [
     "hello there, how are you doing today?",

@@ -25,19 +25,19 @@ from typing import Annotated, Any, ClassVar, Protocol
 
 import typer
 
-from training import registry
-from training.base import BaseConfig, run_base
-from training.clean import CleanConfig, run_clean
 from training.config import fields_help, load_config
-from training.counterfactual import BiasConfig, markdown, run_bias
-from training.evaluate import EvaluateConfig, run_evaluate
-from training.finetune import FinetuneConfig, run_finetune
-from training.gather import GatherConfig, run_gather
-from training.grounded import GroundedConfig, run_grounded
-from training.pretrain import PretrainConfig, run_pretrain
-from training.registry import RegisterConfig
-from training.router import RouterConfig, run_router
-from training.tokenizer import TokenizerConfig, run_tokenizer
+from training.data.clean import CleanConfig, run_clean
+from training.data.gather import GatherConfig, run_gather
+from training.data.grounded import GroundedConfig, run_grounded
+from training.evaluation.counterfactual import BiasConfig, markdown, run_bias
+from training.evaluation.evaluate import EvaluateConfig, run_evaluate
+from training.model.base import BaseConfig, run_base
+from training.model.finetune import FinetuneConfig, run_finetune
+from training.model.pretrain import PretrainConfig, run_pretrain
+from training.model.router import RouterConfig, run_router
+from training.model.tokenizer import TokenizerConfig, run_tokenizer
+from training.registry import registry
+from training.registry.registry import RegisterConfig
 
 app = typer.Typer(
     help="Train, evaluate and register chat models (gather -> ... -> register).",
@@ -231,9 +231,9 @@ def run_all(
 # --- continuous improvement: chat logs -> training data -> candidate -> gate (docs/improvement.md) ---
 import json
 
-from training.export import ExportConfig, run_export
-from training.gate import GateConfig, run_gate
-from training.retrain import RetrainConfig, parse_every, run_every, run_retrain
+from training.data.export import ExportConfig, run_export
+from training.evaluation.gate import GateConfig, run_gate
+from training.registry.retrain import RetrainConfig, parse_every, run_every, run_retrain
 
 
 @app.command(epilog=_epilog(ExportConfig))

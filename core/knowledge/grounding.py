@@ -19,7 +19,7 @@ Without a router, relevance alone decides (``relevance.py``).
 An ``ANSWERED`` question is answered in the documents' own words by default (``KB_ANSWER=excerpt``):
 an FAQ entry's stored answer, else the passages' sentences that best answer it (``excerpts.py``),
 without asking the model. With ``KB_ANSWER=model`` (a model trained for grounded answers,
-``training/grounded.py``, which declines in words the engine recognises: ``GROUNDED_DECLINE``) the
+``training/data/grounded.py``, which declines in words the engine recognises: ``GROUNDED_DECLINE``) the
 model answers from the passages, and the FAQ answer (``KB_FAQ_SCORE``) and the quote
 (``KB_EXCERPT_SCORE``) compete with its candidates, each plus the re-ranker's grounding term.
 No generated reply is sent that states a fact (a number, an email, a name; ``facts.py``) that
@@ -51,7 +51,7 @@ from core.types import Candidate
 FAQ = "faq"
 EXCERPT = "excerpt"
 #: what a model trained for grounded answers says when the passages do not answer the question
-#: (``training/grounded.py`` teaches it); the engine turns it into its own decline with a person
+#: (``training/data/grounded.py`` teaches it); the engine turns it into its own decline with a person
 GROUNDED_DECLINE = "I couldn't find that in our documents."
 #: characters of each passage kept in reply metadata (the agent console shows them)
 PASSAGE_PREVIEW_CHARS = 500

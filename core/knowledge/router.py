@@ -4,7 +4,7 @@ that only the knowledge base may answer.
 Commands and handoff requests never get here: the engine answers those itself. The router is a
 logistic regression over the same MiniLM sentence embedding the knowledge base searches with,
 trained by ``chatbot train router`` on licensed data that is not this project's documents (see
-``training/router.py``) and shipped as a small JSON file. It needs no documents: with an empty
+``training/model/router.py``) and shipped as a small JSON file. It needs no documents: with an empty
 knowledge base every information request is declined, and small talk is still answered.
 """
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from training.chat_format import train_bpe
-from training.data import Specials
-from training.presets import Preset, model_config
-from training.sources import Conversation, Turn
+from training.data.sources import Conversation, Turn
+from training.model.chat_format import train_bpe
+from training.model.encoding import Specials
+from training.model.presets import Preset, model_config
 
 TEXTS = [
     "hi there, how are you doing today?",

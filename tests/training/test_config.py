@@ -1,8 +1,8 @@
 import pytest
 
 from training.config import fields_help, load_config
-from training.finetune import FinetuneConfig
-from training.pretrain import PretrainConfig
+from training.model.finetune import FinetuneConfig
+from training.model.pretrain import PretrainConfig
 
 
 def test_defaults_toml_section_and_overrides(tmp_path):

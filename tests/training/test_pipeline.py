@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from tests.configs import configured
 from training.cli import app
-from training.evaluate import PROMPTS
+from training.evaluation.evaluate import PROMPTS
 
 
 @pytest.mark.slow
