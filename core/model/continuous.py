@@ -304,13 +304,14 @@ class ContinuousBatcher:
         return True
 
     def _next_chunk(self) -> list[_Entry]:
-        """The ready requests prefilled together: in arrival order, at most PREFILL_TOKENS padded."""
+        """The ready requests prefilled together: in arrival order, at most PREFILL_TOKENS padded (their
+        openings' cached tokens are not run, so not counted)."""
         chunk: list[_Entry] = []
         longest = 0
         while self._ready:
             request = self._ready[0].request
             assert request is not None
-            size = len(request.prompt)
+            size = len(request.prompt) - _common_prefix(request.prompt, request.prefix)  # what runs
             if chunk and max(longest, size) * (len(chunk) + 1) > PREFILL_TOKENS:
                 break
             longest = max(longest, size)
@@ -579,7 +580,6 @@ class ContinuousBatcher:
         self, rows: list[_Row], logits: torch.Tensor, seen: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's next token and its log-probability under the raw logits."""
-        logprobs_all = torch.log_softmax(logits, dim=-1)
         scores = logits
         penalties = [row.request.sampling.repetition_penalty for row in rows]
         if any(p != 1.0 for p in penalties):
@@ -591,7 +591,8 @@ class ContinuousBatcher:
         sampled = [i for i, row in enumerate(rows) if row.request.sampling.do_sample]
         if sampled:
             chosen[sampled] = self._sample([rows[i] for i in sampled], scores[sampled])
-        return chosen, logprobs_all.gather(1, chosen.unsqueeze(1)).squeeze(1)
+        # log-softmax at the chosen tokens only: the raw logit less the row's log-normaliser
+        return chosen, logits.gather(1, chosen.unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, dim=-1)
 
     def _sample(self, rows: list[_Row], scores: torch.Tensor) -> torch.Tensor:
         """Temperature, top-k, top-p (as transformers' warpers, in that order), then a draw per row."""
