@@ -41,6 +41,8 @@ PREFIX_CACHE_SIZE = 8
 #: most prompt tokens (padding included) prefilled in one forward pass between two decoding steps:
 #: a burst of arrivals is prefilled together, long prompts a few at a time so running rows go on
 PREFILL_TOKENS = 2048
+#: columns a slot buffer grows by beyond what it must hold (a growth copies the running batch)
+COLUMN_MARGIN = 128
 #: masked columns left of every row are trimmed once there are this many and they are a quarter
 #: of the batch's width (attention still reads them)
 TRIM_AT = 32
@@ -342,7 +344,7 @@ class ContinuousBatcher:
         for row in self._rows:
             self._settle(row.entry.future, error=error)
         self._rows = []
-        self._shape.rows = self._shape.length = 0
+        self._release()
 
     def _drop_cancelled(self) -> None:
         gone = [i for i, row in enumerate(self._rows) if row.entry.future.cancelled()]
@@ -435,8 +437,10 @@ class ContinuousBatcher:
         have_rows, have_cols = self._mask.shape
         if rows <= have_rows and length <= have_cols:
             return
-        new_rows = max(rows, have_rows, self.max_batch)
-        new_cols = max(length, 2 * have_cols, 128)
+        # Sized to what runs, not to MAX_BATCH rows of the longest context: 32 rows of a grounded
+        # prompt's width are over a gigabyte. Rows double; columns grow by a margin, each growth one copy.
+        new_rows = have_rows if rows <= have_rows else max(rows, 2 * have_rows)
+        new_cols = have_cols if length <= have_cols else length + COLUMN_MARGIN
         used, width = self._shape.rows, self._shape.length
         for i, layer in enumerate(layers):
             if layer.key_buffer.numel():
@@ -454,10 +458,9 @@ class ContinuousBatcher:
         mask = torch.zeros(new_rows, new_cols, dtype=torch.long)
         mask[:used, :width] = self._mask[:used, :width]
         self._mask = mask
-        for name in ("_positions", "_last"):
-            grown = torch.zeros(new_rows, dtype=torch.long)
-            grown[:used] = getattr(self, name)[:used]
-            setattr(self, name, grown)
+        positions, last = torch.zeros(new_rows, dtype=torch.long), torch.zeros(new_rows, dtype=torch.long)
+        positions[:used], last[:used] = self._positions[:used], self._last[:used]
+        self._positions, self._last = positions, last
         seen = torch.zeros(new_rows, self.vocab, dtype=torch.bool)
         seen[:used] = self._seen[:used]
         self._seen = seen
@@ -506,9 +509,21 @@ class ContinuousBatcher:
             self._rows.pop()
         self._shape.rows = len(self._rows)
         if not self._rows:
-            self._shape.length = 0
+            self._release()
             return
         self._trim()
+
+    def _release(self) -> None:
+        """An empty batch gives its buffers back (they are sized by the burst that filled them)."""
+        self._shape.rows = self._shape.length = 0
+        for layer in self._cache.layers:
+            if isinstance(layer, _SlotLayer):
+                layer.key_buffer = layer.value_buffer = torch.empty(0)
+                layer.keys = layer.values = None
+        self._mask = torch.zeros(0, 0, dtype=torch.long)
+        self._positions = torch.zeros(0, dtype=torch.long)
+        self._last = torch.zeros(0, dtype=torch.long)
+        self._seen = torch.zeros(0, self.vocab, dtype=torch.bool)
 
     def _trim(self, force: bool = False) -> None:
         """Remove the leading columns no running row attends to, once they are worth the copy."""

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from core.model import continuous
 from core.model.backend import ModelBusyError
 from core.model.continuous import DecodeRequest, Generated, Sampling
 from core.model.decoding import BatchingConfig, DecodingConfig
@@ -34,8 +35,17 @@ def make_backend(model_dir, max_batch: int = 8, max_queue: int = 64, **decoding)
     )
 
 
+@pytest.fixture(params=["roomy", "tight"])
+def buffers(request, monkeypatch) -> None:
+    """Tight buffers grow, shift and trim at almost every step: those paths must not change a token."""
+    if request.param == "tight":
+        monkeypatch.setattr(continuous, "COLUMN_MARGIN", 1)
+        monkeypatch.setattr(continuous, "TRIM_AT", 1)
+        monkeypatch.setattr(continuous, "PREFILL_TOKENS", 40)
+
+
 @pytest.fixture
-async def backend(tiny_model_dir):
+async def backend(tiny_model_dir, buffers):
     backend = make_backend(tiny_model_dir)
     assert backend._continuous is not None  # the tiny Llama's cache is a plain growing one
     yield backend
