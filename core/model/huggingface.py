@@ -8,8 +8,11 @@ Grounding passages go into the system turn (after the team's system prompt), spe
 escaped as in user text, so a passage can never open a role.
 
 ``complete`` takes per-request options over the configured decoding (``core.model.options``): the
-model server's ``n``, ``max_tokens``, ``temperature``, ``top_p``, ``seed`` and ``stop``. Requests that
-decode alike share a batch; a seeded one is generated alone.
+model server's ``n``, ``max_tokens``, ``temperature``, ``top_p``, ``seed`` and ``stop``. Greedy and
+sampled requests share one continuously running batch (``core.model.continuous``), a seeded one
+drawing from its own generator; beam search, and every request with continuous batching off, goes
+through ``complete_batch``: requests that decode alike share a whole ``generate`` call, a seeded one
+is generated alone.
 """
 
 from __future__ import annotations
