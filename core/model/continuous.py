@@ -595,13 +595,16 @@ class ContinuousBatcher:
         self, rows: list[_Row], logits: torch.Tensor, seen: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's next token and its log-probability under the raw logits."""
-        scores = logits
+        scores = logits.clone()  # the raw logits still give the log-probabilities
         penalties = [row.request.sampling.repetition_penalty for row in rows]
         if any(p != 1.0 for p in penalties):
-            p = torch.tensor(penalties).unsqueeze(1)
-            scores = torch.where(seen, torch.where(scores < 0, scores * p, scores / p), scores)
+            # only the tokens a row has seen (a few hundred of the vocabulary) are touched
+            row_of, token = seen.nonzero(as_tuple=True)
+            p = torch.tensor(penalties)[row_of]
+            picked = scores[row_of, token]
+            scores[row_of, token] = torch.where(picked < 0, picked * p, picked / p)
         if len(self.suppressed):
-            scores = scores.index_fill(1, self.suppressed, -torch.inf)
+            scores[:, self.suppressed] = -torch.inf
         chosen = scores.argmax(-1)
         sampled = [i for i, row in enumerate(rows) if row.request.sampling.do_sample]
         if sampled:
