@@ -84,6 +84,11 @@ class CoreSettings(BaseSettings):
     model_batch_wait_s: float = Field(
         0.01, ge=0, description="How long the first request of a batch waits for others to join."
     )
+    model_continuous: bool = Field(
+        True,
+        description="Continuous batching: a conversation joins and leaves the running batch at any "
+        "decoding step (greedy and sampled decoding); false: batches run whole, up to MODEL_MAX_BATCH.",
+    )
     model_max_queue: int = Field(
         256,
         ge=1,

@@ -28,3 +28,4 @@ class BatchingConfig:
     max_batch: int
     batch_wait_s: float
     max_queue: int
+    continuous: bool

@@ -8,8 +8,11 @@ Grounding passages go into the system turn (after the team's system prompt), spe
 escaped as in user text, so a passage can never open a role.
 
 ``complete`` takes per-request options over the configured decoding (``core.model.options``): the
-model server's ``n``, ``max_tokens``, ``temperature``, ``top_p``, ``seed`` and ``stop``. Requests that
-decode alike share a batch; a seeded one is generated alone.
+model server's ``n``, ``max_tokens``, ``temperature``, ``top_p``, ``seed`` and ``stop``. Greedy and
+sampled requests share one continuously running batch (``core.model.continuous``), a seeded one
+drawing from its own generator; beam search, and every request with continuous batching off, goes
+through ``complete_batch``: requests that decode alike share a whole ``generate`` call, a seeded one
+is generated alone.
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCrit
 
 from core.model.backend import Grounding, PartialSink
 from core.model.batching import MicroBatcher
+from core.model.continuous import (
+    ContinuousBatcher,
+    DecodeRequest,
+    Generated,
+    Sampling,
+    supports_continuous_batching,
+)
 from core.model.decoding import BatchingConfig, DecodingConfig
 from core.model.files import decode_one, load_causal_lm, load_tokenizer
 from core.model.options import (
@@ -143,6 +153,20 @@ class TransformersBackend:
             batching.batch_wait_s,
             batching.max_queue,
         )
+        # Greedy and sampled requests join one running batch at any step (``core.model.continuous``);
+        # beam search, n-gram blocking, and models whose cache is not a plain growing one decode in
+        # whole batches through the micro-batcher's path, run between two steps of the loop.
+        self._continuous: ContinuousBatcher | None = None
+        if batching.continuous and supports_continuous_batching(self.model):
+            self._continuous = ContinuousBatcher(
+                self.model,
+                self._executor,
+                self.tokenizer.eos_token_id,
+                self._suppressed,
+                batching.max_batch,
+                batching.max_queue,
+            )
+        self._system_ids: dict[str, tuple[int, ...]] = {}
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -183,9 +207,77 @@ class TransformersBackend:
                 loop.call_soon_threadsafe(on_partial, cut_at_stop(text, stops))
 
         kept = prompt if isinstance(prompt, str) else list(prompt)
-        return await self._batcher.submit(Job(kept, sink, context or None, options))
+        job = Job(kept, sink, context or None, options)
+        if self._continuous is None:
+            return await self._batcher.submit(job)
+        decoding = decoding_for(self.decoding, options)
+        if is_beam_search(decoding) or decoding.no_repeat_ngram_size:
+            return await self._continuous.call(lambda: self.complete_batch([job])[0])
+        prompt_tokens: list[int] = []
+
+        def prepare() -> DecodeRequest:  # in the model thread
+            request = self.decode_request(job, decoding)
+            prompt_tokens.append(len(request.prompt))
+            return request
+
+        generated = await self._continuous.submit(prepare)
+        return self.completion(generated, prompt_tokens[0], options.stop, decoding.max_new_tokens)
+
+    def decode_request(self, job: Job, d: DecodingConfig) -> DecodeRequest:
+        """A job as the continuous batcher takes it: token ids, its system turn's ids (whose keys and
+        values are shared), decoding, and the streaming and stop-sequence hooks."""
+        prefix: tuple[int, ...] = ()
+        if isinstance(job.prompt, str):
+            ids = self.text_ids(job.prompt, job.options)
+        else:
+            ids = self.prompt_ids(job.prompt, job.context, job.options)
+            system = self.system_turn(None, job.options.system_prompt)
+            if system:
+                prefix = self._system_prefix(system)
+        sink, stops = job.sink, job.options.stop
+        on_step = None
+        if sink is not None:
+
+            def on_step(tokens: list[int]) -> None:
+                sink(decode_one(self.tokenizer, tokens).strip())
+
+        stopped = None
+        if stops:
+
+            def stopped(tokens: list[int]) -> bool:
+                return first_stop(decode_one(self.tokenizer, tokens).strip(), stops) is not None
+
+        sampling = Sampling(
+            max_new_tokens=d.max_new_tokens,
+            do_sample=d.do_sample,
+            temperature=d.temperature,
+            top_p=d.top_p,
+            top_k=self.model.generation_config.top_k or 0,
+            repetition_penalty=d.repetition_penalty,
+        )
+        n = max(1, d.num_candidates)
+        return DecodeRequest(ids, sampling, prefix, n, job.options.seed, on_step, stopped)
+
+    def _system_prefix(self, system: str) -> tuple[int, ...]:
+        """The chat-templated system turn alone: the opening every prompt with this system text shares."""
+        ids = self._system_ids.get(system)
+        if ids is None:
+            messages = [{"role": "system", "content": system}]
+            ids = tuple(_token_ids(self.tokenizer.apply_chat_template(messages, tokenize=True)))
+            self._system_ids = {**dict(list(self._system_ids.items())[-7:]), system: ids}
+        return ids
+
+    def completion(
+        self, generated: list[Generated], prompt_tokens: int, stops: tuple[str, ...], max_new_tokens: int
+    ) -> Completion:
+        return Completion(
+            tuple(self._choice(g.tokens, g.logprobs, stops, max_new_tokens) for g in generated),
+            prompt_tokens,
+        )
 
     async def aclose(self) -> None:
+        if self._continuous is not None:
+            self._continuous.close()
         await self._batcher.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -371,19 +463,27 @@ class TransformersBackend:
         max_new_tokens: int,
     ) -> list[Choice]:
         """Each row's text, cut at its first stop sequence, with the tokens it took and why it ended."""
-        eos = self.tokenizer.eos_token_id
-        choices = []
-        for i, length in enumerate(self._lengths(new_tokens)):
-            row: list[int] = new_tokens[i, :length].tolist()
-            text = decode_one(self.tokenizer, row).strip()
-            # Out of room only if it used every token without ending its turn (a row that stopped
-            # early for a stop sequence is padded, so its length is shorter).
-            reason: FinishReason = "length" if length == max_new_tokens and row[-1] != eos else "stop"
-            if stops[i] and first_stop(text, stops[i]) is not None:
-                length = self._tokens_to_stop(row, stops[i])
-                text, reason = cut_at_stop(text, stops[i]), "stop"
-            choices.append(Choice(Draft(text, logprobs[i, :length].tolist()), tuple(row[:length]), reason))
-        return choices
+        return [
+            self._choice(
+                new_tokens[i, :length].tolist(), logprobs[i, :length].tolist(), stops[i], max_new_tokens
+            )
+            for i, length in enumerate(self._lengths(new_tokens))
+        ]
+
+    def _choice(
+        self, row: list[int], logprobs: list[float], stops: tuple[str, ...], max_new_tokens: int
+    ) -> Choice:
+        """One candidate's text, cut at its first stop sequence, with the tokens it took and why it ended."""
+        text = decode_one(self.tokenizer, row).strip()
+        # Out of room only if it used every token without ending its turn (a row that stopped early
+        # for a stop sequence is shorter).
+        length = len(row)
+        ended = bool(row) and row[-1] == self.tokenizer.eos_token_id
+        reason: FinishReason = "length" if length == max_new_tokens and not ended else "stop"
+        if stops and first_stop(text, stops) is not None:
+            length = self._tokens_to_stop(row, stops)
+            text, reason = cut_at_stop(text, stops), "stop"
+        return Choice(Draft(text, logprobs[:length]), tuple(row[:length]), reason)
 
     def _tokens_to_stop(self, row: list[int], stops: tuple[str, ...]) -> int:
         """How many of ``row``'s tokens it took for its text to hold a stop sequence."""

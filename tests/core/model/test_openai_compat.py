@@ -134,13 +134,13 @@ async def test_the_bots_decoding_settings_reach_the_server(tiny_model_dir, monke
     """The bot sends its NUM_CANDIDATES, MAX_NEW_TOKENS, TEMPERATURE and TOP_P; the server honours them
     (so over it, as over vLLM, a bot samples at TEMPERATURE)."""
     seen: list[RequestOptions] = []
-    complete_batch = TransformersBackend.complete_batch
+    complete = TransformersBackend.complete
 
-    def recording(self, jobs):
-        seen.extend(job.options for job in jobs)
-        return complete_batch(self, jobs)
+    async def recording(self, prompt, options=DEFAULT_OPTIONS, on_partial=None, context=None):
+        seen.append(options)
+        return await complete(self, prompt, options, on_partial, context)
 
-    monkeypatch.setattr(TransformersBackend, "complete_batch", recording)
+    monkeypatch.setattr(TransformersBackend, "complete", recording)
     served = TransformersBackend(tiny_model_dir, RERANK, configured(DecodingConfig, max_new_tokens=12))
     async with running_server(create_model_server(served)) as url:
         config = configured(
