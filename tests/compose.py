@@ -1,0 +1,474 @@
+"""The compose layout (``docker-compose.yml``) as processes on one machine, for
+``tests/bots/test_compose_layout.py`` and the rolling-restart row of ``benchmarks/faults.py``.
+
+One real Redis; a web-only process (``chatbot run --only web``: web chat, agent console), and
+Telegram-only and Slack-only processes (``--only telegram``, ``--only slack``), one or more replicas
+each, against the fake platforms of ``tests/fakes`` and a fake OpenAI-compatible model (which echoes
+each user message, so every reply can be matched with the message it answers).
+
+With one Telegram replica the bot long-polls (compose's default); with more, they run in webhook
+mode, as ``docker-compose.yml`` says a scaled Telegram service must. Webhooks (Telegram's with more
+than one replica, Slack's Events API always) go through ``Front``, which plays the platform and the
+load balancer together: it posts to a replica, and when that one refuses (a 503 while it drains),
+cannot be reached (stopped) or does not answer, it posts the same event again to the next one, as a
+balancer moves on and as both platforms send an event again that was not acknowledged.
+
+``Load`` is users writing steadily on both platforms, and an agent replying from the console of the
+web process to users it took over, while ``Layout.rolling_restart`` stops each process with SIGTERM
+(as ``docker compose`` does) and starts it again, one after the other. What is counted is what each
+user's chat shows at the end: every message must have exactly one reply there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+
+from core.memory.embedded_redis import free_port
+from tests.bots.web.test_agent_console import login
+from tests.fakes.recorder import Call
+from tests.fakes.slack_api import TEAM, FakeSlack
+from tests.fakes.telegram_api import FakeTelegram
+
+TELEGRAM_TOKEN = "123:compose"
+TELEGRAM_SECRET = "compose-webhook-secret"
+TELEGRAM_PATH = "/telegram/webhook"
+#: the header Telegram sends the webhook secret in
+TELEGRAM_SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+SLACK_TOKEN, SLACK_SECRET = "xoxb-compose", "compose-signing-secret"
+SLACK_PATH = "/slack/events"
+#: a token in every message a test writes (and so in the echoed reply): t3m12, s0m4, at7, as2
+TOKEN = re.compile(r"\b(?:[ts]\d+m\d+|a[ts]\d+)\b")
+
+
+class Process:
+    """One ``python -m bots.cli.main run --only <only>`` child process; its log goes to a file (a full
+    pipe would block it), every start appended to the same one."""
+
+    def __init__(self, name: str, only: str, env: dict[str, str], tmp: Path) -> None:
+        self.name, self.only, self.port, self.log = name, only, free_port(), tmp / f"{name}.log"
+        self.env = {**env, "SPOOL_PATH": str(tmp / f"{name}-spool.jsonl")}
+        self.proc: asyncio.subprocess.Process | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text()[-chars:] if self.log.exists() else ""
+
+    async def start(self) -> None:
+        log = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bots.cli.main", "run", "--only", self.only, "--port", str(self.port),
+                env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=log,
+            )  # fmt: skip
+        finally:
+            os.close(log)  # the child has its own copy
+        self.starts += 1
+        async with httpx.AsyncClient() as client:
+            for _ in range(1200):
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"{self.name} exited: {self.tail()}")
+                try:
+                    if (await client.get(f"{self.url}/healthz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"{self.name} did not start: {self.tail()}")
+
+    async def stop(self, within_s: float = 60.0) -> int:
+        """SIGTERM, as ``docker compose stop`` and a rolling update do; returns the exit status."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), within_s)
+
+    async def kill(self) -> None:
+        if self.running:
+            assert self.proc is not None
+            self.proc.kill()
+            await self.proc.wait()
+
+
+class Front:
+    """The platform posting webhooks through a load balancer to a platform's replicas (round robin).
+
+    An event a replica did not acknowledge with a 2xx (a 503 while it drains, a refused connection
+    while it is stopped, a connection cut without an answer) is posted again, to the next replica
+    first, until one takes it: a balancer moves on, and Telegram and Slack both send such an event
+    again (the bot recognises one it already took by its event id).
+    """
+
+    def __init__(self, replicas: Sequence[Process], path: str) -> None:
+        self.replicas, self.path = replicas, path
+        self.http = httpx.AsyncClient(timeout=30)
+        self._next = 0
+        #: posts that were not acknowledged and were made again
+        self.retries = 0
+
+    async def post(self, body: str, headers: dict[str, str], within_s: float = 120.0) -> None:
+        deadline = time.monotonic() + within_s
+        while True:
+            for _ in range(len(self.replicas)):
+                replica = self.replicas[self._next % len(self.replicas)]
+                self._next += 1
+                try:
+                    response = await self.http.post(
+                        f"{replica.url}{self.path}", content=body, headers=headers
+                    )
+                except httpx.TransportError:
+                    self.retries += 1
+                    continue
+                if response.is_success:
+                    return
+                if response.status_code < 500:  # a refusal no retry changes (signature, body)
+                    raise AssertionError(
+                        f"{replica.name} refused an event: {response.status_code} {response.text}"
+                    )
+                self.retries += 1
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no replica took an event posted to {self.path} within {within_s} s")
+            await asyncio.sleep(0.2)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+class Layout:
+    """The processes of the compose layout, over one Redis, against the fakes."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        redis_url: str,
+        prefix: str,
+        model_url: str,
+        telegram: FakeTelegram,
+        slack: FakeSlack,
+        replicas: int = 1,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.telegram_fake, self.slack_fake = telegram, slack
+        self.telegram_mode = "polling" if replicas == 1 else "webhook"
+        common = {
+            **os.environ, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix,
+            "MODEL_BACKEND": "openai", "OPENAI_BASE_URL": model_url, "OPENAI_MODEL": "fake",
+            "LOW_CONFIDENCE_SCORE": "-1e9", "SHUTDOWN_GRACE_S": "10", "CHATLOG_ENABLED": "false",
+            "USER_MESSAGES_PER_MINUTE": "0", "CONVERSATION_MESSAGES_PER_MINUTE": "0",
+            **(env or {}),
+        }  # fmt: skip
+        telegram_env = {
+            "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "TELEGRAM_API_URL": telegram.url,
+            "TELEGRAM_POLL_TIMEOUT_S": "1", "TELEGRAM_STREAM": "false", "TELEGRAM_CHAT_INTERVAL_S": "0",
+            "TELEGRAM_MODE": self.telegram_mode, "TELEGRAM_WEBHOOK_PATH": TELEGRAM_PATH,
+            # where Telegram posts: the balancer's public address (the fake records setWebhook only)
+            "TELEGRAM_WEBHOOK_URL": f"https://bot.example.test{TELEGRAM_PATH}",
+            "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
+        }  # fmt: skip
+        slack_env = {
+            "SLACK_BOT_TOKEN": SLACK_TOKEN, "SLACK_SIGNING_SECRET": SLACK_SECRET,
+            "SLACK_API_URL": f"{slack.url}/api/", "SLACK_STREAM": "false", "SLACK_CHAT_INTERVAL_S": "0",
+            "SLACK_EVENTS_PATH": SLACK_PATH,
+        }  # fmt: skip
+        self.web = Process("web", "web", common, tmp)
+        self.telegram = [
+            Process(f"telegram-{i + 1}", "telegram", {**common, **telegram_env}, tmp) for i in range(replicas)
+        ]
+        self.slack = [
+            Process(f"slack-{i + 1}", "slack", {**common, **slack_env}, tmp) for i in range(replicas)
+        ]
+        self.telegram_front = Front(self.telegram, TELEGRAM_PATH)
+        self.slack_front = Front(self.slack, SLACK_PATH)
+
+    @property
+    def processes(self) -> list[Process]:
+        return [self.web, *self.telegram, *self.slack]
+
+    async def start(self) -> None:
+        await asyncio.gather(*(self.start_one(p) for p in self.processes))
+
+    async def start_one(self, process: Process) -> None:
+        """Start a process and wait until its platform is running, not just its web server."""
+        await process.start()
+        if process.only == "telegram":  # commands are set right before polling or the webhook
+            starts = sum(p.starts for p in self.telegram)
+            await self.telegram_fake.log.wait_for("setMyCommands", count=starts, within=60)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(p.kill() for p in self.processes))
+        await self.telegram_front.aclose()
+        await self.slack_front.aclose()
+
+    async def rolling_restart(self, pause_s: float = 1.0) -> list[tuple[str, int, float]]:
+        """Each process in turn: SIGTERM, wait for it to exit, start it again, wait until it runs,
+        then a pause; returns (name, exit status, seconds it was down) for each."""
+        done = []
+        for process in self.processes:
+            began = time.monotonic()
+            status = await process.stop()
+            await self.start_one(process)
+            done.append((process.name, status, time.monotonic() - began))
+            await asyncio.sleep(pause_s)
+        return done
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.tail()}" for p in self.processes)
+
+    # --- users ---
+    async def telegram_writes(self, chat: int, text: str) -> None:
+        fake = self.telegram_fake
+        update = fake.message(text, chat_id=chat, user_id=chat)
+        if self.telegram_mode == "polling":
+            await fake.push(update)
+            return
+        headers = {TELEGRAM_SECRET_HEADER: TELEGRAM_SECRET, "Content-Type": "application/json"}
+        await self.telegram_front.post(json.dumps(update), headers)
+
+    async def slack_writes(self, channel: str, user: str, text: str) -> None:
+        body = json.dumps(self.slack_fake.dm(text, user=user, channel=channel))
+        await self.slack_front.post(body, self.slack_fake.signed_headers(body))
+
+    async def slack_command(self, channel: str, user: str, command: str) -> None:
+        """A slash command, as Slack posts it (a signed form)."""
+        form = {
+            "command": command, "text": "", "user_id": user, "channel_id": channel, "team_id": TEAM,
+            "trigger_id": f"tr-{channel}-{time.monotonic_ns()}",
+            "response_url": f"{self.slack_fake.url}/respond",
+        }  # fmt: skip
+        body = urlencode(form)
+        headers = self.slack_fake.signed_headers(body, content_type="application/x-www-form-urlencoded")
+        await self.slack_front.post(body, headers)
+
+    # --- what the users' chats show ---
+    def telegram_chat(self, chat: int) -> list[str]:
+        return [m["text"] for (c, _), m in sorted(self.telegram_fake.messages.items()) if c == chat]
+
+    def slack_chat(self, channel: str) -> list[str]:
+        messages = [(ts, m["text"]) for (c, ts), m in self.slack_fake.messages.items() if c == channel]
+        return [text for _, text in sorted(messages)]
+
+
+class Console:
+    """The agent console of the web process, over the JSON API its page uses. A request the web
+    process refused (503 while it drains) or could not take (stopped) is made again, as the agent
+    presses Send again: neither did anything."""
+
+    def __init__(self, web: Process) -> None:
+        self.web = web
+        self.http = httpx.AsyncClient(base_url=web.url, timeout=30)
+        self.csrf = ""
+
+    async def login(self, username: str, password: str) -> None:
+        await login(self.http, username, password)
+        self.csrf = (await self.http.get("/agent/api/me")).json()["csrf"]
+
+    async def act(self, cid: str, action: str, within_s: float = 120.0, **extra: str) -> httpx.Response:
+        deadline = time.monotonic() + within_s
+        body = {"cid": cid, "action": action, **extra}
+        while True:
+            try:
+                response = await self.http.post(
+                    "/agent/api/act", json=body, headers={"x-csrf-token": self.csrf}
+                )
+                if response.status_code != 503:
+                    return response
+            except httpx.ConnectError:  # never reached the process: nothing was done
+                pass
+            assert time.monotonic() < deadline, f"the console did not take {action} within {within_s} s"
+            await asyncio.sleep(0.2)
+
+    async def queue(self) -> list[str]:
+        return [c["cid"] for c in (await self.http.get("/agent/api/queue")).json()["queue"]]
+
+    async def states(self, cid: str) -> dict[str, str]:
+        """Each message's newest delivery state in the console, by its text."""
+        messages = (await self.http.get("/agent/api/deliveries", params={"cid": cid})).json()["messages"]
+        return {m["text"]: m["state"] for m in messages}
+
+    async def wait_state(self, cid: str, text: str, state: str, within_s: float = 10.0) -> float:
+        began = time.monotonic()
+        while (await self.states(cid)).get(text) != state:
+            assert time.monotonic() - began < within_s, await self.states(cid)
+            await asyncio.sleep(0.05)
+        return time.monotonic() - began
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+@dataclass
+class Written:
+    """A message a test wrote (a user's to the bot, or the agent's to a user), and when its reply or
+    itself first reached the user's chat."""
+
+    token: str
+    where: str  # "telegram:<chat>" or "slack:<channel>"
+    at: float
+    arrived: float | None = None
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+@dataclass
+class LoadResult:
+    #: users' messages to the bot, and the agent's replies to users
+    sent: int
+    agent_sent: int
+    #: with no reply in the user's chat (for the agent: not in the user's chat)
+    lost: int
+    #: extra copies in the user's chat
+    doubled: int
+    #: from a user's message to its reply in the chat (s), and from the agent's accepted reply
+    latencies: list[float] = field(default_factory=list)
+    agent_latencies: list[float] = field(default_factory=list)
+    #: (token, copies) of every message lost or doubled
+    wrong: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def delivered(self) -> int:
+        return self.sent + self.agent_sent - self.lost
+
+    def p(self, q: float, agent: bool = False) -> float:
+        return quantile(self.agent_latencies if agent else self.latencies, q)
+
+
+class Load:
+    """Users writing steadily to the bot on Telegram and on Slack (``users`` on each, one message
+    every ``interval_s``), and an agent replying every ``interval_s`` from the console to users it
+    took over (``handed``: conversation ids ``telegram:<chat>`` / ``slack:<channel>``)."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        users: int,
+        interval_s: float,
+        console: Console | None = None,
+        handed: Sequence[str] = (),
+    ) -> None:
+        self.layout, self.users, self.interval_s = layout, users, interval_s
+        self.console, self.handed = console, list(handed)
+        self.written: dict[str, Written] = {}
+        self.stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        layout.telegram_fake.log.listeners.append(self._seen)
+        layout.slack_fake.log.listeners.append(self._seen)
+
+    @staticmethod
+    def telegram_user(user: int) -> int:
+        return 20_000 + user
+
+    @staticmethod
+    def slack_user(user: int) -> tuple[str, str]:
+        return f"D2{user:04d}", f"U2{user:04d}"
+
+    def _seen(self, call: Call) -> None:
+        """A reply (or the agent's message) the platform accepted: when its message first arrived."""
+        if not call.accepted or call.method not in ("sendMessage", "chat.postMessage", "chat.update"):
+            return
+        for token in TOKEN.findall(str(call.params.get("text", ""))):
+            written = self.written.get(token)
+            if written is not None and written.arrived is None:
+                written.arrived = call.at
+
+    def start(self) -> None:
+        for user in range(self.users):
+            self._tasks.append(asyncio.create_task(self._telegram_user(user)))
+            self._tasks.append(asyncio.create_task(self._slack_user(user)))
+        if self.console is not None:
+            self._tasks.append(asyncio.create_task(self._agent(self.console)))
+
+    async def _telegram_user(self, user: int) -> None:
+        chat, n = self.telegram_user(user), 0
+        while not self.stop.is_set():
+            token = f"t{user}m{n}"
+            self.written[token] = Written(token, f"telegram:{chat}", time.monotonic())
+            await self.layout.telegram_writes(chat, f"where is parcel {token} now")
+            n += 1
+            await asyncio.sleep(self.interval_s)
+
+    async def _slack_user(self, user: int) -> None:
+        channel, slack_user = self.slack_user(user)
+        n = 0
+        while not self.stop.is_set():
+            token = f"s{user}m{n}"
+            self.written[token] = Written(token, f"slack:{channel}", time.monotonic())
+            await self.layout.slack_writes(channel, slack_user, f"where is parcel {token} now")
+            n += 1
+            await asyncio.sleep(self.interval_s)
+
+    async def _agent(self, console: Console) -> None:
+        n = 0
+        while not self.stop.is_set():
+            for cid in self.handed:
+                token = f"a{cid[0]}{n}"
+                text = f"Ada here, about {token}: it is on its way"
+                # Known before it is sent (it may arrive before the console answers); timed from
+                # when the console took it: the time it took to reach a stopped web process is not
+                # the delivery's.
+                self.written[token] = written = Written(token, cid, time.monotonic())
+                answered = await console.act(cid, "reply", text=text)
+                assert answered.status_code == 200, answered.text
+                written.at = time.monotonic()
+                n += 1
+            await asyncio.sleep(self.interval_s)
+
+    async def finish(self, within_s: float = 60.0, settle_s: float = 1.0) -> LoadResult:
+        """Stop writing, wait until every message arrived (or ``within_s``), then count what the
+        chats show."""
+        self.stop.set()
+        await asyncio.gather(*self._tasks)
+        deadline = time.monotonic() + within_s
+        while any(w.arrived is None for w in self.written.values()) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(settle_s)  # a late second copy shows too
+        return self.count()
+
+    def count(self) -> LoadResult:
+        chats: dict[str, list[str]] = {}
+        for written in self.written.values():
+            if written.where not in chats:
+                platform, chat = written.where.split(":", 1)
+                shown = (
+                    self.layout.telegram_chat(int(chat))
+                    if platform == "telegram"
+                    else self.layout.slack_chat(chat)
+                )
+                chats[written.where] = shown
+        copies = {
+            token: sum(TOKEN.findall(text).count(token) for text in chats[w.where])
+            for token, w in self.written.items()
+        }
+        agent = [t for t in self.written if t.startswith("a")]
+        result = LoadResult(
+            sent=len(self.written) - len(agent),
+            agent_sent=len(agent),
+            lost=sum(1 for n in copies.values() if n == 0),
+            doubled=sum(max(0, n - 1) for n in copies.values()),
+            wrong=sorted((t, n) for t, n in copies.items() if n != 1),
+        )
+        for token, written in self.written.items():
+            if written.arrived is not None:
+                into = result.agent_latencies if token in agent else result.latencies
+                into.append(max(0.0, written.arrived - written.at))
+        return result
