@@ -152,6 +152,20 @@ class Front:
         await self.http.aclose()
 
 
+@dataclass(frozen=True, slots=True)
+class Restart:
+    """One process's restart: its exit status, seconds from SIGTERM to its exit, and from then
+    until it ran again."""
+
+    name: str
+    status: int
+    stop_s: float
+    start_s: float
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.stop_s:.1f}+{self.start_s:.1f} s"
+
+
 class Layout:
     """The processes of the compose layout, over one Redis, against the fakes."""
 
@@ -217,23 +231,35 @@ class Layout:
         await self.telegram_front.aclose()
         await self.slack_front.aclose()
 
-    async def rolling_restart(self, pause_s: float = 1.0) -> list[tuple[str, int, float]]:
+    async def rolling_restart(self, pause_s: float = 1.0) -> list[Restart]:
         """Each process in turn: SIGTERM, wait for it to exit, start it again, wait until it runs,
-        then a pause; returns (name, exit status, seconds it was down) for each."""
+        then a pause."""
         done = []
         for process in self.processes:
             began = time.monotonic()
             status = await process.stop()
+            stopped = time.monotonic()
             await self.start_one(process)
-            done.append((process.name, status, time.monotonic() - began))
+            done.append(Restart(process.name, status, stopped - began, time.monotonic() - stopped))
             await asyncio.sleep(pause_s)
         return done
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.tail()}" for p in self.processes)
 
-    # --- users ---
-    async def telegram_writes(self, chat: int, text: str) -> None:
+    # --- users: a conversation is "telegram:<chat id>" or "slack:<DM channel>" (user U<channel[1:]>) ---
+    async def writes(self, cid: str, text: str) -> None:
+        """A user's message to the bot (a slash command on Slack when it starts with /)."""
+        platform, chat = cid.split(":", 1)
+        if platform == "telegram":
+            await self._telegram_writes(int(chat), text)
+        elif text.startswith("/"):
+            await self._slack_command(chat, f"U{chat[1:]}", text)
+        else:
+            body = json.dumps(self.slack_fake.dm(text, user=f"U{chat[1:]}", channel=chat))
+            await self.slack_front.post(body, self.slack_fake.signed_headers(body))
+
+    async def _telegram_writes(self, chat: int, text: str) -> None:
         fake = self.telegram_fake
         update = fake.message(text, chat_id=chat, user_id=chat)
         if self.telegram_mode == "polling":
@@ -242,11 +268,7 @@ class Layout:
         headers = {TELEGRAM_SECRET_HEADER: TELEGRAM_SECRET, "Content-Type": "application/json"}
         await self.telegram_front.post(json.dumps(update), headers)
 
-    async def slack_writes(self, channel: str, user: str, text: str) -> None:
-        body = json.dumps(self.slack_fake.dm(text, user=user, channel=channel))
-        await self.slack_front.post(body, self.slack_fake.signed_headers(body))
-
-    async def slack_command(self, channel: str, user: str, command: str) -> None:
+    async def _slack_command(self, channel: str, user: str, command: str) -> None:
         """A slash command, as Slack posts it (a signed form)."""
         form = {
             "command": command, "text": "", "user_id": user, "channel_id": channel, "team_id": TEAM,
@@ -257,13 +279,33 @@ class Layout:
         headers = self.slack_fake.signed_headers(body, content_type="application/x-www-form-urlencoded")
         await self.slack_front.post(body, headers)
 
-    # --- what the users' chats show ---
-    def telegram_chat(self, chat: int) -> list[str]:
-        return [m["text"] for (c, _), m in sorted(self.telegram_fake.messages.items()) if c == chat]
+    def shows(self, cid: str) -> list[str]:
+        """The bot's messages the user's chat shows now, in order."""
+        platform, chat = cid.split(":", 1)
+        if platform == "telegram":
+            messages = self.telegram_fake.messages.items()
+            return [m["text"] for (c, _), m in sorted(messages) if c == int(chat)]
+        posted = [(ts, m["text"]) for (c, ts), m in self.slack_fake.messages.items() if c == chat]
+        return [text for _, text in sorted(posted)]
 
-    def slack_chat(self, channel: str) -> list[str]:
-        messages = [(ts, m["text"]) for (c, ts), m in self.slack_fake.messages.items() if c == channel]
-        return [text for _, text in sorted(messages)]
+    async def arrives(self, cid: str, text: str, within_s: float) -> float:
+        """Wait until the user's chat shows a message containing ``text``; returns how long it took."""
+        began = time.monotonic()
+        while not any(text in shown for shown in self.shows(cid)):
+            assert time.monotonic() - began < within_s, (cid, text, self.shows(cid))
+            await asyncio.sleep(0.02)
+        return time.monotonic() - began
+
+    async def hand_over(self, console: Console, cids: Sequence[str]) -> None:
+        """Each user asks for a person (``/human``), and the console's agent claims them all."""
+        for cid in cids:
+            await self.writes(cid, "/human")
+            await self.arrives(cid, "in line", within_s=30)
+        queued = set(await console.queue())
+        assert queued >= set(cids), queued
+        for cid in cids:
+            claimed = await console.act(cid, "claim")
+            assert claimed.json() == {"ok": True}, claimed.text
 
 
 class Console:
@@ -320,7 +362,7 @@ class Written:
     itself first reached the user's chat."""
 
     token: str
-    where: str  # "telegram:<chat>" or "slack:<channel>"
+    where: str  # the conversation: "telegram:<chat>" or "slack:<channel>"
     at: float
     arrived: float | None = None
 
@@ -374,13 +416,11 @@ class Load:
         layout.telegram_fake.log.listeners.append(self._seen)
         layout.slack_fake.log.listeners.append(self._seen)
 
-    @staticmethod
-    def telegram_user(user: int) -> int:
-        return 20_000 + user
-
-    @staticmethod
-    def slack_user(user: int) -> tuple[str, str]:
-        return f"D2{user:04d}", f"U2{user:04d}"
+    @property
+    def cids(self) -> list[str]:
+        """The users writing to the bot: ``users`` on Telegram, as many on Slack."""
+        telegram = [f"telegram:{20_000 + user}" for user in range(self.users)]
+        return telegram + [f"slack:D2{user:04d}" for user in range(self.users)]
 
     def _seen(self, call: Call) -> None:
         """A reply (or the agent's message) the platform accepted: when its message first arrived."""
@@ -392,28 +432,17 @@ class Load:
                 written.arrived = call.at
 
     def start(self) -> None:
-        for user in range(self.users):
-            self._tasks.append(asyncio.create_task(self._telegram_user(user)))
-            self._tasks.append(asyncio.create_task(self._slack_user(user)))
+        for user, cid in enumerate(self.cids):
+            self._tasks.append(asyncio.create_task(self._user(cid, f"{cid[0]}{user % self.users}")))
         if self.console is not None:
             self._tasks.append(asyncio.create_task(self._agent(self.console)))
 
-    async def _telegram_user(self, user: int) -> None:
-        chat, n = self.telegram_user(user), 0
-        while not self.stop.is_set():
-            token = f"t{user}m{n}"
-            self.written[token] = Written(token, f"telegram:{chat}", time.monotonic())
-            await self.layout.telegram_writes(chat, f"where is parcel {token} now")
-            n += 1
-            await asyncio.sleep(self.interval_s)
-
-    async def _slack_user(self, user: int) -> None:
-        channel, slack_user = self.slack_user(user)
+    async def _user(self, cid: str, name: str) -> None:
         n = 0
         while not self.stop.is_set():
-            token = f"s{user}m{n}"
-            self.written[token] = Written(token, f"slack:{channel}", time.monotonic())
-            await self.layout.slack_writes(channel, slack_user, f"where is parcel {token} now")
+            token = f"{name}m{n}"
+            self.written[token] = Written(token, cid, time.monotonic())
+            await self.layout.writes(cid, f"where is parcel {token} now")
             n += 1
             await asyncio.sleep(self.interval_s)
 
@@ -445,16 +474,7 @@ class Load:
         return self.count()
 
     def count(self) -> LoadResult:
-        chats: dict[str, list[str]] = {}
-        for written in self.written.values():
-            if written.where not in chats:
-                platform, chat = written.where.split(":", 1)
-                shown = (
-                    self.layout.telegram_chat(int(chat))
-                    if platform == "telegram"
-                    else self.layout.slack_chat(chat)
-                )
-                chats[written.where] = shown
+        chats = {w.where: self.layout.shows(w.where) for w in self.written.values()}
         copies = {
             token: sum(TOKEN.findall(text).count(token) for text in chats[w.where])
             for token, w in self.written.items()

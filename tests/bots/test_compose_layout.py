@@ -27,33 +27,16 @@ PREFIX = "compose:"
 #: the issue's bound on an agent's reply reaching a user on a platform another process runs
 WITHIN_S = 2.0
 RATING = "How did we do?"
-
-
-async def in_telegram(layout: Layout, chat: int, text: str, within_s: float = WITHIN_S) -> float:
-    """Wait until the Telegram chat shows a bot message containing ``text``; returns how long."""
-    began = time.monotonic()
-    await layout.telegram_fake.log.wait_for(
-        "sendMessage",
-        lambda c: int(c.params["chat_id"]) == chat and text in c.params["text"],
-        within=within_s,
-    )
-    return time.monotonic() - began
-
-
-async def in_slack(layout: Layout, channel: str, text: str, within_s: float = WITHIN_S) -> float:
-    """Wait until the Slack channel shows a bot message containing ``text``; returns how long."""
-    began = time.monotonic()
-    deadline = began + within_s
-    while not any(text in shown for shown in layout.slack_chat(channel)):
-        assert time.monotonic() < deadline, (text, layout.slack_chat(channel))
-        await asyncio.sleep(0.02)
-    return time.monotonic() - began
+JOINED = texts.AGENT_JOINED.format(name="Ada")
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("replicas", [1, 2], ids=["one-replica", "two-replicas"])
 async def test_the_compose_layout_serves_agents_and_survives_a_rolling_restart(
-    redis_server, redis, tmp_path
+    redis_server, redis, tmp_path, replicas: int
 ) -> None:
+    # One replica of each platform: Telegram long-polls (compose's default). Two: Telegram runs in
+    # webhook mode, and both platforms' events reach either replica through the balancer.
     await AgentDirectory(redis, PREFIX).add("ada", "correct horse", "Ada", max_concurrent=4)
     async with (
         FakeTelegram(TELEGRAM_TOKEN) as telegram,
@@ -62,65 +45,48 @@ async def test_the_compose_layout_serves_agents_and_survives_a_rolling_restart(
     ):
         # The periodic recovery round is far too slow to pass: only the wake-ups can.
         env = {"DELIVERY_RECOVERY_INTERVAL_S": "60"}
-        layout = Layout(tmp_path, redis_server.url, PREFIX, model.base_url, telegram, slack, env=env)
+        layout = Layout(
+            tmp_path, redis_server.url, PREFIX, model.base_url, telegram, slack, replicas, env=env
+        )
         console = Console(layout.web)
         try:
             await layout.start()
             await console.login("ada", "correct horse")
 
             # --- an agent in the web process serves a Telegram user and a Slack user ---
-            served = {"telegram:931": (931, None), "slack:D00931": (None, "D00931")}
-            handed = {"telegram:932": (932, None), "slack:D00932": (None, "D00932")}
-
-            async def arrives(where: tuple[int | None, str | None], text: str, within_s: float = WITHIN_S):
-                chat, channel = where
-                if chat is not None:
-                    return await in_telegram(layout, chat, text, within_s)
-                assert channel is not None
-                return await in_slack(layout, channel, text, within_s)
-
-            for chat, channel in (*served.values(), *handed.values()):
-                if chat is not None:
-                    await layout.telegram_writes(chat, "/human")
-                else:
-                    assert channel is not None
-                    await layout.slack_command(channel, f"U{channel[1:]}", "/human")
-                await arrives((chat, channel), "in line", within_s=20)
-            assert set(await console.queue()) >= {*served, *handed}
-
-            for cid, where in {**served, **handed}.items():
-                assert (await console.act(cid, "claim")).json() == {"ok": True}
-                await arrives(where, texts.AGENT_JOINED.format(name="Ada"))
-            for cid, where in served.items():
+            served, handed = ["telegram:931", "slack:D00931"], ["telegram:932", "slack:D00932"]
+            await layout.hand_over(console, [*served, *handed])
+            for cid in [*served, *handed]:
+                await layout.arrives(cid, JOINED, WITHIN_S)
+            for cid in served:
                 reply = f"Ada here: your parcel to {cid} is on its way again."
+                began = time.monotonic()
                 answered = await console.act(cid, "reply", text=reply)
                 assert answered.status_code == 200, answered.text  # not 502 "no channel for ..."
-                took = await arrives(where, reply)
-                shown_sent = await console.wait_state(cid, reply, "sent", within_s=WITHIN_S)
-                assert took < WITHIN_S and shown_sent < WITHIN_S, (cid, took, shown_sent)
-            for cid, where in served.items():
+                await layout.arrives(cid, reply, WITHIN_S)
+                arrived = time.monotonic() - began
+                await console.wait_state(cid, reply, "sent", within_s=WITHIN_S)
+                shown_sent = time.monotonic() - began
+                assert arrived < WITHIN_S and shown_sent < WITHIN_S, (cid, arrived, shown_sent)
+            for cid in served:
                 assert (await console.act(cid, "resolve")).json() == {"ok": True}
-                await arrives(where, RATING)
-                await arrives(where, texts.BOT_BACK)
+                await layout.arrives(cid, RATING, WITHIN_S)
+                await layout.arrives(cid, texts.BOT_BACK, WITHIN_S)
                 await console.wait_state(cid, texts.BOT_BACK, "sent")
-            for chat in (931, 932):
-                shown = layout.telegram_chat(chat)
-                assert sum(texts.AGENT_JOINED.format(name="Ada") in t for t in shown) == 1, shown
-            for channel in ("D00931", "D00932"):
-                shown = layout.slack_chat(channel)
-                assert sum(texts.AGENT_JOINED.format(name="Ada") in t for t in shown) == 1, shown
-            assert sum(RATING in t for t in layout.telegram_chat(931)) == 1
-            assert sum(RATING in t for t in layout.slack_chat("D00931")) == 1
+            for cid in [*served, *handed]:
+                shown = layout.shows(cid)
+                assert sum(JOINED in t for t in shown) == 1, shown
+                assert sum(RATING in t for t in shown) == (cid in served), shown
 
             # --- a rolling restart under steady load ---
-            load = Load(layout, users=3, interval_s=0.5, console=console, handed=list(handed))
+            load = Load(layout, users=2, interval_s=0.5, console=console, handed=handed)
             load.start()
             await asyncio.sleep(2)  # a steady state first
             restarts = await layout.rolling_restart(pause_s=1.0)
             await asyncio.sleep(2)
             result = await load.finish(within_s=30)
 
-            assert [status for _, status, _ in restarts] == [0] * len(layout.processes), restarts
+            assert [r.status for r in restarts] == [0] * len(layout.processes), restarts
             assert result.sent > 40 and result.agent_sent > 10, result
             assert (result.lost, result.doubled) == (0, 0), (result.wrong, layout.logs())
             for process in layout.processes:
@@ -130,7 +96,7 @@ async def test_the_compose_layout_serves_agents_and_survives_a_rolling_restart(
                 f"\nrolling restart: {result.sent} messages + {result.agent_sent} agent replies, "
                 f"{result.lost} lost, {result.doubled} doubled; p50 {result.p(0.5):.2f} s, "
                 f"p99 {result.p(0.99):.2f} s (agent p99 {result.p(0.99, agent=True):.2f} s); "
-                f"restarts {[(n, round(s, 1)) for n, _, s in restarts]}"
+                f"restarts (stop+start): {', '.join(map(str, restarts))}"
             )
         finally:
             await console.aclose()
@@ -143,16 +109,14 @@ def test_the_count_sees_a_message_lost_and_a_reply_doubled(tmp_path) -> None:
     telegram, slack = FakeTelegram(TELEGRAM_TOKEN), FakeSlack(SLACK_TOKEN, SLACK_SECRET)
     layout = Layout(tmp_path, "redis://unused", PREFIX, "http://unused", telegram, slack)
     load = Load(layout, users=1, interval_s=1.0)
-    chat, (channel, _) = Load.telegram_user(0), Load.slack_user(0)
-    for token, where in [
-        ("t0m0", f"telegram:{chat}"),
-        ("t0m1", f"telegram:{chat}"),
-        ("s0m0", f"slack:{channel}"),
-    ]:
-        load.written[token] = Written(token, where, 0.0)
-    telegram.messages[(chat, 1)] = {"text": "a slow and careful answer: where is parcel t0m0 now"}
-    slack.messages[(channel, "1.000001")] = {"text": "a slow and careful answer: where is parcel s0m0 now"}
-    slack.messages[(channel, "1.000002")] = {"text": "a slow and careful answer: where is parcel s0m0 now"}
+    on_telegram, on_slack = load.cids
+    for token, cid in [("t0m0", on_telegram), ("t0m1", on_telegram), ("s0m0", on_slack)]:
+        load.written[token] = Written(token, cid, 0.0)
+    answer = "a slow and careful answer: where is parcel {} now"
+    telegram.messages[(int(on_telegram.split(":")[1]), 1)] = {"text": answer.format("t0m0")}
+    channel = on_slack.split(":")[1]
+    slack.messages[(channel, "1.000001")] = {"text": answer.format("s0m0")}
+    slack.messages[(channel, "1.000002")] = {"text": answer.format("s0m0")}
     result = load.count()
     assert (result.sent, result.lost, result.doubled) == (3, 1, 1)
     assert result.wrong == [("s0m0", 2), ("t0m1", 0)]
