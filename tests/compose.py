@@ -99,7 +99,13 @@ class Process:
         """SIGTERM, as ``docker compose stop`` and a rolling update do; returns the exit status."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.proc.wait(), within_s)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), within_s)
+        except TimeoutError:
+            await self.kill()
+            raise AssertionError(
+                f"{self.name} still running {within_s} s after SIGTERM: {self.tail()}"
+            ) from None
 
     async def kill(self) -> None:
         if self.running:
@@ -187,6 +193,9 @@ class Layout:
             "MODEL_BACKEND": "openai", "OPENAI_BASE_URL": model_url, "OPENAI_MODEL": "fake",
             "LOW_CONFIDENCE_SCORE": "-1e9", "SHUTDOWN_GRACE_S": "10", "CHATLOG_ENABLED": "false",
             "USER_MESSAGES_PER_MINUTE": "0", "CONVERSATION_MESSAGES_PER_MINUTE": "0",
+            # As in every test (tests/conftest.py), which a benchmark does not load: its router would
+            # hand a parcel question to a person, and each process would index the docs at start.
+            "KB_ENABLED": "false",
             **(env or {}),
         }  # fmt: skip
         telegram_env = {
