@@ -41,6 +41,8 @@ from tests.fakes.recorder import Call
 from tests.fakes.slack_api import TEAM, FakeSlack
 from tests.fakes.telegram_api import FakeTelegram
 
+#: the services of docker-compose.yml this layout runs, and the ``--only`` each one's command passes
+SERVICES = {"bot": "web", "telegram": "telegram", "slack": "slack"}
 TELEGRAM_TOKEN = "123:compose"
 TELEGRAM_SECRET = "compose-webhook-secret"
 TELEGRAM_PATH = "/telegram/webhook"
@@ -211,12 +213,14 @@ class Layout:
             "SLACK_API_URL": f"{slack.url}/api/", "SLACK_STREAM": "false", "SLACK_CHAT_INTERVAL_S": "0",
             "SLACK_EVENTS_PATH": SLACK_PATH,
         }  # fmt: skip
-        self.web = Process("web", "web", common, tmp)
+        web, telegram_only, slack_only = SERVICES["bot"], SERVICES["telegram"], SERVICES["slack"]
+        self.web = Process("web", web, common, tmp)
         self.telegram = [
-            Process(f"telegram-{i + 1}", "telegram", {**common, **telegram_env}, tmp) for i in range(replicas)
+            Process(f"telegram-{i + 1}", telegram_only, {**common, **telegram_env}, tmp)
+            for i in range(replicas)
         ]
         self.slack = [
-            Process(f"slack-{i + 1}", "slack", {**common, **slack_env}, tmp) for i in range(replicas)
+            Process(f"slack-{i + 1}", slack_only, {**common, **slack_env}, tmp) for i in range(replicas)
         ]
         self.telegram_front = Front(self.telegram, TELEGRAM_PATH)
         self.slack_front = Front(self.slack, SLACK_PATH)

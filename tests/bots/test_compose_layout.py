@@ -13,12 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from core import texts
 from core.handoff.agents import AgentDirectory
-from tests.compose import SLACK_SECRET, SLACK_TOKEN, TELEGRAM_TOKEN, Console, Layout, Load, Written
+from tests.compose import (
+    SERVICES,
+    SLACK_SECRET,
+    SLACK_TOKEN,
+    TELEGRAM_TOKEN,
+    Console,
+    Layout,
+    Load,
+    Written,
+)
 from tests.fakes.openai_api import FakeModelServer
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.telegram_api import FakeTelegram
@@ -120,3 +131,11 @@ def test_the_count_sees_a_message_lost_and_a_reply_doubled(tmp_path) -> None:
     result = load.count()
     assert (result.sent, result.lost, result.doubled) == (3, 1, 1)
     assert result.wrong == [("s0m0", 2), ("t0m1", 0)]
+
+
+def test_the_layout_runs_what_docker_compose_runs() -> None:
+    # The processes above are compose's services, started as its commands start them (chatbot is
+    # bots.cli.main's console script); a service that changes its command fails here.
+    compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
+    for service, only in SERVICES.items():
+        assert compose["services"][service]["command"] == ["chatbot", "run", "--only", only]
