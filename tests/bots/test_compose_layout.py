@@ -42,6 +42,8 @@ JOINED = texts.AGENT_JOINED.format(name="Ada")
 
 
 @pytest.mark.slow
+# Up to 5 processes started one after the other: on a busy 2-core machine each start can take 30 s.
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("replicas", [1, 2], ids=["one-replica", "two-replicas"])
 async def test_the_compose_layout_serves_agents_and_survives_a_rolling_restart(
     redis_server, redis, tmp_path, replicas: int
@@ -61,7 +63,9 @@ async def test_the_compose_layout_serves_agents_and_survives_a_rolling_restart(
         )
         console = Console(layout.web)
         try:
+            began_all = time.monotonic()
             await layout.start()
+            started = time.monotonic() - began_all
             await console.login("ada", "correct horse")
 
             # --- an agent in the web process serves a Telegram user and a Slack user ---
@@ -90,11 +94,13 @@ async def test_the_compose_layout_serves_agents_and_survives_a_rolling_restart(
                 assert sum(RATING in t for t in shown) == (cid in served), shown
 
             # --- a rolling restart under steady load ---
+            served_s = time.monotonic() - began_all
             load = Load(layout, users=2, interval_s=0.5, console=console, handed=handed)
             load.start()
             await asyncio.sleep(2)  # a steady state first
             restarts = await layout.rolling_restart(pause_s=1.0)
             await asyncio.sleep(2)
+            restarted_s = time.monotonic() - began_all
             result = await load.finish(within_s=30)
 
             assert [r.status for r in restarts] == [0] * len(layout.processes), restarts
@@ -107,7 +113,9 @@ async def test_the_compose_layout_serves_agents_and_survives_a_rolling_restart(
                 f"\nrolling restart: {result.sent} messages + {result.agent_sent} agent replies, "
                 f"{result.lost} lost, {result.doubled} doubled; p50 {result.p(0.5):.2f} s, "
                 f"p99 {result.p(0.99):.2f} s (agent p99 {result.p(0.99, agent=True):.2f} s); "
-                f"restarts (stop+start): {', '.join(map(str, restarts))}"
+                f"restarts (stop+start): {', '.join(map(str, restarts))}; started in {started:.1f} s, "
+                f"agents served by {served_s:.1f} s, restarted by {restarted_s:.1f} s, "
+                f"counted by {time.monotonic() - began_all:.1f} s"
             )
         finally:
             await console.aclose()
