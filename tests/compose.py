@@ -22,18 +22,23 @@ user's chat shows at the end: every message must have exactly one reply there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import signal
 import sys
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlencode
 
 import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection
 
 from core.memory.embedded_redis import free_port
 from tests.bots.web.test_agent_console import login
@@ -50,8 +55,8 @@ TELEGRAM_PATH = "/telegram/webhook"
 TELEGRAM_SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 SLACK_TOKEN, SLACK_SECRET = "xoxb-compose", "compose-signing-secret"
 SLACK_PATH = "/slack/events"
-#: a token in every message a test writes (and so in the echoed reply): t3m12, s0m4, at7, as2
-TOKEN = re.compile(r"\b(?:[ts]\d+m\d+|a[ts]\d+)\b")
+#: a token in every message a test writes (and so in the echoed reply): t3m12, s0m4, w1m3, at7, as2
+TOKEN = re.compile(r"\b(?:[tsw]\d+m\d+|a[ts]\d+)\b")
 
 
 class Process:
@@ -369,6 +374,85 @@ class Console:
         await self.http.aclose()
 
 
+class WebChatUser:
+    """A user on the web chat page, doing what ``bots/web/static/chat-client.js`` does: one socket,
+    each message kept pending until a reply comes, and after a reconnect (the socket closed, as a
+    stopping process closes it with 1012) the conversation the server sends (``history``) replaces
+    what the page shows, a pending message it shows answered is dropped, and the rest are sent
+    again (marked resent); again after 0.5 s, doubling to 10 s, while the server is away."""
+
+    def __init__(self, web: Process, client: str, on_reply: Callable[[str], None]) -> None:
+        self.web, self.client, self.on_reply = web, client, on_reply
+        #: the bot's and agents' messages the page shows now
+        self.shown: list[str] = []
+        self.pending: dict[str, dict[str, object]] = {}
+        self.ws: ClientConnection | None = None
+        self.reconnects = -1
+
+    @property
+    def cid(self) -> str:
+        return f"web:{self.client}"
+
+    async def send(self, text: str) -> None:
+        frame: dict[str, object] = {"id": uuid.uuid4().hex, "text": text}
+        self.pending[str(frame["id"])] = frame
+        if self.ws is not None:
+            with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+                await self.ws.send(json.dumps(frame))
+
+    async def run(self) -> None:
+        """Stay connected until cancelled."""
+        retry_s = 0.5
+        url = f"ws://127.0.0.1:{self.web.port}/ws/chat?client={self.client}"
+        while True:
+            try:
+                async with websockets.connect(url, open_timeout=5) as ws:
+                    retry_s = 0.5
+                    self.reconnects += 1
+                    resending = asyncio.create_task(self._resend_every(ws, 10.0))
+                    try:
+                        async for raw in ws:
+                            await self._received(ws, json.loads(raw))
+                    finally:
+                        self.ws = None
+                        resending.cancel()
+            except (OSError, TimeoutError, websockets.exceptions.WebSocketException):
+                pass
+            self.ws = None
+            await asyncio.sleep(retry_s)
+            retry_s = min(retry_s * 2, 10.0)
+
+    async def _received(self, ws: ClientConnection, frame: dict[str, object]) -> None:
+        if frame["type"] == "history":
+            messages = cast(list[dict[str, str]], frame["messages"])
+            self.shown = [m["text"] for m in messages if m["role"] != "user"]
+            for key, sent in list(self.pending.items()):
+                at = max(
+                    (i for i, m in enumerate(messages) if m["role"] == "user" and m["text"] == sent["text"]),
+                    default=-1,
+                )
+                if at >= 0 and any(m["role"] != "user" for m in messages[at + 1 :]):
+                    del self.pending[key]
+            self.ws = ws
+            await self._resend(ws)
+        elif frame["type"] not in ("typing", "partial"):
+            self.pending.clear()  # as the page does: "the server answers frames in order"
+            if frame["type"] == "reply":
+                self.shown.append(str(frame["text"]))
+                self.on_reply(str(frame["text"]))
+
+    async def _resend(self, ws: ClientConnection) -> None:
+        for frame in list(self.pending.values()):
+            await ws.send(json.dumps({**frame, "resent": True}))
+
+    async def _resend_every(self, ws: ClientConnection, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+                if self.ws is ws:
+                    await self._resend(ws)
+
+
 @dataclass
 class Written:
     """A message a test wrote (a user's to the bot, or the agent's to a user), and when its reply or
@@ -410,8 +494,9 @@ class LoadResult:
 
 class Load:
     """Users writing steadily to the bot on Telegram and on Slack (``users`` on each, one message
-    every ``interval_s``), and an agent replying every ``interval_s`` from the console to users it
-    took over (``handed``: conversation ids ``telegram:<chat>`` / ``slack:<channel>``)."""
+    every ``interval_s``), as many on the web chat of the web process with ``web``, and an agent
+    replying every ``interval_s`` from the console to users it took over (``handed``: conversation
+    ids ``telegram:<chat>`` / ``slack:<channel>``)."""
 
     def __init__(
         self,
@@ -420,31 +505,47 @@ class Load:
         interval_s: float,
         console: Console | None = None,
         handed: Sequence[str] = (),
+        web: bool = False,
     ) -> None:
         self.layout, self.users, self.interval_s = layout, users, interval_s
         self.console, self.handed = console, list(handed)
         self.written: dict[str, Written] = {}
         self.stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._pages: list[asyncio.Task[None]] = []
         layout.telegram_fake.log.listeners.append(self._seen)
         layout.slack_fake.log.listeners.append(self._seen)
+        self.pages = {
+            page.cid: page
+            for page in (
+                WebChatUser(layout.web, f"compose-user-{user}", self._seen_text)
+                for user in range(users if web else 0)
+            )
+        }
 
     @property
     def cids(self) -> list[str]:
-        """The users writing to the bot: ``users`` on Telegram, as many on Slack."""
+        """The users writing to the bot: ``users`` on Telegram, as many on Slack (and the web chat)."""
         telegram = [f"telegram:{20_000 + user}" for user in range(self.users)]
-        return telegram + [f"slack:D2{user:04d}" for user in range(self.users)]
+        return telegram + [f"slack:D2{user:04d}" for user in range(self.users)] + list(self.pages)
 
     def _seen(self, call: Call) -> None:
         """A reply (or the agent's message) the platform accepted: when its message first arrived."""
-        if not call.accepted or call.method not in ("sendMessage", "chat.postMessage", "chat.update"):
-            return
-        for token in TOKEN.findall(str(call.params.get("text", ""))):
+        if call.accepted and call.method in ("sendMessage", "chat.postMessage", "chat.update"):
+            self._seen_text(str(call.params.get("text", "")), call.at)
+
+    def _seen_text(self, text: str, at: float | None = None) -> None:
+        for token in TOKEN.findall(text):
             written = self.written.get(token)
             if written is not None and written.arrived is None:
-                written.arrived = call.at
+                written.arrived = time.monotonic() if at is None else at
+
+    def shows(self, cid: str) -> list[str]:
+        """The bot's and agents' messages the user's chat (or page) shows now."""
+        return self.pages[cid].shown if cid in self.pages else self.layout.shows(cid)
 
     def start(self) -> None:
+        self._pages = [asyncio.create_task(page.run()) for page in self.pages.values()]
         for user, cid in enumerate(self.cids):
             self._tasks.append(asyncio.create_task(self._user(cid, f"{cid[0]}{user % self.users}")))
         if self.console is not None:
@@ -455,7 +556,8 @@ class Load:
         while not self.stop.is_set():
             token = f"{name}m{n}"
             self.written[token] = Written(token, cid, time.monotonic())
-            await self.layout.writes(cid, f"where is parcel {token} now")
+            text = f"where is parcel {token} now"
+            await (self.pages[cid].send(text) if cid in self.pages else self.layout.writes(cid, text))
             n += 1
             await asyncio.sleep(self.interval_s)
 
@@ -484,10 +586,18 @@ class Load:
         while any(w.arrived is None for w in self.written.values()) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         await asyncio.sleep(settle_s)  # a late second copy shows too
+        for page in self._pages:
+            page.cancel()
+        await asyncio.gather(*self._pages, return_exceptions=True)
         return self.count()
 
+    @property
+    def reconnects(self) -> int:
+        """How many times the web chat pages connected again."""
+        return sum(page.reconnects for page in self.pages.values())
+
     def count(self) -> LoadResult:
-        chats = {w.where: self.layout.shows(w.where) for w in self.written.values()}
+        chats = {w.where: self.shows(w.where) for w in self.written.values()}
         copies = {
             token: sum(TOKEN.findall(text).count(token) for text in chats[w.where])
             for token, w in self.written.items()

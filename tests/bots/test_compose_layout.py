@@ -95,7 +95,7 @@ async def test_the_compose_layout_serves_agents_and_survives_a_rolling_restart(
 
             # --- a rolling restart under steady load ---
             served_s = time.monotonic() - began_all
-            load = Load(layout, users=2, interval_s=0.5, console=console, handed=handed)
+            load = Load(layout, users=2, interval_s=0.5, console=console, handed=handed, web=True)
             load.start()
             await asyncio.sleep(2)  # a steady state first
             restarts = await layout.rolling_restart(pause_s=1.0)
@@ -105,6 +105,7 @@ async def test_the_compose_layout_serves_agents_and_survives_a_rolling_restart(
 
             assert [r.status for r in restarts] == [0] * len(layout.processes), restarts
             assert result.sent > 40 and result.agent_sent > 10, result
+            assert load.reconnects >= len(load.pages)  # the web process's restart closed every page
             assert (result.lost, result.doubled) == (0, 0), (result.wrong, layout.logs())
             for process in layout.processes:
                 log = process.log.read_text()
