@@ -10,8 +10,9 @@ twice (lost and doubled must be 0):
 5. the same storm with `chatbot run` killed with SIGKILL mid-storm and restarted;
 6. a rolling restart of the compose layout (``tests/compose.py``): a web-only process and two
    replicas each of a Telegram-only and a Slack-only process over one Redis, every process stopped
-   with SIGTERM and started again in turn while users on both platforms keep writing and an agent
-   keeps replying from the console (the p99 is from a user's message to its reply in the chat);
+   with SIGTERM and started again in turn while users on the web chat, Telegram and Slack keep
+   writing and an agent keeps replying from the console (the p99 is from a user's message to its
+   reply in the chat);
 and the Redis memory per idle conversation.
 
 A message counts as delivered only when the recipient got it: for the storms, when every reply the
@@ -216,8 +217,9 @@ async def rolling_restart(
     users: int, interval_s: float, model_delay_s: float, rounds: int, logs: str | None = None
 ) -> dict:
     """The rolling-restart row: the compose layout as processes (``tests/compose.py``) with two
-    replicas of each platform process, every process restarted in turn under steady load; counted
-    from what the users' chats show. The model is the fake OpenAI-compatible server answering in
+    replicas of each platform process and one web process, every process restarted in turn under
+    steady load (web chat, Telegram and Slack users, an agent in the console); counted from what the
+    users' chats and pages show. The model is the fake OpenAI-compatible server answering in
     ``model_delay_s`` (what is measured is the processes' hand-over, not the model)."""
     from core.handoff.agents import AgentDirectory
     from tests.compose import SLACK_SECRET, SLACK_TOKEN, TELEGRAM_TOKEN, Console, Layout, Load
@@ -242,7 +244,7 @@ async def rolling_restart(
                 await layout.start()
                 await console.login("ada", "correct horse")
                 await layout.hand_over(console, handed)
-                load = Load(layout, users, interval_s, console=console, handed=handed)
+                load = Load(layout, users, interval_s, console=console, handed=handed, web=True)
                 load.start()
                 began = time.monotonic()
                 await asyncio.sleep(5)  # a steady state first
@@ -258,13 +260,17 @@ async def rolling_restart(
         await redis.aclose()
     statuses = sorted({r.status for r in restarts})
     replicas = "web + 2 Telegram (webhook) + 2 Slack replicas"
-    name = f"Rolling restart, {replicas}, {users} users per platform"
+    name = f"Rolling restart, {replicas}, {users} users on each of web chat, Telegram, Slack"
+    per_platform = ", ".join(
+        f"{platform} {result.p(0.99, platform=platform):.2f} s" for platform in ("telegram", "slack", "web")
+    )
     note = (
         f"{result.sent} user messages and {result.agent_sent} agent replies in {took:.0f} s; "
         f"{len(restarts)} SIGTERM restarts in turn (exit status {', '.join(map(str, statuses))}; "
         f"stopped in max {max(r.stop_s for r in restarts):.1f} s, up again in max "
         f"{max(r.start_s for r in restarts):.1f} s); reply p50 {result.p(0.5):.2f} s, "
-        f"p99 {result.p(0.99):.2f} s, max {result.p(1.0):.2f} s; agent's reply p99 "
+        f"p99 {result.p(0.99):.2f} s ({per_platform}), max {result.p(1.0):.2f} s; "
+        f"{load.reconnects} web chat reconnects; agent's reply p99 "
         f"{result.p(0.99, agent=True):.2f} s; {layout.telegram_front.retries + layout.slack_front.retries} "
         f"webhooks posted again; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
@@ -274,6 +280,7 @@ async def rolling_restart(
         "p50_s": result.p(0.5),
         "p99_s": result.p(0.99),
         "agent_p99_s": result.p(0.99, agent=True),
+        **{f"{p}_p99_s": result.p(0.99, platform=p) for p in ("telegram", "slack", "web")},
     }
 
 

@@ -481,6 +481,8 @@ class LoadResult:
     #: from a user's message to its reply in the chat (s), and from the agent's accepted reply
     latencies: list[float] = field(default_factory=list)
     agent_latencies: list[float] = field(default_factory=list)
+    #: the users' latencies by platform (telegram, slack, web)
+    by_platform: dict[str, list[float]] = field(default_factory=dict)
     #: (token, copies) of every message lost or doubled
     wrong: list[tuple[str, int]] = field(default_factory=list)
 
@@ -488,7 +490,9 @@ class LoadResult:
     def delivered(self) -> int:
         return self.sent + self.agent_sent - self.lost
 
-    def p(self, q: float, agent: bool = False) -> float:
+    def p(self, q: float, agent: bool = False, platform: str | None = None) -> float:
+        if platform is not None:
+            return quantile(self.by_platform.get(platform, []), q)
         return quantile(self.agent_latencies if agent else self.latencies, q)
 
 
@@ -612,6 +616,10 @@ class Load:
         )
         for token, written in self.written.items():
             if written.arrived is not None:
-                into = result.agent_latencies if token in agent else result.latencies
-                into.append(max(0.0, written.arrived - written.at))
+                took = max(0.0, written.arrived - written.at)
+                if token in agent:
+                    result.agent_latencies.append(took)
+                else:
+                    result.latencies.append(took)
+                    result.by_platform.setdefault(written.where.split(":")[0], []).append(took)
         return result
