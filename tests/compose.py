@@ -165,6 +165,22 @@ class Front:
         await self.http.aclose()
 
 
+def process_env(
+    redis_url: str, prefix: str, model_url: str, env: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The settings every process of the layout shares."""
+    return {
+        **os.environ, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix,
+        "MODEL_BACKEND": "openai", "OPENAI_BASE_URL": model_url, "OPENAI_MODEL": "fake",
+        "LOW_CONFIDENCE_SCORE": "-1e9", "SHUTDOWN_GRACE_S": "10", "CHATLOG_ENABLED": "false",
+        "USER_MESSAGES_PER_MINUTE": "0", "CONVERSATION_MESSAGES_PER_MINUTE": "0",
+        # As in every test (tests/conftest.py), which a benchmark does not load: its router would
+        # hand a parcel question to a person, and each process would index the docs at start.
+        "KB_ENABLED": "false",
+        **(env or {}),
+    }  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class Restart:
     """One process's restart: its exit status, seconds from SIGTERM to its exit, and from then
@@ -195,16 +211,7 @@ class Layout:
     ) -> None:
         self.telegram_fake, self.slack_fake = telegram, slack
         self.telegram_mode = "polling" if replicas == 1 else "webhook"
-        common = {
-            **os.environ, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix,
-            "MODEL_BACKEND": "openai", "OPENAI_BASE_URL": model_url, "OPENAI_MODEL": "fake",
-            "LOW_CONFIDENCE_SCORE": "-1e9", "SHUTDOWN_GRACE_S": "10", "CHATLOG_ENABLED": "false",
-            "USER_MESSAGES_PER_MINUTE": "0", "CONVERSATION_MESSAGES_PER_MINUTE": "0",
-            # As in every test (tests/conftest.py), which a benchmark does not load: its router would
-            # hand a parcel question to a person, and each process would index the docs at start.
-            "KB_ENABLED": "false",
-            **(env or {}),
-        }  # fmt: skip
+        common = process_env(redis_url, prefix, model_url, env)
         telegram_env = {
             "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "TELEGRAM_API_URL": telegram.url,
             "TELEGRAM_POLL_TIMEOUT_S": "1", "TELEGRAM_STREAM": "false", "TELEGRAM_CHAT_INTERVAL_S": "0",
@@ -376,7 +383,8 @@ class Console:
 
 class WebChatUser:
     """A user on the web chat page, doing what ``bots/web/static/chat-client.js`` does: one socket,
-    each message kept pending until a reply comes, and after a reconnect (the socket closed, as a
+    each message kept pending until a reply to it comes (the server says "typing" as it begins each
+    one, in order), and after a reconnect (the socket closed, as a
     stopping process closes it with 1012) the conversation the server sends (``history``) replaces
     what the page shows, a pending message it shows answered is dropped, and the rest are sent
     again (marked resent); again after 0.5 s, doubling to 10 s, while the server is away."""
@@ -386,6 +394,8 @@ class WebChatUser:
         #: the bot's and agents' messages the page shows now
         self.shown: list[str] = []
         self.pending: dict[str, dict[str, object]] = {}
+        #: the pending frames the server began answering on this connection ("typing" for each)
+        self.answering: list[str] = []
         self.ws: ClientConnection | None = None
         self.reconnects = -1
 
@@ -423,7 +433,10 @@ class WebChatUser:
             retry_s = min(retry_s * 2, 10.0)
 
     async def _received(self, ws: ClientConnection, frame: dict[str, object]) -> None:
-        if frame["type"] == "history":
+        if frame["type"] == "typing":
+            self.answering += [key for key in self.pending if key not in self.answering][:1]
+        elif frame["type"] == "history":
+            self.answering = []
             messages = cast(list[dict[str, str]], frame["messages"])
             self.shown = [m["text"] for m in messages if m["role"] != "user"]
             for key, sent in list(self.pending.items()):
@@ -435,8 +448,10 @@ class WebChatUser:
                     del self.pending[key]
             self.ws = ws
             await self._resend(ws)
-        elif frame["type"] not in ("typing", "partial"):
-            self.pending.clear()  # as the page does: "the server answers frames in order"
+        elif frame["type"] != "partial":
+            for key in self.answering:  # the server answers frames in order
+                self.pending.pop(key, None)
+            self.answering = []
             if frame["type"] == "reply":
                 self.shown.append(str(frame["text"]))
                 self.on_reply(str(frame["text"]))

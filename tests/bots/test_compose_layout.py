@@ -12,6 +12,8 @@ has exactly one reply in its user's chat, and every agent's reply arrives exactl
 from __future__ import annotations
 
 import asyncio
+import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -28,9 +30,11 @@ from tests.compose import (
     Console,
     Layout,
     Load,
+    Process,
     Written,
+    process_env,
 )
-from tests.fakes.openai_api import FakeModelServer
+from tests.fakes.openai_api import METHOD, FakeModelServer
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.telegram_api import FakeTelegram
 
@@ -148,3 +152,37 @@ def test_the_layout_runs_what_docker_compose_runs() -> None:
     compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
     for service, only in SERVICES.items():
         assert compose["services"][service]["command"] == ["chatbot", "run", "--only", only]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium not installed")
+async def test_the_page_sends_again_a_message_the_stopping_web_process_never_read(
+    redis_server, redis, tmp_path, page
+) -> None:
+    # The chat page in Chromium against a web-only process. A second message is typed while the
+    # first is being answered; SIGTERM: the process answers the first (in flight) and closes the
+    # socket before reading the second. The page used to take the first answer as the answer to
+    # everything it had sent, and the second was never sent again: lost.
+    async with FakeModelServer(delay_s=1.5, echo=True) as model:
+        web = Process("web", "web", process_env(redis_server.url, PREFIX, model.base_url), tmp_path)
+        try:
+            await web.start()
+            await page.goto(web.url + "/")
+            await page.wait_for_selector("text=online")
+            await page.fill("#text", "where is parcel w0m0 now")
+            await page.press("#text", "Enter")
+            await model.log.wait_for(METHOD, within=10)  # the first is being answered
+            await page.fill("#text", "where is parcel w0m1 now")
+            await page.press("#text", "Enter")
+            await asyncio.sleep(0.3)  # sent, and waiting in the socket behind the first
+            assert web.proc is not None
+            web.proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(web.proc.wait(), 30) == 0
+            await web.start()
+            answer = ".msg.bot >> text=a slow and careful answer: where is parcel {} now"
+            await page.wait_for_selector(answer.format("w0m1"), timeout=30_000)
+            await asyncio.sleep(1.0)  # a second copy would show by now
+            for token in ("w0m0", "w0m1"):
+                assert await page.locator(answer.format(token)).count() == 1
+        finally:
+            await web.kill()
