@@ -457,8 +457,9 @@ class WebChatUser:
                 self.on_reply(str(frame["text"]))
 
     async def _resend(self, ws: ClientConnection) -> None:
-        for frame in list(self.pending.values()):
-            await ws.send(json.dumps({**frame, "resent": True}))
+        for key, frame in list(self.pending.items()):
+            if key not in self.answering:  # being answered on this connection: not again
+                await ws.send(json.dumps({**frame, "resent": True}))
 
     async def _resend_every(self, ws: ClientConnection, every_s: float) -> None:
         while True:
@@ -512,10 +513,10 @@ class LoadResult:
 
 
 class Load:
-    """Users writing steadily to the bot on Telegram and on Slack (``users`` on each, one message
-    every ``interval_s``), as many on the web chat of the web process with ``web``, and an agent
-    replying every ``interval_s`` from the console to users it took over (``handed``: conversation
-    ids ``telegram:<chat>`` / ``slack:<channel>``)."""
+    """Users writing steadily to the bot on Telegram and on Slack (``users`` on each, ``burst``
+    messages one after the other every ``interval_s``), as many on the web chat of the web process
+    with ``web``, and an agent replying every ``interval_s`` from the console to users it took over
+    (``handed``: conversation ids ``telegram:<chat>`` / ``slack:<channel>``)."""
 
     def __init__(
         self,
@@ -525,8 +526,9 @@ class Load:
         console: Console | None = None,
         handed: Sequence[str] = (),
         web: bool = False,
+        burst: int = 1,
     ) -> None:
-        self.layout, self.users, self.interval_s = layout, users, interval_s
+        self.layout, self.users, self.interval_s, self.burst = layout, users, interval_s, burst
         self.console, self.handed = console, list(handed)
         self.written: dict[str, Written] = {}
         self.stop = asyncio.Event()
@@ -573,11 +575,12 @@ class Load:
     async def _user(self, cid: str, name: str) -> None:
         n = 0
         while not self.stop.is_set():
-            token = f"{name}m{n}"
-            self.written[token] = Written(token, cid, time.monotonic())
-            text = f"where is parcel {token} now"
-            await (self.pages[cid].send(text) if cid in self.pages else self.layout.writes(cid, text))
-            n += 1
+            for _ in range(self.burst):  # lines typed one after the other, not waiting for the answer
+                token = f"{name}m{n}"
+                self.written[token] = Written(token, cid, time.monotonic())
+                text = f"where is parcel {token} now"
+                await (self.pages[cid].send(text) if cid in self.pages else self.layout.writes(cid, text))
+                n += 1
             await asyncio.sleep(self.interval_s)
 
     async def _agent(self, console: Console) -> None:

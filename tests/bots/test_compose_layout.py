@@ -99,7 +99,7 @@ async def test_the_compose_layout_serves_agents_and_survives_a_rolling_restart(
 
             # --- a rolling restart under steady load ---
             served_s = time.monotonic() - began_all
-            load = Load(layout, users=2, interval_s=0.5, console=console, handed=handed, web=True)
+            load = Load(layout, 2, interval_s=1.0, console=console, handed=handed, web=True, burst=2)
             load.start()
             await asyncio.sleep(2)  # a steady state first
             restarts = await layout.rolling_restart(pause_s=1.0)
@@ -184,5 +184,30 @@ async def test_the_page_sends_again_a_message_the_stopping_web_process_never_rea
             await asyncio.sleep(1.0)  # a second copy would show by now
             for token in ("w0m0", "w0m1"):
                 assert await page.locator(answer.format(token)).count() == 1
+        finally:
+            await web.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium not installed")
+async def test_an_answer_slower_than_the_pages_resend_is_shown_once(
+    redis_server, redis, tmp_path, page
+) -> None:
+    # The page sends its unanswered messages again every 10 s, in case one was lost. A message the
+    # server is answering is not lost: sent again, it was answered twice (the server repeats the
+    # answer to a message sent again) and the page showed the answer twice.
+    async with FakeModelServer(delay_s=11.0, echo=True) as model:
+        web = Process("web", "web", process_env(redis_server.url, PREFIX, model.base_url), tmp_path)
+        try:
+            await web.start()
+            await page.goto(web.url + "/")
+            await page.wait_for_selector("text=online")
+            await page.fill("#text", "where is parcel w0m0 now")
+            await page.press("#text", "Enter")
+            answer = ".msg.bot >> text=a slow and careful answer: where is parcel w0m0 now"
+            await page.wait_for_selector(answer, timeout=30_000)
+            await asyncio.sleep(1.5)  # a second copy would show by now
+            assert await page.locator(answer).count() == 1
+            assert len(model.log.of(METHOD)) == 1
         finally:
             await web.kill()

@@ -120,10 +120,13 @@ export function startChat({ url, client, form, input, log, typing, intro = null,
   }
 
   // Unanswered messages go again (marked resent) after a reconnect and every 10 s: the server
-  // answers each message once, and repeats the answer to a resent one it already answered.
+  // answers each message once, and repeats the answer to a resent one it already answered. One it
+  // is answering on this connection is not sent again: the repeated answer would show twice.
   function resend() {
     if (!ws || ws.readyState !== WebSocket.OPEN) return;
-    for (const frame of pending.values()) ws.send(JSON.stringify(Object.assign({}, frame, { resent: true })));
+    for (const frame of pending.values()) {
+      if (!answering.includes(frame.id)) ws.send(JSON.stringify(Object.assign({}, frame, { resent: true })));
+    }
   }
   setInterval(resend, 10000);
 
