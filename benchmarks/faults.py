@@ -244,7 +244,7 @@ async def rolling_restart(
                 await layout.start()
                 await console.login("ada", "correct horse")
                 await layout.hand_over(console, handed)
-                load = Load(layout, users, interval_s, console=console, handed=handed, web=True)
+                load = Load(layout, users, interval_s, console=console, handed=handed, web=True, burst=2)
                 load.start()
                 began = time.monotonic()
                 await asyncio.sleep(5)  # a steady state first
@@ -353,8 +353,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--rolling-interval",
         type=float,
-        default=0.5,
-        help="rolling restart: seconds between a user's messages",
+        default=1.0,
+        help="rolling restart: seconds between a user's pairs of messages",
     )
     parser.add_argument(
         "--rolling-rounds", type=int, default=1, help="rolling restart: restarts of each process"
