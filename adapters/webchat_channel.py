@@ -215,13 +215,14 @@ class WebChatChannel:
         await self._note_visitor(ws, cid, client)
         try:
             await self._send_history(ws, cid)
+            answered: set[str] = set()  # the frames answered on this connection
             while True:
                 raw = await ws.receive_text()
                 if self._closing:  # no answer, so the page keeps the message and sends it again
                     await self._restarting(ws)
                     return
                 async with self.in_flight.track():
-                    await self._on_frame(ws, cid, client, raw)
+                    await self._on_frame(ws, cid, client, raw, answered)
         except WebSocketDisconnect:
             pass
         except asyncio.CancelledError:
@@ -304,10 +305,16 @@ class WebChatChannel:
             ]
         await ws.send_json({"type": "history", "messages": messages})
 
-    async def _on_frame(self, ws: WebSocket, cid: str, client: str, raw: str) -> None:
+    async def _on_frame(
+        self, ws: WebSocket, cid: str, client: str, raw: str, answered: set[str] | None = None
+    ) -> None:
         parsed = parse_frame(raw)
         if isinstance(parsed, str):
             await ws.send_json({"type": "error", "error": parsed})
+            return
+        if parsed.resent and answered is not None and parsed.id in answered:
+            # The page sent it again while this connection was answering it (its resend every
+            # 10 s): the answer is on its way or there already, and would show twice.
             return
         await ws.send_json({"type": "typing"})
         message = IncomingMessage(
@@ -329,11 +336,14 @@ class WebChatChannel:
         async def partial(so_far: str) -> None:
             await ws.send_json({"type": "partial", "text": so_far})
 
-        for reply in await self.on_new_message(message, stream=partial if self.stream else None):
+        replies = await self.on_new_message(message, stream=partial if self.stream else None)
+        for reply in replies:
             frame = reply_frame(reply)
             if first:  # a resent message's answers are kept already
                 await self._keep(cid, shown_line(frame))
             await ws.send_json(frame)
+        if replies and answered is not None:  # none: taken elsewhere; sent again, it may be redone
+            answered.add(parsed.id)
 
     async def _use(self, cid: str, action: str) -> str:
         if self.shown is None:

@@ -457,9 +457,8 @@ class WebChatUser:
                 self.on_reply(str(frame["text"]))
 
     async def _resend(self, ws: ClientConnection) -> None:
-        for key, frame in list(self.pending.items()):
-            if key not in self.answering:  # being answered on this connection: not again
-                await ws.send(json.dumps({**frame, "resent": True}))
+        for frame in list(self.pending.values()):
+            await ws.send(json.dumps({**frame, "resent": True}))
 
     async def _resend_every(self, ws: ClientConnection, every_s: float) -> None:
         while True:

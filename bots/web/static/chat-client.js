@@ -120,13 +120,11 @@ export function startChat({ url, client, form, input, log, typing, intro = null,
   }
 
   // Unanswered messages go again (marked resent) after a reconnect and every 10 s: the server
-  // answers each message once, and repeats the answer to a resent one it already answered. One it
-  // is answering on this connection is not sent again: the repeated answer would show twice.
+  // answers each message once, and repeats the answer to a resent one it already answered (on an
+  // earlier connection: one it answered on this one, it does not answer again).
   function resend() {
     if (!ws || ws.readyState !== WebSocket.OPEN) return;
-    for (const frame of pending.values()) {
-      if (!answering.includes(frame.id)) ws.send(JSON.stringify(Object.assign({}, frame, { resent: true })));
-    }
+    for (const frame of pending.values()) ws.send(JSON.stringify(Object.assign({}, frame, { resent: true })));
   }
   setInterval(resend, 10000);
 
