@@ -8,8 +8,13 @@ twice (lost and doubled must be 0):
    servers): 429s with the platform's retry instruction, 5xx bursts and dropped connections while
    50 users write 3 messages each;
 5. the same storm with `chatbot run` killed with SIGKILL mid-storm and restarted;
-and the Redis memory per idle conversation. ``--cpu-hog N`` runs N busy processes beside it all, as a
-team's machine is busy exactly when users pile in.
+6. a rolling restart of the compose layout (``tests/compose.py``): a web-only process and two
+   replicas each of a Telegram-only and a Slack-only process over one Redis, every process stopped
+   with SIGTERM and started again in turn while users on the web chat, Telegram and Slack keep
+   writing and an agent keeps replying from the console (the p99 is from a user's message to its
+   reply in the chat);
+and the Redis memory per idle conversation. ``--cpu-hog N`` runs N busy processes beside the storms,
+as a team's machine is busy exactly when users pile in.
 
 A message counts as delivered only when the recipient got it: for the storms, when every reply the
 engine stored for it is a message the fake platform accepted (2xx) and shows in the user's chat
@@ -21,6 +26,7 @@ reply is, and counted in the storm rows' notes.
     python benchmarks/faults.py --only kill --kills 20 --messages 40
     python benchmarks/faults.py --only storm storm-kill --platforms telegram
     python benchmarks/faults.py --only storm --platforms telegram --cpu-hog 2
+    python benchmarks/faults.py --only rolling-restart --rolling-users 5
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ os.environ.pop("HTTPS_PROXY", None)
 from tests.storm import BotProcess, Storm, bot_in_process, run_storm  # noqa: E402
 from tests.storm import platform as fake_platform  # noqa: E402
 
-SCENARIOS = ["kill", "restart", "outage", "storm", "storm-kill"]
+SCENARIOS = ["kill", "restart", "outage", "storm", "storm-kill", "rolling-restart"]
 PLATFORMS = ("telegram", "slack", "discord")
 #: with the kill: long 429s, so that replies are still waiting for a retry when the bot dies
 KILL_STORM = Storm(rate_limits=0.6, bursts=0.2, drops=0.2, retry_after_s=3.0)
@@ -259,6 +265,77 @@ async def follow_up_kept(
     return kept, answered, await engine.follow_ups.count(), time.monotonic() - started
 
 
+async def rolling_restart(
+    users: int, interval_s: float, model_delay_s: float, rounds: int, logs: str | None = None
+) -> dict:
+    """The rolling-restart row: the compose layout as processes (``tests/compose.py``) with two
+    replicas of each platform process and one web process, every process restarted in turn under
+    steady load (web chat, Telegram and Slack users, an agent in the console); counted from what the
+    users' chats and pages show. The model is the fake OpenAI-compatible server answering in
+    ``model_delay_s`` (what is measured is the processes' hand-over, not the model)."""
+    from core.handoff.agents import AgentDirectory
+    from tests.compose import SLACK_SECRET, SLACK_TOKEN, TELEGRAM_TOKEN, Console, Layout, Load
+    from tests.fakes.openai_api import FakeModelServer
+    from tests.fakes.slack_api import FakeSlack
+    from tests.fakes.telegram_api import FakeTelegram
+
+    prefix, handed = "roll:", ["telegram:900", "slack:D00900"]
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
+        redis = connect(server.url)
+        await AgentDirectory(redis, prefix).add("ada", "correct horse", "Ada", max_concurrent=len(handed))
+        async with (
+            FakeTelegram(TELEGRAM_TOKEN) as telegram,
+            FakeSlack(SLACK_TOKEN, SLACK_SECRET) as slack,
+            FakeModelServer(delay_s=model_delay_s, echo=True) as model,
+        ):
+            logs_dir = Path(logs or tmp)
+            await asyncio.to_thread(logs_dir.mkdir, parents=True, exist_ok=True)
+            layout = Layout(logs_dir, server.url, prefix, model.base_url, telegram, slack, replicas=2)
+            console = Console(layout.web)
+            try:
+                await layout.start()
+                await console.login("ada", "correct horse")
+                await layout.hand_over(console, handed)
+                load = Load(layout, users, interval_s, console=console, handed=handed, web=True, burst=2)
+                load.start()
+                began = time.monotonic()
+                await asyncio.sleep(5)  # a steady state first
+                restarts = [r for _ in range(rounds) for r in await layout.rolling_restart(pause_s=2.0)]
+                await asyncio.sleep(5)
+                result = await load.finish(within_s=60)
+                took = time.monotonic() - began
+                if result.lost or result.doubled or any(r.status for r in restarts):
+                    print(f"lost or doubled: {result.wrong}\n{layout.logs()}", file=sys.stderr)
+            finally:
+                await console.aclose()
+                await layout.close()
+        await redis.aclose()
+    statuses = sorted({r.status for r in restarts})
+    replicas = "web + 2 Telegram (webhook) + 2 Slack replicas"
+    name = f"Rolling restart, {replicas}, {users} users on each of web chat, Telegram, Slack"
+    per_platform = ", ".join(
+        f"{platform} {result.p(0.99, platform=platform):.2f} s" for platform in ("telegram", "slack", "web")
+    )
+    note = (
+        f"{result.sent} user messages and {result.agent_sent} agent replies in {took:.0f} s; "
+        f"{len(restarts)} SIGTERM restarts in turn (exit status {', '.join(map(str, statuses))}; "
+        f"stopped in max {max(r.stop_s for r in restarts):.1f} s, up again in max "
+        f"{max(r.start_s for r in restarts):.1f} s); reply p50 {result.p(0.5):.2f} s, "
+        f"p99 {result.p(0.99):.2f} s ({per_platform}), max {result.p(1.0):.2f} s; "
+        f"{load.reconnects} web chat reconnects; agent's reply p99 "
+        f"{result.p(0.99, agent=True):.2f} s; {layout.telegram_front.retries + layout.slack_front.retries} "
+        f"webhooks posted again; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    figures = row(name, result.sent + result.agent_sent, result.delivered, result.lost, result.doubled, note)
+    return {
+        **figures,
+        "p50_s": result.p(0.5),
+        "p99_s": result.p(0.99),
+        "agent_p99_s": result.p(0.99, agent=True),
+        **{f"{p}_p99_s": result.p(0.99, platform=p) for p in ("telegram", "slack", "web")},
+    }
+
+
 async def memory_per_conversation(n: int = 1000) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedRedis(tmp, appendonly=False).start()
@@ -305,6 +382,16 @@ async def run(args: argparse.Namespace) -> None:
                 platform, model_dir, args.storm_users, args.storm_messages, kill=True, hogs=args.cpu_hog
             )
         )
+    if "rolling-restart" in only:
+        results.append(
+            await rolling_restart(
+                args.rolling_users,
+                args.rolling_interval,
+                args.rolling_model_delay,
+                args.rolling_rounds,
+                args.rolling_logs,
+            )
+        )
     if "kill" in only:
         with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(tmp) as server:
             results.append(await kills(server.url, model_dir, args.messages, args.kills, seed=args.seed))
@@ -326,6 +413,23 @@ if __name__ == "__main__":
     parser.add_argument("--storm-users", type=int, default=50)
     parser.add_argument("--storm-messages", type=int, default=3, help="messages per user in a storm")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--rolling-users", type=int, default=5, help="rolling restart: users per platform")
+    parser.add_argument(
+        "--rolling-interval",
+        type=float,
+        default=1.0,
+        help="rolling restart: seconds between a user's pairs of messages",
+    )
+    parser.add_argument(
+        "--rolling-rounds", type=int, default=1, help="rolling restart: restarts of each process"
+    )
+    parser.add_argument(
+        "--rolling-model-delay",
+        type=float,
+        default=0.2,
+        help="rolling restart: the fake model's answer time (s)",
+    )
+    parser.add_argument("--rolling-logs", help="rolling restart: keep the processes' logs in this folder")
     parser.add_argument("--json", help="also write the rows as JSON here")
     parser.add_argument(
         "--cpu-hog", type=int, default=0, metavar="N", help="run N busy processes beside the benchmark"

@@ -227,13 +227,14 @@ class WebChatChannel:
         await self._note_visitor(ws, cid, client)
         try:
             await self._send_history(ws, cid)
+            answered: set[str] = set()  # the frames answered on this connection
             while True:
                 raw = await ws.receive_text()
                 if self._closing:  # no answer, so the page keeps the message and sends it again
                     await self._restarting(ws)
                     return
                 async with self.in_flight.track():
-                    await self._on_frame(ws, cid, client, raw)
+                    await self._on_frame(ws, cid, client, raw, answered)
         except WebSocketDisconnect:
             pass
         except asyncio.CancelledError:
@@ -316,10 +317,16 @@ class WebChatChannel:
             ]
         await ws.send_json({"type": "history", "messages": messages})
 
-    async def _on_frame(self, ws: WebSocket, cid: str, client: str, raw: str) -> None:
+    async def _on_frame(
+        self, ws: WebSocket, cid: str, client: str, raw: str, answered: set[str] | None = None
+    ) -> None:
         parsed = parse_frame(raw)
         if isinstance(parsed, str):
             await ws.send_json({"type": "error", "error": parsed})
+            return
+        if parsed.resent and answered is not None and parsed.id in answered:
+            # The page sent it again while this connection was answering it (its resend every
+            # 10 s): the answer is on its way or there already, and would show twice.
             return
         await ws.send_json({"type": "typing"})
         message = IncomingMessage(
@@ -340,7 +347,11 @@ class WebChatChannel:
 
         # The same outbound path as every platform: the answer is in the outbox before it is sent.
         streamed = self._streamed_message(ws) if self.stream else None
-        await answer(self.delivery, self.on_new_message, message, cid, self._parts(ws, cid, first), streamed)
+        replies = await answer(
+            self.delivery, self.on_new_message, message, cid, self._parts(ws, cid, first), streamed
+        )
+        if replies and answered is not None:  # none: taken elsewhere; sent again, it may be redone
+            answered.add(parsed.id)
 
     def _parts(self, ws: WebSocket, cid: str, keep: bool) -> Parts:
         """A reply is one frame, kept for the next visit first (unless the answer is a resent

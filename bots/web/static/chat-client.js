@@ -42,6 +42,10 @@ export function startChat({ url, client, form, input, log, typing, intro = null,
                             params = {} }) {
   let ws = null, retry = 500, partial = null;
   const pending = new Map();  // unacknowledged frames, resent after a reconnect
+  // The frames the server began answering on this connection ("typing" comes first for each, in
+  // order): a reply acknowledges those only. A frame sent meanwhile stays pending: a server that
+  // stops closes the socket before reading it, and it goes again after the reconnect.
+  let answering = [];
 
   // The knowledge base's sources of an answer, as chips: a link for a web page, the path (and
   // section) for a file. Built from text nodes only: nothing in a label becomes markup.
@@ -116,7 +120,8 @@ export function startChat({ url, client, form, input, log, typing, intro = null,
   }
 
   // Unanswered messages go again (marked resent) after a reconnect and every 10 s: the server
-  // answers each message once, and repeats the answer to a resent one it already answered.
+  // answers each message once, and repeats the answer to a resent one it already answered (on an
+  // earlier connection: one it answered on this one, it does not answer again).
   function resend() {
     if (!ws || ws.readyState !== WebSocket.OPEN) return;
     for (const frame of pending.values()) ws.send(JSON.stringify(Object.assign({}, frame, { resent: true })));
@@ -129,8 +134,14 @@ export function startChat({ url, client, form, input, log, typing, intro = null,
     ws.onopen = () => { onStatus(false, "connecting…"); retry = 500; };
     ws.onmessage = (ev) => {
       const data = JSON.parse(ev.data);
-      if (data.type === "typing") { typing.textContent = "typing…"; return; }
+      if (data.type === "typing") {
+        typing.textContent = "typing…";
+        const next = [...pending.keys()].find((id) => !answering.includes(id));
+        if (next !== undefined) answering.push(next);
+        return;
+      }
       if (data.type === "history") {  // always the first frame of a connection
+        answering = [];
         showHistory(data.messages);
         onStatus(true, "online");
         resend();
@@ -144,7 +155,8 @@ export function startChat({ url, client, form, input, log, typing, intro = null,
       }
       if (partial) { partial.remove(); partial = null; }
       typing.textContent = "";
-      pending.clear();  // the server answers frames in order
+      for (const id of answering) pending.delete(id);  // the server answers frames in order
+      answering = [];
       if (data.type === "reply") add(data.agent ? "agent" : "bot", data.text, data.buttons, data.sources, data.agent);
       else if (data.type === "error") add("error", data.error);
     };
