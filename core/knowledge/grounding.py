@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 from core import texts
 from core.knowledge.base import KnowledgeBase
 from core.knowledge.context import format_context, sources
-from core.knowledge.excerpts import Excerpt, quote
+from core.knowledge.excerpts import CachedEmbedding, Excerpt, quote
 from core.knowledge.facts import unsupported
 from core.knowledge.relevance import Relevance
 from core.knowledge.router import MessageKind, MessageRouter
@@ -125,6 +125,7 @@ class Grounder:
         self.known = known
         #: the bot's name, for its word about itself
         self.name = name
+        self._embed = CachedEmbedding(lambda texts: kb.embedder.embed(texts))
 
     async def consult(self, question: str) -> KnowledgeStep:
         kind: MessageKind | None = None
@@ -152,7 +153,7 @@ class Grounder:
             # Every passage found may be quoted: the answer often sits in one just under the
             # threshold, beside the relevant one that made the question answerable.
             quoted = await asyncio.to_thread(
-                quote, question, searched, self.kb.embedder.embed, self.config.excerpt_sentences,
+                quote, question, searched, self._embed, self.config.excerpt_sentences,
                 min_overlap=self.config.excerpt_min_overlap,
             )  # fmt: skip
         used = {p.chunk_id for p in quoted.passages} if quoted else set()

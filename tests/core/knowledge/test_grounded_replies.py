@@ -11,7 +11,7 @@ import pytest
 from core import texts
 from core.engine import DialogueEngine, EngineConfig
 from core.knowledge import Grounder, GroundingConfig, KnowledgeBase
-from core.knowledge.excerpts import quote, sentences
+from core.knowledge.excerpts import CachedEmbedding, quote, sentences
 from core.knowledge.grounding import AnswerMode, KnowledgeStep
 from core.knowledge.relevance import Relevance
 from core.knowledge.types import Passage
@@ -265,3 +265,19 @@ async def test_out_of_scope_questions_are_answered_without_context(redis, embedd
 def test_a_table_row_reads_as_one_sentence_that_keeps_the_row_together() -> None:
     row = "| Variable | Default | Meaning |\n|---|---|---|\n| `REDIS_URL` | `None` | Redis. Unset: none. |"
     assert sentences(row) == ["Variable: REDIS_URL; Default: None; Meaning: Redis. Unset: none."]
+
+
+def test_quoted_sentences_are_embedded_once_and_the_cache_stays_bounded(embedder) -> None:
+    asked: list[str] = []
+
+    def embed(texts):
+        asked.extend(texts)
+        return embedder.embed(texts)
+
+    cached = CachedEmbedding(embed, max_items=3)
+    first = cached(["a shop", "opening hours", "a shop"])
+    assert asked == ["a shop", "opening hours"] and first.shape[0] == 3
+    assert (cached(["opening hours"]) == first[1]).all() and asked == ["a shop", "opening hours"]
+    cached(["returns", "receipts"])  # four texts seen, three kept: the least recently used goes
+    cached(["a shop"])
+    assert asked[-1] == "a shop" and len(cached._vectors) == 3
