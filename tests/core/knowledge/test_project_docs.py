@@ -8,6 +8,9 @@ import pytest
 
 from core.knowledge import KnowledgeBase, Mode, Relevance, seed_defaults
 from core.knowledge.evaluation import evaluate, load_qa
+from core.knowledge.lexical import tokenize
+from core.knowledge.loaders import load_path
+from core.knowledge.names import unknown_names
 from core.settings import CoreSettings
 from tests.core.knowledge.conftest import kb_config
 
@@ -44,3 +47,19 @@ async def test_retrieval_on_the_project_docs(redis, embedder) -> None:
     assert any(p.source == "docs/platforms.md" and "/newbot" in p.text for p in telegram)
     redis_url = await kb.search("which variable sets the Redis server?")
     assert any("REDIS_URL" in p.text and p.source == "README.md" for p in redis_url)
+
+
+def test_the_docs_do_not_name_what_the_unanswerable_questions_ask_about() -> None:
+    # Docs that quote the eval's questions (a table of examples, say) would teach the knowledge base
+    # the very names whose absence declines them: such passages belong between kb:skip markers.
+    root = QA.parents[2]
+    texts = []
+    for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        doc = load_path(path, path.name, 10**8)
+        texts += [block.text for block in doc.blocks]
+    vocabulary = {token for text in texts for token in tokenize(text)}
+    unanswerable = [i.question for i in load_qa(QA) if i.kind == "unanswerable"]
+    named = [q for q in unanswerable if unknown_names(q, tokenize, vocabulary.__contains__)]
+    assert len(named) >= 20, f"only {len(named)} unanswerable questions name something the docs never mention"
+    answerable = [i.question for i in load_qa(QA) if i.answerable]
+    assert [q for q in answerable if unknown_names(q, tokenize, vocabulary.__contains__)] == []
