@@ -80,12 +80,15 @@ AFTER_HOURS = (
 )
 
 
+def shorten(text: str, max_chars: int) -> str:
+    """``text`` if it fits ``max_chars``, else cut at the last whole word that fits, with "…"."""
+    return text if len(text) <= max_chars else text[: max_chars - 1].rsplit(" ", 1)[0] + "…"
+
+
 def decline(question: str) -> str:
     """The knowledge step's decline in the user's language (English when unsure), quoting what was
     asked so the user sees what the bot could not find."""
-    quoted = " ".join(question.split())
-    if len(quoted) > KB_DECLINE_QUOTE_CHARS:
-        quoted = quoted[: KB_DECLINE_QUOTE_CHARS - 1].rsplit(" ", 1)[0] + "…"
+    quoted = shorten(" ".join(question.split()), KB_DECLINE_QUOTE_CHARS)
     template = KB_DECLINE.get(guess_language(question), KB_DECLINE["en"])
     return template.format(question=quoted.rstrip("?？ "))
 

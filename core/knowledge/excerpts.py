@@ -26,6 +26,7 @@ import numpy as np
 
 from core.knowledge.types import Passage
 from core.model.scoring import content_words
+from core.texts import shorten
 
 #: the longest quote offered as a reply
 MAX_CHARS = 320
@@ -60,22 +61,17 @@ class CachedEmbedding:
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
-        fresh = self.embed(missing) if missing else None
+            found = {t: self._vectors[t] for t in texts if t in self._vectors}
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing:  # embedded outside the lock: other threads' texts need not wait for these
+            found.update(zip(missing, self.embed(missing), strict=True))
         with self._lock:
-            for text, vector in zip(missing, fresh if fresh is not None else (), strict=True):
-                self._vectors[text] = vector
-            out = []
-            for text in texts:
-                vector = self._vectors.get(text)
-                if vector is None:  # evicted by another thread just now
-                    vector = self.embed([text])[0]
-                self._vectors[text] = vector
+            for text in found:
+                self._vectors[text] = found[text]
                 self._vectors.move_to_end(text)
-                out.append(vector)
             while len(self._vectors) > self.max_items:
                 self._vectors.popitem(last=False)
-        return np.stack(out)
+        return np.stack([found[t] for t in texts])
 
 
 def sentences(passage: str) -> list[str]:
@@ -97,10 +93,6 @@ def table_rows(passage: str) -> list[str] | None:
     cells = [[c.strip().strip("`") for c in line.strip().strip("|").split("|")] for line in lines]
     header, rows = cells[0], cells[2:]
     return ["; ".join(f"{h}: {v}" for h, v in zip(header, row, strict=False) if v) for row in rows]
-
-
-def cut(text: str, max_chars: int) -> str:
-    return text if len(text) <= max_chars else text[: max_chars - 1].rsplit(" ", 1)[0] + "…"
 
 
 def quote(
@@ -138,4 +130,4 @@ def quote(
             used.append(passage)
     if len(asked & content_words(text)) < min_overlap:
         return None
-    return Excerpt(cut(text, max_chars), tuple(used))
+    return Excerpt(shorten(text, max_chars), tuple(used))

@@ -100,8 +100,6 @@ class KnowledgeStep:
     p_information: float | None = None
     #: the passages' sentences that answer the question, quoted (None: nothing to quote)
     excerpt: Excerpt | None = None
-    #: names the question asks about that no document mentions (why it is UNANSWERED)
-    unknown: tuple[str, ...] = ()
 
     @property
     def declines(self) -> bool:
@@ -141,13 +139,10 @@ class Grounder:
             verdict = Relevance.ANSWERED if self.kb.relevant(searched) else Relevance.UNANSWERED
         else:
             verdict = self.kb.judge(searched)
-        unknown = tuple(self.kb.unknown_names(question)) if verdict == Relevance.ANSWERED else ()
-        if unknown:  # it asks about something the documents never mention: no passage answers it
-            verdict = Relevance.UNANSWERED
+        if verdict == Relevance.ANSWERED and self.kb.unknown_names(question):
+            verdict = Relevance.UNANSWERED  # it asks about what no document mentions: none answers it
         if verdict != Relevance.ANSWERED:
-            return KnowledgeStep(
-                verdict, searched, question=question, kind=kind, p_information=p, unknown=unknown
-            )
+            return KnowledgeStep(verdict, searched, question=question, kind=kind, p_information=p)
         quoted = None
         if self.config.excerpts:
             # Every passage found may be quoted: the answer often sits in one just under the
@@ -205,9 +200,8 @@ class Grounder:
         generated = {c.text for c in candidates}
         quoted = [c for c in [*self.faq_candidates(step), self.excerpt_candidate(step)] if c is not None]
         joined = [c for c in quoted if c.text not in generated]
-        ranked = sorted(
-            [*candidates, *joined], key=lambda c: c.score, reverse=True
-        )  # stable: ties keep order
+        # sorted is stable: ties keep their order
+        ranked = sorted([*candidates, *joined], key=lambda c: c.score, reverse=True)
         return self._sendable_first(step, ranked)
 
     def _sendable_first(self, step: KnowledgeStep, ranked: Sequence[Candidate]) -> list[Candidate]:

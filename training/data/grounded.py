@@ -44,6 +44,7 @@ from core.knowledge.embedding import Embedder
 from core.knowledge.grounding import GROUNDED_DECLINE
 from core.knowledge.loaders import load_path
 from core.knowledge.types import Chunk, Passage
+from core.texts import shorten
 from training.data.sources import Conversation, Turn, assign_roles, content_id, merge_consecutive
 from training.data.split import assign_split
 
@@ -125,9 +126,7 @@ def lead_sentences(text: str, max_chars: int) -> str:
     out = sentences[0]
     if len(sentences) > 1 and len(out) + 1 + len(sentences[1]) <= max_chars:
         out = f"{out} {sentences[1]}"
-    if len(out) > max_chars:
-        out = out[: max_chars - 1].rsplit(" ", 1)[0] + "…"
-    return out
+    return shorten(out, max_chars)
 
 
 def as_passage(chunk: Chunk, headings: tuple[str, ...] | None = None) -> Passage:
