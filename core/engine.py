@@ -400,7 +400,7 @@ class DialogueEngine:
             raise _Overloaded("admission")
         pump: PartialPump | None = None
         on_partial: PartialSink | None = None
-        if stream is not None:
+        if stream is not None and asks_model:  # a quote is sent whole: nothing to stream
             pump = live = PartialPump(stream, stream_interval_s)
             safety = self.safety
 
@@ -428,8 +428,6 @@ class DialogueEngine:
             finally:
                 if pump:
                     await pump.aclose()
-        elif pump:
-            await pump.aclose()
         elapsed = time.perf_counter() - started
         metrics.MODEL_SECONDS.observe(elapsed)
         if knowledge is not None and step is not None:

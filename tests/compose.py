@@ -80,7 +80,7 @@ class Process:
     def tail(self, chars: int = 3000) -> str:
         return self.log.read_text()[-chars:] if self.log.exists() else ""
 
-    async def start(self) -> None:
+    async def start(self, within_s: float = 120.0) -> None:
         log = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         try:
             self.proc = await asyncio.create_subprocess_exec(
@@ -91,7 +91,7 @@ class Process:
             os.close(log)  # the child has its own copy
         self.starts += 1
         async with httpx.AsyncClient() as client:
-            for _ in range(1200):
+            for _ in range(round(within_s / 0.1)):
                 if self.proc.returncode is not None:
                     raise RuntimeError(f"{self.name} exited: {self.tail()}")
                 try:

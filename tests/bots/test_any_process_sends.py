@@ -12,18 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from core import texts
 from core.handoff.agents import AgentDirectory
-from core.memory.embedded_redis import free_port
 from tests.bots.web.test_agent_console import login
+from tests.compose import Process
 from tests.fakes.openai_api import FakeModelServer
 from tests.fakes.telegram_api import FakeTelegram
 
@@ -35,51 +32,8 @@ CHAT = 931
 CID = f"telegram:{CHAT}"
 #: the issue's bound on an agent's reply reaching a user on a platform another process runs
 WITHIN_S = 2.0
-
-
-class Bot:
-    """One ``chatbot run --only ...`` child process; its log goes to a file (a full pipe would block)."""
-
-    def __init__(self, only: str, env: dict[str, str], tmp: Path) -> None:
-        self.only, self.port, self.log = only, free_port(), tmp / f"{only}.log"
-        self.env = {**env, "SPOOL_PATH": str(tmp / f"{only}-spool.jsonl")}
-        self.proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        log = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bots.cli.main", "run", "--only", self.only, "--port", str(self.port),
-                env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=log,
-            )  # fmt: skip
-        finally:
-            os.close(log)  # the child has its own copy
-        async with httpx.AsyncClient() as client:
-            for _ in range(600):
-                if self.proc.returncode is not None:
-                    raise RuntimeError(self.log.read_text()[-3000:])
-                try:
-                    if (await client.get(f"{self.url}/healthz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise TimeoutError(f"{self.only} did not start: {self.log.read_text()[-3000:]}")
-
-    async def stop(self) -> int:
-        """SIGTERM, as ``docker compose stop`` does; returns the exit status."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.proc.wait(), 40)
-
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
+#: how long a process may take to serve /healthz, and to exit after SIGTERM (compose's stop grace)
+START_WITHIN_S, STOP_WITHIN_S = 60.0, 40.0
 
 
 class Console:
@@ -142,10 +96,13 @@ async def test_an_agent_in_the_web_process_serves_a_telegram_user(redis_server, 
             "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": telegram.url, "TELEGRAM_POLL_TIMEOUT_S": "1",
             "TELEGRAM_STREAM": "false", "TELEGRAM_CHAT_INTERVAL_S": "0",
         }  # fmt: skip
-        web, bot = Bot("web", env, tmp_path), Bot("telegram", {**env, **telegram_env}, tmp_path)
+        web, bot = (
+            Process("web", "web", env, tmp_path),
+            Process("telegram", "telegram", {**env, **telegram_env}, tmp_path),
+        )
         try:
-            await web.start()
-            await bot.start()
+            await web.start(START_WITHIN_S)
+            await bot.start(START_WITHIN_S)
             await telegram.log.wait_for("setMyCommands", within=30)  # polling starts right after
             command = [{"type": "bot_command", "offset": 0, "length": 6}]
             await telegram.push(telegram.message("/human", chat_id=CHAT, user_id=CHAT, entities=command))
@@ -169,7 +126,7 @@ async def test_an_agent_in_the_web_process_serves_a_telegram_user(redis_server, 
                 await console.wait_state(reply, "sent", within_s=WITHIN_S)
 
                 # No Telegram process at all: the reply waits, and the console says so.
-                assert await bot.stop() == 0, bot.log.read_text()[-3000:]
+                assert await bot.stop(STOP_WITHIN_S) == 0, bot.log.read_text()[-3000:]
                 waiting = "Are you still there? I found the tracking number."
                 answered = await console.act("reply", text=waiting)
                 assert answered.status_code == 200, answered.text
@@ -181,7 +138,7 @@ async def test_an_agent_in_the_web_process_serves_a_telegram_user(redis_server, 
                 assert waiting not in sent_to_user(telegram)
 
                 # It goes out when a Telegram process starts again.
-                await bot.start()
+                await bot.start(START_WITHIN_S)
                 await arrives(telegram, waiting, within_s=20)
                 await console.wait_state(waiting, "sent")
 
@@ -228,9 +185,12 @@ async def test_a_reply_reaches_the_web_chat_connected_to_another_replica(
             "LOW_CONFIDENCE_SCORE": "-1e9", "SHUTDOWN_GRACE_S": "5", "DELIVERY_RECOVERY_INTERVAL_S": "60",
         }  # fmt: skip
         (tmp_path / "1").mkdir(), (tmp_path / "2").mkdir()
-        holding, serving = Bot("web", env, tmp_path / "1"), Bot("web", env, tmp_path / "2")
+        holding, serving = (
+            Process("web", "web", env, tmp_path / "1"),
+            Process("web", "web", env, tmp_path / "2"),
+        )
         try:
-            await asyncio.gather(holding.start(), serving.start())
+            await asyncio.gather(holding.start(START_WITHIN_S), serving.start(START_WITHIN_S))
             ws_url = f"ws://127.0.0.1:{holding.port}/ws/chat?client=replica-user-1"
             async with websockets.connect(ws_url) as ws, httpx.AsyncClient(base_url=serving.url) as http:
 
